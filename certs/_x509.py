@@ -1,0 +1,207 @@
+"""Issue the certificates of a Sinergi deployment: one root CA, server and agency leaf certificates.
+
+Every key is ECDSA P-256 and every signature ECDSA with SHA-256, which all gRPC TLS stacks accept.
+Leaves carry exactly the extensions a TLS peer needs, with the criticality RFC 5280 asks for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certs._errors import CertificateError
+from certs._names import SpiffeId
+
+__all__ = [
+    "Issued",
+    "create_ca",
+    "fingerprint",
+    "identity_of",
+    "issue_client",
+    "issue_server",
+    "load_pem_certificate",
+]
+
+_CLOCK_SKEW = timedelta(minutes=5)
+"""Backdating of notBefore, so a peer whose clock lags a little accepts a fresh certificate."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate together with its private key."""
+
+    certificate: x509.Certificate
+    private_key: ec.EllipticCurvePrivateKey
+
+    def __post_init__(self) -> None:
+        if self.certificate.public_key() != self.private_key.public_key():
+            raise CertificateError("the private key does not match the certificate's public key")
+
+    def cert_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        """The key as unencrypted PKCS#8 PEM: file permissions, not a passphrase, protect it."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _validity(valid_days: int) -> tuple[datetime, datetime]:
+    if valid_days < 1:
+        raise ValueError(f"valid_days must be positive, not {valid_days}")
+    now = datetime.now(UTC)
+    return now - _CLOCK_SKEW, now + timedelta(days=valid_days)
+
+
+def create_ca(common_name: str, *, valid_days: int = 3650) -> Issued:
+    """Create a self-signed root CA for signing certificates and CRLs.
+
+    ``path_length=1`` leaves room for one intermediate, such as a per-agency issuing CA, and no
+    more (RFC 5280 4.2.1.9).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    not_before, not_after = _validity(valid_days)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        # RFC 5280 4.1.2.2: positive, at most 20 octets; random so serials are unpredictable.
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)  # 4.2.1.9
+        .add_extension(_key_usage(cert_sign=True), critical=True)  # 4.2.1.3
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(certificate, key)
+
+
+def _issue(
+    ca: Issued,
+    subject: x509.Name,
+    san: Sequence[x509.GeneralName],
+    purpose: x509.ObjectIdentifier,
+    valid_days: int,
+) -> Issued:
+    constraints = ca.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if not constraints.ca:
+        raise CertificateError(f"{ca.certificate.subject.rfc4514_string()} is not a CA")
+    not_before, not_after = _validity(valid_days)
+    # A leaf that outlives its issuer fails path validation anyway (RFC 5280 6.1.3 (a)(2)).
+    not_after = min(not_after, ca.certificate.not_valid_after_utc)
+    if not_after <= not_before:
+        raise CertificateError("the CA has expired")
+    try:
+        ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski.value)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key())
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # ECDHE key exchange: the leaf key only signs the handshake (RFC 5280 4.2.1.3).
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)  # 4.2.1.12
+        # The subject is never empty, so the SAN is not critical (RFC 5280 4.2.1.6).
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(aki, critical=False)  # 4.2.1.1
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(ca.private_key, hashes.SHA256())
+    )
+    return Issued(certificate, key)
+
+
+def issue_server(
+    ca: Issued,
+    *,
+    common_name: str,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str],
+    valid_days: int = 397,
+) -> Issued:
+    """Issue a TLS server certificate; clients match the SAN, never the CN (RFC 6125 6.4.4)."""
+    san: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    for address in ip_addresses:
+        try:
+            san.append(x509.IPAddress(ipaddress.ip_address(address)))
+        except ValueError:
+            raise CertificateError(f"{address!r} is not an IP address") from None
+    if not san:
+        raise CertificateError("a server certificate needs at least one DNS name or IP address")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return _issue(ca, subject, san, ExtendedKeyUsageOID.SERVER_AUTH, valid_days)
+
+
+def issue_client(ca: Issued, identity: SpiffeId, *, valid_days: int = 397) -> Issued:
+    """Issue a mutual-TLS client certificate naming ``identity``.
+
+    The SAN holds exactly one URI and nothing else: grpcio reports ``peer_spiffe_id`` only then.
+    """
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.agency),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.kind),
+            x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
+        ]
+    )
+    san = [x509.UniformResourceIdentifier(str(identity))]
+    return _issue(ca, subject, san, ExtendedKeyUsageOID.CLIENT_AUTH, valid_days)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """Lowercase hex SHA-256 of the DER certificate, as the ledger records it."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def identity_of(cert: x509.Certificate) -> SpiffeId:
+    """The principal a certificate names: its one URI subjectAltName (RFC 5280 4.2.1.6)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CertificateError("the certificate has no subjectAltName extension") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise CertificateError(f"the certificate has {len(uris)} URI subjectAltNames, not one")
+    return SpiffeId.parse(uris[0])
+
+
+def load_pem_certificate(data: bytes) -> x509.Certificate:
+    """Parse the first PEM certificate in ``data``."""
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise CertificateError(f"not a PEM certificate: {exc}") from None

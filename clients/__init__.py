@@ -1,0 +1,43 @@
+"""Sinergi's Python client library and the `sinergi` command-line client."""
+
+from clients._alerts import enum_name, enum_value, new_alert, parse_subjects
+from clients._client import (
+    DEFAULT_SERVER,
+    Acknowledged,
+    ExchangeClient,
+    Published,
+    VerifiedReceipt,
+    find_ledger_key,
+    load_verifier,
+)
+from clients._errors import (
+    ClientError,
+    Refused,
+    Unreachable,
+    UsageError,
+    VerificationFailed,
+    from_rpc_error,
+)
+from clients._witness import ForkDetected, Witness
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "Acknowledged",
+    "ClientError",
+    "ExchangeClient",
+    "ForkDetected",
+    "Published",
+    "Refused",
+    "Unreachable",
+    "UsageError",
+    "VerificationFailed",
+    "VerifiedReceipt",
+    "Witness",
+    "enum_name",
+    "enum_value",
+    "find_ledger_key",
+    "from_rpc_error",
+    "load_verifier",
+    "new_alert",
+    "parse_subjects",
+]

@@ -1,0 +1,121 @@
+"""What every `sinergi` command shares: options, output (human or --json) and exit codes.
+
+Exit codes: 0 ok, 1 refused or verification failed, 2 usage (bad flags, missing files), 3 the
+exchange is unreachable. With --json the last line on stdout is one JSON object; streams print one
+object per line.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from certs import CertsError
+from clients._errors import ClientError
+from ledger import LedgerError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_DB = "sqlite:///var/sinergi.db"
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when used (click docs, "Lazily Loading Subcommands").
+
+    The server's commands live in :mod:`exchange`; loading them by name keeps `clients` free of
+    any import of the server (DESIGN.md, package table).
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            module, _, attr = self._lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+def emit(as_json: bool, obj: dict[str, Any], human: str) -> None:
+    """Print a result: ``human`` text, or ``obj`` as one JSON line with --json."""
+    click.echo(json.dumps(obj, sort_keys=True) if as_json else human)
+    sys.stdout.flush()
+
+
+def fail(as_json: bool, message: str, code: int, details: dict[str, Any] | None = None) -> None:
+    """Report a failure on stderr (and as the last JSON line with --json), then exit ``code``."""
+    click.echo(f"sinergi: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": message, **(details or {})}, sort_keys=True))
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn library errors into a one-line reason and the documented exit code, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = bool(kwargs.get("as_json", False))
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            details: dict[str, Any] = {}
+            if exc.violations:
+                details["violations"] = [{"field": f, "description": d} for f, d in exc.violations]
+                for field, description in exc.violations:
+                    click.echo(f"  {field}: {description}", err=True)
+            code = getattr(exc, "code", None)
+            if code is not None:
+                details["code"] = code.name
+            fail(as_json, exc.message, exc.exit_code, details)
+        except (CertsError, LedgerError, OSError) as exc:
+            fail(as_json, str(exc), 2)
+        raise AssertionError("unreachable")  # fail() exits
+
+    return wrapper
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output: one JSON object per line."
+)
+identity_option = click.option(
+    "--identity",
+    envvar="SINERGI_IDENTITY",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Identity directory with tls.crt, tls.key and ca.crt [env SINERGI_IDENTITY].",
+)
+server_option = click.option(
+    "--server",
+    envvar="SINERGI_SERVER",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="Exchange address [env SINERGI_SERVER].",
+)
+ledger_key_option = click.option(
+    "--ledger-key",
+    envvar="SINERGI_LEDGER_KEY",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="The ledger's verifier key (ledger.vkey); default: beside the identity or its parent.",
+)
+db_option = click.option(
+    "--db",
+    envvar="SINERGI_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="SQLAlchemy database URL [env SINERGI_DB].",
+)

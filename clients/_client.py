@@ -1,0 +1,293 @@
+"""The Python client of the exchange: mutual TLS from an identity directory, verified receipts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from certs import CertsError, Identity, SpiffeId, load_identity
+from clients._errors import UsageError, VerificationFailed, from_rpc_error
+from clients._witness import Witness
+from ledger import Checkpoint as LedgerCheckpoint
+from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, verify_inclusion
+from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+LEDGER_KEY_FILE = "ledger.vkey"
+WITNESS_FILE = "witness.json"
+WITNESSED_SIZE = "sinergi-witnessed-size"
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    """A receipt whose checkpoint signature and inclusion proof both verified."""
+
+    seq: int
+    entry: Entry
+    checkpoint: LedgerCheckpoint
+
+
+@dataclass(frozen=True)
+class Published:
+    alert_id: str
+    receipt: VerifiedReceipt
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    acknowledgement: alert_pb2.Acknowledgement
+    receipt: VerifiedReceipt
+
+
+def find_ledger_key(identity_dir: Path, explicit: str | os.PathLike[str] | None) -> Path:
+    """The ledger's verifier key: explicit, else beside the identity, else in its parent."""
+    if explicit is not None:
+        return Path(explicit)
+    for candidate in (identity_dir / LEDGER_KEY_FILE, identity_dir.parent / LEDGER_KEY_FILE):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(
+        f"no ledger verifier key: expected {identity_dir / LEDGER_KEY_FILE} or "
+        f"{identity_dir.parent / LEDGER_KEY_FILE} (or pass --ledger-key)"
+    )
+
+
+def load_verifier(path: Path) -> Verifier:
+    try:
+        return Verifier.from_vkey(path.read_text(encoding="ascii").strip())
+    except OSError as exc:
+        raise UsageError(f"cannot read ledger key {path}: {exc.strerror}") from None
+    except (LedgerError, UnicodeDecodeError) as exc:
+        raise UsageError(f"ledger key {path} is not a verifier key: {exc}") from None
+
+
+class ExchangeClient:
+    """A connection to the exchange as one identity. Use as a context manager."""
+
+    def __init__(
+        self,
+        identity: str | os.PathLike[str] | Identity,
+        server: str = DEFAULT_SERVER,
+        *,
+        ledger_key: str | os.PathLike[str] | None = None,
+        witness_state: str | os.PathLike[str] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        try:
+            self.identity = identity if isinstance(identity, Identity) else load_identity(identity)
+        except CertsError as exc:
+            raise UsageError(str(exc)) from None
+        self._verifier = load_verifier(find_ledger_key(self.identity.directory, ledger_key))
+        self.witness = Witness(
+            witness_state or self.identity.directory / WITNESS_FILE, [self._verifier]
+        )
+        self._timeout = timeout
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.identity.ca_pem,
+            private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem,
+        )
+        self._channel = grpc.secure_channel(server, credentials)
+        self._stub = exchange_pb2_grpc.ExchangeStub(self._channel)
+        self._audit = ledger_pb2_grpc.AuditLedgerStub(self._channel)
+
+    def __enter__(self) -> ExchangeClient:
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def publish(self, alert: alert_pb2.Alert, *, idempotency_key: str | None = None) -> Published:
+        """Publish ``alert``; succeeds only once the receipt proves the ledger recorded it."""
+        request = exchange_pb2.PublishRequest(
+            idempotency_key=idempotency_key or secrets.token_urlsafe(24), alert=alert
+        )
+        try:
+            response = self._stub.Publish(
+                request, timeout=self._timeout, metadata=self._witnessed()
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        receipt = self.verify_receipt(response.receipt, "PUBLISH", f"alert:{response.alert_id}")
+        return Published(response.alert_id, receipt)
+
+    def acknowledge(
+        self,
+        alert_id: str,
+        response: alert_pb2.Response.ValueType,
+        *,
+        case_reference: str = "",
+        note: str = "",
+    ) -> Acknowledged:
+        request = exchange_pb2.AcknowledgeRequest(
+            alert_id=alert_id, response=response, case_reference=case_reference, note=note
+        )
+        try:
+            reply = self._stub.Acknowledge(
+                request, timeout=self._timeout, metadata=self._witnessed()
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        receipt = self.verify_receipt(reply.receipt, "ACK", f"alert:{alert_id}")
+        return Acknowledged(reply.acknowledgement, receipt)
+
+    def subscribe(
+        self,
+        *,
+        after: int = 0,
+        categories: Sequence[alert_pb2.Category.ValueType] = (),
+        reconnect: bool = True,
+    ) -> Iterator[exchange_pb2.Delivery]:
+        """Deliveries after cursor ``after``; on a dropped connection, resumes from the last one."""
+        cursor, backoff = after, 0.2
+        while True:
+            call = self._stub.Subscribe(
+                exchange_pb2.SubscribeRequest(after=cursor, categories=list(categories))
+            )
+            try:
+                for delivery in call:
+                    backoff = 0.2
+                    cursor = delivery.cursor
+                    yield delivery
+                return
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                if not reconnect or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise error from None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                call.cancel()  # type: ignore[no-untyped-call]
+
+    def _witnessed(self) -> tuple[tuple[str, str], ...]:
+        kept = self.witness.latest(self._verifier.name)
+        return ((WITNESSED_SIZE, str(kept.size)),) if kept else ()
+
+    def _consistency(self, first: int, second: int) -> Sequence[bytes]:
+        """For the witness: a proof to a size it already holds a signed checkpoint of."""
+        try:
+            reply = self._audit.GetConsistencyProof(
+                ledger_pb2.ConsistencyProofRequest(first=first, second=second),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        cp = self._open(reply.checkpoint.note)
+        if cp.size != second:
+            raise VerificationFailed(f"asked for a proof to size {second}, got size {cp.size}")
+        return list(reply.proof)
+
+    def _open(self, note: bytes) -> LedgerCheckpoint:
+        try:
+            return open_checkpoint(note, [self._verifier])
+        except LedgerError as exc:
+            raise VerificationFailed(f"checkpoint does not verify: {exc}") from None
+
+    def checkpoint(self) -> LedgerCheckpoint:
+        """The exchange's newest checkpoint, verified and witnessed (a rollback is an error)."""
+        try:
+            reply = self._audit.GetCheckpoint(
+                ledger_pb2.GetCheckpointRequest(), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        cp = self._open(reply.note)
+        self.witness.observe(cp, reply.note, fetch=self._consistency, latest=True)
+        return cp
+
+    def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """Ledger entries start..end as (seq, hash, bytes), for :func:`ledger.verify_ledger`.
+
+        Auditors only; the exchange records the read."""
+        request = ledger_pb2.GetEntriesRequest(start=start, end=end)
+        try:
+            for row in self._audit.GetEntries(request, timeout=max(self._timeout, 600)):
+                yield row.seq, leaf_hash(row.entry), row.entry
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def inclusion(self, seq: int) -> VerifiedReceipt:
+        """Entry ``seq`` with its inclusion proof in the newest checkpoint, verified and witnessed.
+
+        Auditors only."""
+        try:
+            reply = self._audit.GetInclusionProof(
+                ledger_pb2.InclusionProofRequest(seq=seq), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        cp = self._open(reply.checkpoint.note)
+        try:
+            entry = Entry.decode(reply.entry)
+            verify_inclusion(seq - 1, cp.size, leaf_hash(reply.entry), list(reply.proof), cp.root)
+        except LedgerError as exc:
+            raise VerificationFailed(
+                f"inclusion proof of entry {seq} does not verify: {exc}"
+            ) from None
+        if entry.seq != seq:
+            raise VerificationFailed(f"asked for entry {seq}, got entry {entry.seq}")
+        self.witness.observe(cp, reply.checkpoint.note, fetch=self._consistency)
+        return VerifiedReceipt(seq, entry, cp)
+
+    def consistency(self, first: int, second: int) -> tuple[LedgerCheckpoint, list[bytes]]:
+        """The checkpoint at ``second`` and the proof that size ``first`` is its prefix."""
+        try:
+            reply = self._audit.GetConsistencyProof(
+                ledger_pb2.ConsistencyProofRequest(first=first, second=second),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        cp = self._open(reply.checkpoint.note)
+        self.witness.observe(cp, reply.checkpoint.note, fetch=self._consistency)
+        return cp, list(reply.proof)
+
+    def verify_receipt(self, receipt: ledger_pb2.Receipt, action: str, obj: str) -> VerifiedReceipt:
+        """Check the checkpoint signature, the entry hash, its inclusion, and what it records."""
+        try:
+            checkpoint = open_checkpoint(receipt.checkpoint.note, [self._verifier])
+            if leaf_hash(receipt.entry) != receipt.entry_hash:
+                raise VerificationFailed("receipt entry does not match its hash")
+            entry = Entry.decode(receipt.entry)
+            verify_inclusion(
+                receipt.seq - 1,
+                checkpoint.size,
+                receipt.entry_hash,
+                list(receipt.inclusion_proof),
+                checkpoint.root,
+            )
+        except LedgerError as exc:
+            raise VerificationFailed(f"receipt does not verify: {exc}") from None
+        if entry.seq != receipt.seq or entry.action != action or obj not in entry.objects:
+            raise VerificationFailed(
+                f"receipt records {entry.action} of {list(entry.objects)}, not {action} of {obj}"
+            )
+        # A retried publish is answered with the first attempt's entry, which another system of
+        # the same agency may have made; anyone else's is not our receipt.
+        me = self.identity.spiffe_id
+        try:
+            actor = SpiffeId.parse(entry.actor.id)
+        except CertsError:
+            actor = None
+        if me is None or actor is None or actor.agency != me.agency:
+            raise VerificationFailed(f"receipt attributes the act to {entry.actor.id}, not {me}")
+        self.witness.observe(
+            checkpoint,
+            receipt.checkpoint.note,
+            proof=list(receipt.consistency_proof),
+            proof_from=receipt.witnessed_size,
+            fetch=self._consistency,
+        )
+        return VerifiedReceipt(receipt.seq, entry, checkpoint)

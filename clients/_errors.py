@@ -1,0 +1,63 @@
+"""Typed client errors, mapped from gRPC status codes in one place (:func:`from_rpc_error`)."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+class ClientError(Exception):
+    """Base of every error raised by :mod:`clients`. ``exit_code`` is the CLI's for it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, violations: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.violations = violations
+
+    def __str__(self) -> str:
+        if not self.violations:
+            return self.message
+        fields = "; ".join(f"{f}: {d}" for f, d in self.violations)
+        return f"{self.message} ({fields})"
+
+
+class UsageError(ClientError):
+    """Wrong or missing local input: a flag, an identity directory, a key file."""
+
+    exit_code = 2
+
+
+class Unreachable(ClientError):
+    exit_code = 3
+
+
+class Refused(ClientError):
+    """The exchange refused the request; ``code`` is the gRPC status."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, violations: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message, violations)
+        self.code = code
+
+
+class VerificationFailed(ClientError):
+    """A receipt, checkpoint or ledger did not verify. Never a warning: the result is refused."""
+
+
+def from_rpc_error(error: grpc.RpcError) -> ClientError:
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or code.name
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unreachable(f"exchange unreachable: {details}")
+    violations: list[tuple[str, str]] = []
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                violations.extend((v.field, v.description) for v in bad.field_violations)
+    return Refused(code, f"{code.name}: {details}", tuple(violations))

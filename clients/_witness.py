@@ -1,0 +1,150 @@
+"""Witnessing: a client remembers the newest checkpoint it verified and checks every newer one.
+
+A database administrator who holds the signing key could rewrite history and sign it anew; the
+next client that connects catches it, because the new checkpoint is not consistent (RFC 9162
+§2.1.4) with the one it kept. That is the same defence Certificate Transparency clients use.
+The state is a small JSON file per identity; checkpoints in it are verified again when loaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from clients._errors import VerificationFailed
+from ledger import Checkpoint, LedgerError, Verifier, open_checkpoint, verify_consistency
+
+STATE_VERSION = 1
+
+#: Fetches the consistency proof between two sizes, smaller first, from the exchange.
+ProofFetcher = Callable[[int, int], Sequence[bytes]]
+
+
+class ForkDetected(VerificationFailed):
+    """The exchange showed a checkpoint inconsistent with one this client verified before."""
+
+
+def describe(cp: Checkpoint) -> str:
+    return f"{cp.origin} size {cp.size} root {cp.root.hex()}"
+
+
+class Witness:
+    """The newest verified checkpoint per ledger origin, kept in ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], verifiers: Sequence[Verifier]) -> None:
+        self.path = Path(path)
+        self._verifiers = list(verifiers)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Threads of this process and other processes using the same identity, one at a time."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path.with_suffix(".lock"), "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _load(self) -> dict[str, bytes]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise VerificationFailed(f"witness state {self.path} is unreadable: {exc}") from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise VerificationFailed(f"witness state {self.path} has an unknown format")
+        notes = data.get("checkpoints", {})
+        return {origin: base64.b64decode(note) for origin, note in notes.items()}
+
+    def _save(self, notes: dict[str, bytes]) -> None:
+        data = {
+            "version": STATE_VERSION,
+            "checkpoints": {o: base64.b64encode(n).decode() for o, n in sorted(notes.items())},
+        }
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+
+    def _open(self, note: bytes) -> Checkpoint:
+        try:
+            return open_checkpoint(note, self._verifiers)
+        except LedgerError as exc:
+            raise VerificationFailed(f"witness state {self.path}: kept checkpoint: {exc}") from None
+
+    def notes(self) -> dict[str, bytes]:
+        """The kept signed notes by origin, exactly as received."""
+        with self._locked():
+            return self._load()
+
+    def latest(self, origin: str) -> Checkpoint | None:
+        with self._locked():
+            note = self._load().get(origin)
+        return self._open(note) if note is not None else None
+
+    def observe(
+        self,
+        checkpoint: Checkpoint,
+        note: bytes,
+        *,
+        proof: Sequence[bytes] = (),
+        proof_from: int = 0,
+        fetch: ProofFetcher | None = None,
+        latest: bool = False,
+    ) -> None:
+        """Accept ``checkpoint`` (already signature-verified) if consistent with the kept one.
+
+        ``proof`` is a consistency proof between ``proof_from`` and ``checkpoint.size`` (as a
+        receipt carries it); when it does not connect to the kept checkpoint, ``fetch`` gets one
+        that does. ``latest`` marks a checkpoint presented as the newest, which must not be older
+        than the kept one: a smaller "latest" is a rollback.
+        """
+        with self._locked():
+            notes = self._load()
+            kept_note = notes.get(checkpoint.origin)
+            if kept_note is None:
+                notes[checkpoint.origin] = note
+                self._save(notes)
+                return
+            kept = self._open(kept_note)
+            if latest and checkpoint.size < kept.size:
+                raise ForkDetected(
+                    f"the exchange's newest checkpoint ({describe(checkpoint)}) is older than one "
+                    f"already verified ({describe(kept)}): the ledger was rolled back"
+                )
+            if checkpoint.size == kept.size:
+                if checkpoint.root != kept.root:
+                    raise ForkDetected(
+                        f"two different ledgers: {describe(checkpoint)}, "
+                        f"verified before: {describe(kept)}"
+                    )
+                return
+            old, new = sorted((kept, checkpoint), key=lambda cp: cp.size)
+            if proof_from != kept.size or not proof:
+                if fetch is None:
+                    raise ForkDetected(
+                        f"no consistency proof between {describe(old)} and {describe(new)}"
+                    )
+                proof = fetch(old.size, new.size)
+            try:
+                verify_consistency(old.size, new.size, old.root, new.root, list(proof))
+            except LedgerError as exc:
+                raise ForkDetected(
+                    f"checkpoint {describe(new)} is not consistent with {describe(old)}: "
+                    f"history was rewritten ({exc})"
+                ) from None
+            if checkpoint.size > kept.size:
+                notes[checkpoint.origin] = note
+                self._save(notes)

@@ -1,0 +1,36 @@
+"""The Sinergi exchange server: mutual-TLS gRPC, deny-by-default policy, alerts and their ledger."""
+
+from exchange._errors import (
+    AlreadyExists,
+    ConfigError,
+    ExchangeError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from exchange._identity import Principal
+from exchange._logging import configure_logging
+from exchange._policy import DEFAULT_POLICY, Policy
+from exchange._server import ExchangeServer, ServerConfig, initialise_database
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "AlreadyExists",
+    "ConfigError",
+    "ExchangeError",
+    "ExchangeServer",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Policy",
+    "Principal",
+    "ServerConfig",
+    "Unauthenticated",
+    "Unavailable",
+    "configure_logging",
+    "initialise_database",
+]

@@ -1,0 +1,140 @@
+"""The AuditLedger service: read access for auditors, each call itself recorded (LEDGER_READ).
+
+Any member may fetch the newest checkpoint and consistency proofs, to witness the log.
+
+Auditors are audited too (DESIGN.md): the entry is committed before the answer is sent, naming the
+range or proof that was read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+from sqlalchemy import Connection, Engine
+
+from exchange._errors import InvalidArgument, NotFound, Unavailable
+from exchange._policy import Policy
+from exchange._rpc import current_principal
+from ledger import (
+    Action,
+    EntryDraft,
+    LedgerError,
+    LedgerWriter,
+    StorageError,
+    checkpoint_at,
+    iter_entries,
+    prove,
+    prove_consistency,
+)
+from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
+
+T = TypeVar("T")
+PAGE = 1000
+
+
+class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
+    def __init__(self, policy: Policy, ledger: LedgerWriter, engine: Engine) -> None:
+        self._policy = policy
+        self._ledger = ledger
+        self._engine = engine
+
+    def _authorize(self, *, witness: bool = False) -> None:
+        """Auditors read everything; any member may witness (checkpoints and consistency proofs
+        are hashes only, and every client must be able to check the ledger was not rewritten)."""
+        agency = current_principal().agency
+        if witness:
+            self._policy.authorize_member(agency)
+        else:
+            self._policy.authorize_audit(agency)
+
+    async def _record(self, method: str, **what: int) -> None:
+        principal = current_principal()
+        entry = EntryDraft(
+            Action.LEDGER_READ,
+            principal.actor,
+            objects=("ledger",),
+            meta={"method": method, **what},
+        )
+        try:
+            await asyncio.wrap_future(self._ledger.append(entry))
+        except LedgerError as exc:
+            raise Unavailable("the ledger is unavailable; retry later") from exc
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._engine.connect() as connection:
+                return fn(connection)
+
+        try:
+            return await asyncio.to_thread(run)
+        except StorageError as exc:
+            raise NotFound(str(exc)) from None
+
+    async def _checkpoint(self, size: int) -> tuple[int, bytes]:
+        found = await self._read(lambda c: checkpoint_at(c, size or None))
+        if found is None:
+            raise NotFound(f"no checkpoint of size {size} is stored", [("tree_size", "unknown")])
+        return found
+
+    async def GetCheckpoint(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.Checkpoint:
+        self._authorize(witness=True)
+        await self._record("GetCheckpoint")
+        _, note = await self._checkpoint(0)
+        return ledger_pb2.Checkpoint(note=note)
+
+    async def GetEntries(  # noqa: N802
+        self, request: ledger_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[ledger_pb2.LedgerEntry]:
+        self._authorize()
+        if request.start < 1 or request.end < 0 or (request.end and request.end < request.start):
+            raise InvalidArgument(
+                "invalid range", [("start", "must be >= 1"), ("end", "must be 0 or >= start")]
+            )
+        end = request.end or (await self._checkpoint(0))[0]
+        await self._record("GetEntries", start=request.start, end=end)
+        cursor = request.start
+        while cursor <= end:
+            last = min(end, cursor + PAGE - 1)
+            page = await self._read(lambda c, a=cursor, b=last: list(iter_entries(c, a, b)))  # type: ignore[misc]
+            if not page:
+                return
+            for seq, _hash, body in page:
+                yield ledger_pb2.LedgerEntry(seq=seq, entry=body)
+            cursor = last + 1
+
+    async def GetInclusionProof(  # noqa: N802
+        self, request: ledger_pb2.InclusionProofRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.InclusionProof:
+        self._authorize()
+        if request.seq < 1 or request.tree_size < 0:
+            raise InvalidArgument("invalid proof request", [("seq", "must be >= 1")])
+        await self._record("GetInclusionProof", seq=request.seq, tree_size=request.tree_size)
+        receipt = await self._read(lambda c: prove(c, request.seq, request.tree_size or None))
+        return ledger_pb2.InclusionProof(
+            seq=receipt.seq,
+            entry=receipt.entry,
+            checkpoint=ledger_pb2.Checkpoint(note=receipt.checkpoint),
+            proof=list(receipt.inclusion_proof),
+        )
+
+    async def GetConsistencyProof(  # noqa: N802
+        self,
+        request: ledger_pb2.ConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> ledger_pb2.ConsistencyProof:
+        self._authorize(witness=True)
+        if request.first < 1 or request.second < 0:
+            raise InvalidArgument("invalid proof request", [("first", "must be >= 1")])
+        await self._record("GetConsistencyProof", first=request.first, second=request.second)
+        size, note = await self._checkpoint(request.second)
+        if request.first > size:
+            raise InvalidArgument("first is after second", [("first", "must be <= second")])
+        proof = await self._read(lambda c: prove_consistency(c, request.first, size))
+        return ledger_pb2.ConsistencyProof(
+            first=request.first, checkpoint=ledger_pb2.Checkpoint(note=note), proof=proof
+        )

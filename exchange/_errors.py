@@ -1,0 +1,85 @@
+"""Typed errors of the exchange and their gRPC status codes: the only place they are mapped.
+
+Messages are written for the caller and for the ledger, so they never carry personal data or
+server internals (grpcio sends an escaping exception's text to the client: see
+shared/reference/grpc-python.md, "Interceptors and errors").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+
+class ExchangeError(Exception):
+    """Base of every error the exchange answers with; ``code`` is its gRPC status."""
+
+    code = grpc.StatusCode.INTERNAL
+    #: a refusal (authentication, policy, validation) that the ledger records as DENIED
+    denied = True
+
+    def __init__(
+        self, reason: str, violations: Sequence[tuple[str, str]] = (), *, recorded: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.violations = tuple(violations)
+        self.recorded = recorded
+
+    def to_status(self) -> status_pb2.Status:
+        """A ``google.rpc.Status`` with a ``BadRequest`` detail listing every bad field."""
+        status = status_pb2.Status(code=self.code.value[0], message=self.reason)
+        if self.violations:
+            detail = any_pb2.Any()
+            detail.Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                        for f, d in self.violations
+                    ]
+                )
+            )
+            status.details.append(detail)
+        return status
+
+
+class Unauthenticated(ExchangeError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ExchangeError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class InvalidArgument(ExchangeError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ExchangeError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ExchangeError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unavailable(ExchangeError):
+    code = grpc.StatusCode.UNAVAILABLE
+    denied = False
+
+
+class Internal(ExchangeError):
+    code = grpc.StatusCode.INTERNAL
+    denied = False
+
+
+class ConfigError(ExchangeError):
+    """The server's configuration or policy file is invalid; raised at start, never to a client."""
+
+    denied = False
+
+
+assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

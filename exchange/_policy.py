@@ -1,0 +1,139 @@
+"""The exchange's access policy: deny by default, per agency, role and alert category.
+
+Roles live here, not in certificates (DESIGN.md, "Identity"), so they change without reissuing. The
+SHA-256 of the policy file is recorded in the ledger at every server start, so a policy change is
+visible to auditors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from exchange._errors import ConfigError, InvalidArgument, PermissionDenied
+from sinergi.v1 import alert_pb2
+
+ROLES = frozenset({"publisher", "recipient", "searcher", "auditor"})
+CATEGORIES = frozenset(
+    name.removeprefix("CATEGORY_")
+    for name in alert_pb2.Category.keys()  # noqa: SIM118 - a protobuf enum, not a dict
+    if name != "CATEGORY_UNSPECIFIED"
+)
+AGENCY_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+DEFAULT_POLICY = Path(__file__).parent / "data" / "dev-policy.toml"
+
+
+@dataclass(frozen=True)
+class AgencyPolicy:
+    name: str
+    display: str
+    roles: frozenset[str]
+    publish: frozenset[str]
+    receive: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Policy:
+    agencies: Mapping[str, AgencyPolicy]
+    digest: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        data = Path(path).read_bytes()
+        try:
+            doc = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"policy {path}: {exc}") from None
+        return cls.parse(doc, hashlib.sha256(data).hexdigest(), str(path))
+
+    @classmethod
+    def parse(cls, doc: Mapping[str, object], digest: str, source: str = "policy") -> Policy:
+        _keys(doc, {"version", "agencies"}, source)
+        if doc.get("version") != 1:
+            raise ConfigError(f"{source}: 'version' must be 1")
+        agencies_doc = doc.get("agencies")
+        if not isinstance(agencies_doc, Mapping) or not agencies_doc:
+            raise ConfigError(f"{source}: [agencies] must name at least one agency")
+        agencies = {}
+        for name, entry in agencies_doc.items():
+            where = f"{source}: agencies.{name}"
+            if not AGENCY_NAME.fullmatch(name):
+                raise ConfigError(f"{where}: not a valid agency name")
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{where}: must be a table")
+            _keys(entry, {"display", "roles", "publish", "receive"}, where)
+            roles = _names(entry.get("roles", []), ROLES, f"{where}.roles")
+            agencies[name] = AgencyPolicy(
+                name=name,
+                display=str(entry.get("display", name)),
+                roles=roles,
+                publish=_categories(entry.get("publish", []), f"{where}.publish"),
+                receive=_categories(entry.get("receive", []), f"{where}.receive"),
+            )
+        return cls(agencies, digest)
+
+    def _agency(self, agency: str, role: str) -> AgencyPolicy:
+        policy = self.agencies.get(agency)
+        if policy is None:
+            raise PermissionDenied(f"agency {agency!r} is not a member of this exchange")
+        if role not in policy.roles:
+            raise PermissionDenied(f"agency {agency!r} does not have the {role} role")
+        return policy
+
+    def authorize_publish(self, agency: str, category: str, recipients: Iterable[str]) -> None:
+        """Refuse unless ``agency`` may send ``category`` and every recipient may receive it."""
+        sender = self._agency(agency, "publisher")
+        if category not in sender.publish:
+            raise PermissionDenied(f"agency {agency!r} may not publish {category} alerts")
+        unknown = [
+            (f"alert.recipients[{i}]", f"{name!r} is not a recipient agency of this exchange")
+            for i, name in enumerate(recipients)
+            if "recipient" not in getattr(self.agencies.get(name), "roles", ())
+        ]
+        if unknown:
+            raise InvalidArgument("unknown recipient", unknown)
+        refused = [name for name in recipients if category not in self.agencies[name].receive]
+        if refused:
+            raise PermissionDenied(f"{', '.join(refused)} may not receive {category} alerts")
+
+    def authorize_receive(self, agency: str) -> AgencyPolicy:
+        return self._agency(agency, "recipient")
+
+    def authorize_audit(self, agency: str) -> AgencyPolicy:
+        return self._agency(agency, "auditor")
+
+    def authorize_member(self, agency: str) -> AgencyPolicy:
+        """Any role: what every member may do (witness the ledger's consistency)."""
+        policy = self.agencies.get(agency)
+        if policy is None or not policy.roles:
+            raise PermissionDenied(f"agency {agency!r} is not a member of this exchange")
+        return policy
+
+
+def _keys(doc: Mapping[str, object], allowed: set[str], where: str) -> None:
+    for key in doc:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def _names(value: object, allowed: frozenset[str], where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: must be a list of strings")
+    for v in value:
+        if v not in allowed:
+            raise ConfigError(
+                f"{where}: unknown value {v!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+    return frozenset(value)
+
+
+def _categories(value: object, where: str) -> frozenset[str]:
+    if value == ["*"]:
+        return CATEGORIES
+    return _names(value, CATEGORIES, where)

@@ -1,0 +1,172 @@
+"""The guard every RPC passes through: identity, error mapping, DENIED records and the log line.
+
+grpcio's ``ServerInterceptor`` sees no peer, so the guard wraps each method handler to get the
+``ServicerContext`` (shared/reference/grpc-python.md). Methods are registered without a request
+deserializer and parsed here, so malformed bytes are answered INVALID_ARGUMENT and recorded instead
+of grpcio's bare INTERNAL. Nothing reaches a servicer without an authenticated :class:`Principal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
+
+from exchange._errors import ExchangeError, Internal, InvalidArgument
+from exchange._identity import PeerRejected, Principal, authenticate, require
+from ledger import Action, Actor, EntryDraft, LedgerWriter, Outcome
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+_log = structlog.get_logger("sinergi.rpc")
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served (set by the guard before any servicer code runs)."""
+    return _principal.get()
+
+
+def denied_entry(
+    actor: Actor, method: str, digest: str, error: ExchangeError, objects: tuple[str, ...] = ()
+) -> EntryDraft:
+    """The DENIED entry for a refused request: who, which method, the request's digest, why."""
+    return EntryDraft(
+        Action.DENIED,
+        actor,
+        objects=objects,
+        digest=digest,
+        outcome=Outcome(error.code.name, error.reason),
+        meta={"method": method},
+    )
+
+
+if TYPE_CHECKING:  # grpc-stubs makes these generic; grpcio's classes are not subscriptable
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+
+class Guard(_Interceptor):
+    def __init__(self, ledger: LedgerWriter, trust_domain: str) -> None:
+        self._ledger = ledger
+        self._trust_domain = trust_domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        # grpc-stubs types handlers of the sync server; ours are coroutines and async generators.
+        handler: Any = await continuation(details)
+        if handler is None:
+            return None  # type: ignore[return-value]  # grpcio then answers UNIMPLEMENTED
+        method: str = details.method
+        parse = handler.request_deserializer
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_behavior(
+                raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> Any:  # noqa: ANN401
+                call = _Call(self, method, raw, context)
+                try:
+                    request = call.start(parse)
+                    return await unary(request, context)
+                except BaseException as exc:
+                    await call.fail(exc)
+                finally:
+                    call.log()
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_behavior, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def stream_behavior(
+                raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                call = _Call(self, method, raw, context)
+                try:
+                    request = call.start(parse)
+                    async for item in stream(request, context):
+                        yield item
+                except BaseException as exc:
+                    await call.fail(exc)
+                finally:
+                    call.log()
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_behavior, response_serializer=handler.response_serializer
+            )
+        raise NotImplementedError(f"{method}: only unary and server-streaming methods are served")
+
+
+class _Call:
+    """One RPC as the guard sees it."""
+
+    def __init__(
+        self, guard: Guard, method: str, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        self.guard, self.method, self.raw, self.context = guard, method, raw, context
+        # Read now: after a stream is cancelled, grpcio's aio context may no longer be usable
+        # (calling peer() in a finally block of a cancelled stream crashed the process).
+        self.peer = context.peer()
+        self.started = time.perf_counter()
+        self.who: Principal | PeerRejected | None = None
+        self.code = grpc.StatusCode.OK
+
+    def start(self, parse: Callable[[bytes], Any] | None) -> Any:  # noqa: ANN401
+        self.who = authenticate(self.context, self.guard._trust_domain)
+        _principal.set(require(self.who))
+        if parse is None:
+            return self.raw
+        try:
+            return parse(self.raw)
+        except DecodeError:
+            raise InvalidArgument("request is not a valid protobuf message") from None
+
+    async def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if not isinstance(exc, ExchangeError):
+            _log.error("unhandled error", method=self.method, exc_info=exc)
+            exc = Internal("internal error")
+        self.code = exc.code
+        if exc.denied and not exc.recorded:
+            await self._record(exc)
+        status = rpc_status.to_status(exc.to_status())
+        await self.context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def _record(self, exc: ExchangeError) -> None:
+        who = self.who
+        actor = who.actor if who is not None else Actor("unknown", "")
+        entry = denied_entry(actor, self.method, hashlib.sha256(self.raw).hexdigest(), exc)
+        try:
+            await asyncio.wrap_future(self.guard._ledger.append(entry))
+        except Exception:  # the refusal stands; losing its record must be loud
+            _log.exception("could not record a denied request", method=self.method)
+
+    def log(self) -> None:
+        who = self.who
+        _log.info(
+            "rpc",
+            method=self.method,
+            principal=str(who.id) if isinstance(who, Principal) else "unauthenticated",
+            cert=who.fingerprint if isinstance(who, Principal) else None,
+            peer=self.peer,
+            code=self.code.name,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+        )

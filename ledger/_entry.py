@@ -1,0 +1,177 @@
+"""Ledger entries: what is recorded for every exchange, and its canonical bytes.
+
+An entry never holds personal data: the data exchanged is represented by its SHA-256 digest, so
+retention can purge alert contents while every entry stays verifiable (DESIGN.md, "The ledger").
+The entry hash is the RFC 6962 §2.1 leaf hash of the canonical bytes; it is both the chain link
+(`prev` of the next entry) and the Merkle leaf.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from ledger._canonical import canonical_json, parse_canonical
+from ledger._errors import EncodingError
+from ledger._merkle import leaf_hash
+
+FORMAT_VERSION = 1
+GENESIS_PREV = "0" * 64
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_FIELDS = frozenset(
+    {"v", "seq", "time", "action", "actor", "objects", "digest", "outcome", "meta", "prev"}
+)
+
+MetaValue = str | int | bool | list[str]
+
+
+class Action(StrEnum):
+    """Every kind of act the ledger records (DESIGN.md, "The flow of one alert")."""
+
+    START = "START"
+    PUBLISH = "PUBLISH"
+    UPDATE = "UPDATE"
+    CANCEL = "CANCEL"
+    DELIVER = "DELIVER"
+    ACK = "ACK"
+    READ = "READ"
+    SEARCH = "SEARCH"
+    LEDGER_READ = "LEDGER_READ"
+    REDACT = "REDACT"
+    DENIED = "DENIED"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted: the principal's SPIFFE ID and the SHA-256 fingerprint of the certificate used."""
+
+    id: str
+    cert: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``OK``, or the gRPC status name of a refusal with a reason free of personal data."""
+
+    status: str = "OK"
+    reason: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return (
+            {"status": self.status, "reason": self.reason}
+            if self.reason
+            else {"status": self.status}
+        )
+
+
+OK = Outcome()
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """An entry before the writer gives it a place in the chain (seq, time, prev)."""
+
+    action: Action
+    actor: Actor
+    objects: tuple[str, ...] = ()
+    digest: str = ""
+    outcome: Outcome = OK
+    meta: Mapping[str, MetaValue] = field(default_factory=dict)
+
+    def at(self, seq: int, time: datetime, prev: str) -> Entry:
+        return Entry(seq, format_time(time), self.action, self.actor, self.objects,
+                     self.digest, self.outcome, dict(self.meta), prev)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A placed entry. ``encode()`` is the exact byte string that is hashed and stored."""
+
+    seq: int
+    time: str
+    action: Action
+    actor: Actor
+    objects: tuple[str, ...]
+    digest: str
+    outcome: Outcome
+    meta: Mapping[str, MetaValue]
+    prev: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT_VERSION,
+            "seq": self.seq,
+            "time": self.time,
+            "action": self.action.value,
+            "actor": {"id": self.actor.id, "cert": self.actor.cert},
+            "objects": list(self.objects),
+            "digest": self.digest,
+            "outcome": self.outcome.to_json(),
+            "meta": dict(self.meta),
+            "prev": self.prev,
+        }
+
+    def encode(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    @property
+    def hash(self) -> bytes:
+        return leaf_hash(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry:
+        """Parse canonical entry bytes strictly: any deviation is an :class:`EncodingError`."""
+        obj = parse_canonical(data)
+        if not isinstance(obj, dict) or set(obj) != _FIELDS:
+            raise EncodingError("entry must be an object with exactly the fields of format v1")
+        if obj["v"] != FORMAT_VERSION:
+            raise EncodingError(f"unsupported entry format version {obj['v']!r}")
+        seq, time, action, actor = obj["seq"], obj["time"], obj["action"], obj["actor"]
+        outcome, objects, meta = obj["outcome"], obj["objects"], obj["meta"]
+        _require(isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1, "seq")
+        _require(isinstance(time, str) and _TIME.fullmatch(time) is not None, "time")
+        _require(action in Action.__members__, "action")
+        _require(
+            isinstance(actor, dict)
+            and set(actor) == {"id", "cert"}
+            and all(isinstance(v, str) for v in actor.values()),
+            "actor",
+        )
+        _require(isinstance(objects, list) and all(isinstance(o, str) for o in objects), "objects")
+        _require(isinstance(obj["digest"], str), "digest")
+        _require(
+            isinstance(outcome, dict)
+            and set(outcome) in ({"status"}, {"status", "reason"})
+            and all(isinstance(v, str) for v in outcome.values()),
+            "outcome",
+        )
+        _require(isinstance(meta, dict), "meta")
+        _require(isinstance(obj["prev"], str) and _HEX64.fullmatch(obj["prev"]) is not None, "prev")
+        return cls(
+            seq=seq,
+            time=time,
+            action=Action(action),
+            actor=Actor(actor["id"], actor["cert"]),
+            objects=tuple(objects),
+            digest=obj["digest"],
+            outcome=Outcome(outcome["status"], outcome.get("reason", "")),
+            meta=meta,
+            prev=obj["prev"],
+        )
+
+
+def _require(ok: bool, name: str) -> None:
+    if not ok:
+        raise EncodingError(f"entry field {name!r} is missing or malformed")
+
+
+def format_time(time: datetime) -> str:
+    """RFC 3339 UTC with exactly six fractional digits, so each instant has one spelling."""
+    if time.tzinfo is None:
+        raise EncodingError("entry time must be timezone-aware")
+    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,347 @@
+"""The ledger on SQLAlchemy: group-committed appends and the reads that proofs and audits need.
+
+Appends are group-committed (DESIGN.md, "The ledger"): callers submit *works*, functions that write
+their own state (an alert row, an acknowledgement) on the writer's connection and return the entries
+that record it. One writer thread runs every pending work in one transaction, each inside a
+savepoint so that one failing work does not take the others down, appends their entries, stores the
+new Merkle nodes and one signed checkpoint, and commits once. State and entry commit together or not
+at all; a caller hears of success only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, func, insert, select
+
+from ledger._engine import lock_ledger, writing
+from ledger._entry import GENESIS_PREV, EntryDraft
+from ledger._errors import LedgerError, StorageError
+from ledger._merkle import (
+    Frontier,
+    NodeReader,
+    _decomposition,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+)
+from ledger._note import Checkpoint, Signer, sign_checkpoint
+from ledger._schema import checkpoints, entries, nodes
+
+T = TypeVar("T")
+#: A work writes its state on the writer's connection and returns (value, entries recording it).
+#: It is told the seq its first entry will get, so that state can point at its ledger entry.
+Work = Callable[[Connection, int], tuple[T, Sequence[EntryDraft]]]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof that one entry is in the ledger: RFC 6962 inclusion in a signed checkpoint."""
+
+    seq: int
+    entry_hash: bytes
+    entry: bytes
+    checkpoint: bytes
+    tree_size: int
+    inclusion_proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Committed(Generic[T]):
+    """What a work returned, and a receipt for each entry it appended, after the commit."""
+
+    value: T
+    receipts: tuple[Receipt, ...]
+
+
+@dataclass
+class _Pending(Generic[T]):
+    work: Work[T]
+    future: Future[Committed[T]]
+    value: T | None = None
+    bodies: tuple[bytes, ...] = ()
+    first_seq: int = 0
+    error: BaseException | None = None
+
+
+class _Head:
+    """The chain's tip as the writer last left it, reloaded when another writer moved it."""
+
+    def __init__(self, frontier: Frontier, last_hash: bytes | None) -> None:
+        self.frontier = frontier
+        self.last_hash = last_hash
+
+    @classmethod
+    def load(cls, connection: Connection) -> _Head:
+        size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+        frontier = Frontier.from_reader(size, node_reader(connection))
+        last = read_node(connection, 0, size - 1) if size else None
+        return cls(frontier, last)
+
+
+def node_reader(connection: Connection) -> NodeReader:
+    """Perfect-subtree hashes from the ``ledger_nodes`` table, one indexed lookup each."""
+    return lambda level, index: read_node(connection, level, index)
+
+
+def read_node(connection: Connection, level: int, index: int) -> bytes:
+    row = connection.execute(
+        select(nodes.c.hash).where(nodes.c.level == level, nodes.c.idx == index)
+    ).first()
+    if row is None:
+        raise StorageError(f"Merkle node ({level}, {index}) is missing from the ledger")
+    return bytes(row[0])
+
+
+class LedgerWriter:
+    """The single writer of a ledger in this process; safe to call from any thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        signer: Signer | Sequence[Signer],
+        origin: str,
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self._engine = engine
+        # Several signers during a key rotation: each checkpoint carries every signature, and
+        # verifiers ignore keys they do not know (C2SP signed-note).
+        self._signers = [signer] if isinstance(signer, Signer) else list(signer)
+        if not self._signers:
+            raise StorageError("a ledger writer needs at least one signing key")
+        self._origin = origin
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending[object] | None] = queue.SimpleQueue()
+        self._head: _Head | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    def submit(self, work: Work[T]) -> Future[Committed[T]]:
+        """Queue ``work`` for the next commit batch."""
+        if self._closed:
+            raise StorageError("the ledger writer is closed")
+        future: Future[Committed[T]] = Future()
+        self._queue.put(_Pending(work, future))  # type: ignore[arg-type]
+        return future
+
+    def append(self, *drafts: EntryDraft) -> Future[Committed[None]]:
+        """Append entries that record no other state."""
+        return self.submit(lambda _connection, _seq: (None, drafts))
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Commit what is queued, then stop the writer thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Pending[object]]) -> None:
+        # A caller that gave up (its RPC was cancelled) cancelled its future: skip its work. From
+        # here on the futures are running and can no longer be cancelled under our feet.
+        batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            size, note, known = self._write(batch)
+        except Exception as exc:  # the transaction failed as a whole: nothing was committed
+            self._head = None
+            _log.exception("ledger batch of %d failed", len(batch))
+            error = exc if isinstance(exc, LedgerError) else StorageError("ledger commit failed")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        for item in batch:
+            if item.error is not None:
+                item.future.set_exception(item.error)
+                continue
+            receipts = tuple(
+                Receipt(
+                    seq=item.first_seq + i,
+                    entry_hash=leaf_hash(body),
+                    entry=body,
+                    checkpoint=note,
+                    tree_size=size,
+                    inclusion_proof=tuple(
+                        inclusion_proof(item.first_seq + i - 1, size, _reader(known))
+                    ),
+                )
+                for i, body in enumerate(item.bodies)
+            )
+            item.future.set_result(Committed(item.value, receipts))
+
+    def _write(
+        self, batch: list[_Pending[object]]
+    ) -> tuple[int, bytes, dict[tuple[int, int], bytes]]:
+        with self._engine.connect() as connection, writing(connection).begin():
+            lock_ledger(connection)
+            head = self._current_head(connection)
+            frontier = head.frontier
+            # Nodes a receipt's proof can need: the frontier before the batch and the batch's own
+            # (the left siblings of leaf i are the frontier at size i; its right ones are newer).
+            known = dict(zip(_decomposition(0, frontier.size), frontier.hashes, strict=True))
+            prev = head.last_hash.hex() if head.last_hash else GENESIS_PREV
+            entry_rows: list[dict[str, object]] = []
+            node_rows: list[dict[str, object]] = []
+            for item in batch:
+                savepoint = connection.begin_nested()
+                try:
+                    value, drafts = item.work(connection, frontier.size + 1)
+                    now = datetime.now(UTC)
+                    placed, link = [], prev
+                    for offset, draft in enumerate(drafts):
+                        body = draft.at(frontier.size + 1 + offset, now, link).encode()
+                        placed.append(body)
+                        link = leaf_hash(body).hex()
+                    savepoint.commit()
+                except Exception as exc:
+                    savepoint.rollback()
+                    item.error = exc
+                    continue
+                item.value, item.bodies, item.first_seq = value, tuple(placed), frontier.size + 1
+                for body in placed:
+                    digest = leaf_hash(body)
+                    entry_rows.append({"seq": frontier.size + 1, "hash": digest, "body": body})
+                    for level, index, node in frontier.append(digest):
+                        known[level, index] = node
+                        node_rows.append({"level": level, "idx": index, "hash": node})
+                prev = link
+            if entry_rows:
+                connection.execute(insert(entries), entry_rows)
+                connection.execute(insert(nodes), node_rows)
+            note = sign_checkpoint(
+                Checkpoint(self._origin, frontier.size, frontier.root()), self._signers
+            )
+            if entry_rows:
+                connection.execute(
+                    insert(checkpoints),
+                    {"size": frontier.size, "note": note, "created": datetime.now(UTC)},
+                )
+        self._head = _Head(frontier, bytes.fromhex(prev) if frontier.size else None)
+        return frontier.size, note, known
+
+    def _current_head(self, connection: Connection) -> _Head:
+        size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+        if self._head is None or self._head.frontier.size != size:
+            self._head = _Head.load(connection)  # first batch, or another replica appended
+        return _Head(Frontier(self._head.frontier.size, self._head.frontier.hashes),
+                     self._head.last_hash)  # fmt: skip
+
+
+def _reader(known: dict[tuple[int, int], bytes]) -> Callable[[int, int], bytes]:
+    def node(level: int, index: int) -> bytes:
+        return known[level, index]
+
+    return node
+
+
+def _blob(value: object) -> bytes:
+    """Column bytes as stored. SQLite lets anyone with write access store TEXT in a BLOB column;
+    the verifier must then report a mismatch, not crash on the type."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
+def entry_count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(entries)).scalar_one())
+
+
+def iter_entries(
+    connection: Connection, start: int = 1, end: int | None = None, page: int = 5000
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """(seq, stored hash, body) in seq order, paged so that memory stays flat at any size."""
+    cursor = start
+    while end is None or cursor <= end:
+        query = select(entries.c.seq, entries.c.hash, entries.c.body).where(entries.c.seq >= cursor)
+        if end is not None:
+            query = query.where(entries.c.seq <= end)
+        rows = connection.execute(query.order_by(entries.c.seq).limit(page)).all()
+        if not rows:
+            return
+        for seq, digest, body in rows:
+            yield seq, _blob(digest), _blob(body)
+        cursor = rows[-1][0] + 1
+
+
+def iter_checkpoints(connection: Connection) -> Iterator[tuple[int, bytes]]:
+    """(size, signed note) for every stored checkpoint, smallest first."""
+    rows = connection.execute(
+        select(checkpoints.c.size, checkpoints.c.note).order_by(checkpoints.c.size)
+    )
+    for size, note in rows:
+        yield size, _blob(note)
+
+
+def latest_checkpoint(connection: Connection) -> bytes | None:
+    found = checkpoint_at(connection, None)
+    return found[1] if found else None
+
+
+def checkpoint_at(connection: Connection, size: int | None) -> tuple[int, bytes] | None:
+    """The stored checkpoint of exactly ``size`` entries (the newest for None)."""
+    query = select(checkpoints.c.size, checkpoints.c.note)
+    if size is None:
+        query = query.order_by(checkpoints.c.size.desc()).limit(1)
+    else:
+        query = query.where(checkpoints.c.size == size)
+    row = connection.execute(query).first()
+    return (int(row.size), _blob(row.note)) if row else None
+
+
+def prove(connection: Connection, seq: int, tree_size: int | None = None) -> Receipt:
+    """A receipt for entry ``seq`` in a stored checkpoint (the newest for None): O(log n) reads."""
+    found = checkpoint_at(connection, tree_size)
+    row = connection.execute(
+        select(entries.c.hash, entries.c.body).where(entries.c.seq == seq)
+    ).first()
+    if found is None:
+        raise StorageError(f"no checkpoint of size {tree_size} is stored")
+    size, note = found
+    if row is None or not 1 <= seq <= size:
+        raise StorageError(f"entry {seq} is not covered by the checkpoint of size {size}")
+    proof = inclusion_proof(seq - 1, size, node_reader(connection))
+    return Receipt(seq, _blob(row.hash), _blob(row.body), note, size, tuple(proof))
+
+
+def prove_consistency(connection: Connection, first: int, second: int) -> list[bytes]:
+    """RFC 6962 PROOF(first, D[second]) from stored nodes, O(log n) reads; 0 < first <= second."""
+    size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+    if not 0 < first <= second <= size:
+        raise StorageError(f"no consistency proof from {first} to {second} (ledger size {size})")
+    return consistency_proof(first, second, node_reader(connection))

@@ -1,0 +1,153 @@
+"""The `sinergi` CLI as a user runs it: a real `sinergi serve` process and real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import click
+
+from clients._cli import cli
+from tests.clients.conftest import SINERGI, last_json, run
+
+
+def test_walkthrough_publish_watch_ack_verify_and_tamper(
+    served: tuple[str, Path, str],
+) -> None:
+    address, pki, db = served
+    env = {**os.environ, "SINERGI_SERVER": address}
+    watcher = subprocess.Popen(
+        [*SINERGI, "alert", "watch", "--identity", str(pki / "police"), "--count", "1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    published = run(
+        "alert", "publish", "--identity", str(pki / "immigration"), "--category", "PASSPORT_HOLD",
+        "--to", "police,labour", "--subject", "passport=C1234567", "--summary", "Applicant held",
+        "--json", env=env,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    alert_id = last_json(published)["alert_id"]
+    out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    delivery = json.loads(out.strip().splitlines()[-1])
+    assert delivery["alert"]["id"] == alert_id
+    assert delivery["alert"]["subjects"] == [{"person": {"passport_number": "C1234567"}}]
+
+    human = run("alert", "ack", str(alert_id), "--identity", str(pki / "police"),
+                "--response", "ACCEPTED", env=env)  # fmt: skip
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.startswith(f"acknowledged {alert_id}: ACCEPTED")
+
+    key = str(pki / "ledger.vkey")
+    verified = run("ledger", "verify", "--db", db, "--ledger-key", key, "--json")
+    assert verified.returncode == 0
+    assert last_json(verified)["entries"] == 4
+
+    # Someone edits a ledger row by hand (after dropping the guard, as a DBA could).
+    path = db.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TRIGGER ledger_entries_no_update")
+        connection.execute("UPDATE ledger_entries SET body = CAST(REPLACE(CAST(body AS TEXT), "
+                           "'ACCEPTED', 'NOT_RELEVANT') AS BLOB) WHERE seq = 4")  # fmt: skip
+        connection.execute(
+            "CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries "
+            "BEGIN SELECT RAISE(ABORT, 'append-only'); END"
+        )
+    broken = run("ledger", "verify", "--db", db, "--ledger-key", key)
+    assert broken.returncode == 1
+    assert "ledger BROKEN: entry 4: content does not match its hash" in broken.stderr
+
+
+def test_refusals_exit_non_zero_with_one_line_reasons(served: tuple[str, Path, str]) -> None:
+    address, pki, _ = served
+    env = {**os.environ, "SINERGI_SERVER": address}
+    customs = str(pki / "customs")
+    denied = run("alert", "publish", "--identity", customs, "--category", "PASSPORT_HOLD",
+                 "--to", "police", "--summary", "x", "--json", env=env)  # fmt: skip
+    assert denied.returncode == 1
+    assert last_json(denied) == {
+        "ok": False,
+        "code": "PERMISSION_DENIED",
+        "error": "PERMISSION_DENIED: agency 'customs' may not publish PASSPORT_HOLD alerts",
+    }
+    invalid = run("alert", "publish", "--identity", str(pki / "immigration"), "--category",
+                  "PASSPORT_HOLD", "--to", "police", "--subject", "nik=123", "--summary", "x",
+                  env=env)  # fmt: skip
+    assert invalid.returncode == 1
+    assert "alert.subjects[0].person.nik: must be 16 digits" in invalid.stderr
+
+
+def test_usage_errors_exit_2_and_name_the_problem(workdir: Path) -> None:
+    pki = workdir / "certs" / "dev"
+    missing = run("alert", "watch", "--identity", str(workdir / "nowhere"))
+    assert missing.returncode == 2
+    assert f"{workdir / 'nowhere'}" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    shutil.copytree(pki / "police", workdir / "partial")
+    (workdir / "partial" / "tls.key").unlink()
+    partial = run("alert", "watch", "--identity", str(workdir / "partial"))
+    assert partial.returncode == 2
+    assert "tls.key" in partial.stderr
+    category = run("alert", "publish", "--identity", str(pki / "immigration"), "--category",
+                   "NOPE", "--to", "police", "--summary", "x")  # fmt: skip
+    assert category.returncode == 2
+    assert "unknown category 'NOPE'" in category.stderr
+    flag = run("alert", "publish", "--bogus")
+    assert flag.returncode == 2
+
+
+def test_unreachable_exchange_exits_3(workdir: Path) -> None:
+    pki = workdir / "certs" / "dev"
+    result = run("alert", "ack", "00000000-0000-4000-8000-000000000000", "--identity",
+                 str(pki / "police"), "--response", "RECEIVED", "--server", "127.0.0.1:1",
+                 "--json")  # fmt: skip
+    assert result.returncode == 3
+    assert str(last_json(result)["error"]).startswith("exchange unreachable")
+
+
+def test_verify_without_key_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("ledger", "verify", "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                 "--ledger-key", str(tmp_path / "missing.vkey"))  # fmt: skip
+    assert result.returncode == 2
+    assert "missing.vkey" in result.stderr
+
+
+def test_serve_refuses_an_uninitialised_database(workdir: Path) -> None:
+    result = run("serve", "--db", f"sqlite:///{workdir / 'empty.db'}", "--pki",
+                 str(workdir / "certs" / "dev"), "--listen", "127.0.0.1:0")  # fmt: skip
+    assert result.returncode == 2
+    assert "sinergi db init" in result.stderr
+
+
+def _leaf_commands() -> list[list[str]]:
+    """Every runnable command of the tree, lazily loaded groups included."""
+    ctx = click.Context(cli)
+    found: list[list[str]] = []
+
+    def walk(group: click.Group, path: list[str]) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, name
+            if isinstance(command, click.Group):
+                walk(command, [*path, name])
+            else:
+                found.append([*path, name])
+
+    walk(cli, [])
+    return found
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    commands = _leaf_commands()
+    assert ["ledger", "verify"] in commands
+    assert ["serve"] in commands
+    for command in commands:
+        result = run(*command, "--help")
+        assert result.returncode == 0, command
+        assert re.search(r"^\s+Examples?:$", result.stdout, re.MULTILINE), command
+        assert "--json" in result.stdout, command

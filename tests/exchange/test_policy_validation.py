@@ -1,0 +1,144 @@
+"""Policy parsing (deny by default, precise errors) and request validation (every bad field)."""
+
+from __future__ import annotations
+
+import pytest
+
+from exchange import DEFAULT_POLICY, ConfigError, InvalidArgument, PermissionDenied, Policy
+from exchange._validate import luhn_ok, validate_acknowledge, validate_publish
+from sinergi.v1 import alert_pb2, exchange_pb2
+
+
+def test_development_policy_loads_and_has_a_stable_digest() -> None:
+    policy = Policy.load(DEFAULT_POLICY)
+    assert set(policy.agencies) == {
+        "immigration",
+        "police",
+        "customs",
+        "labour",
+        "internal-affairs",
+    }
+    assert len(policy.digest) == 64
+    assert Policy.load(DEFAULT_POLICY).digest == policy.digest
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"version": 2, "agencies": {"a": {}}}, "'version' must be 1"),
+        ({"version": 1}, "must name at least one agency"),
+        ({"version": 1, "agencies": {"Bad_Name": {}}}, "not a valid agency name"),
+        ({"version": 1, "agencies": {"a": {"rolez": []}}}, "unknown key 'rolez'"),
+        ({"version": 1, "agencies": {"a": {"roles": ["admin"]}}}, "unknown value 'admin'"),
+        ({"version": 1, "agencies": {"a": {"publish": ["SPAM"]}}}, "agencies.a.publish"),
+        ({"version": 1, "agencies": {}, "extra": 1}, "unknown key 'extra'"),
+    ],
+)
+def test_policy_errors_name_the_bad_key(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Policy.parse(doc, "0" * 64)
+
+
+def test_policy_denies_by_default() -> None:
+    policy = Policy.parse(
+        {"version": 1, "agencies": {
+            "a": {"roles": ["publisher"], "publish": ["OTHER"]},
+            "b": {"roles": ["recipient"], "receive": ["OTHER"]},
+            "c": {"roles": ["recipient"]},
+        }},
+        "0" * 64,
+    )  # fmt: skip
+    policy.authorize_publish("a", "OTHER", ["b"])
+    with pytest.raises(PermissionDenied, match="not a member"):
+        policy.authorize_publish("zz", "OTHER", ["b"])
+    with pytest.raises(PermissionDenied, match="may not publish"):
+        policy.authorize_publish("a", "IMEI_FRAUD", ["b"])
+    with pytest.raises(PermissionDenied, match="c may not receive OTHER"):
+        policy.authorize_publish("a", "OTHER", ["b", "c"])
+    with pytest.raises(InvalidArgument) as unknown:
+        policy.authorize_publish("a", "OTHER", ["b", "a"])  # a is not a recipient
+    assert unknown.value.violations == (
+        ("alert.recipients[1]", "'a' is not a recipient agency of this exchange"),
+    )
+    with pytest.raises(PermissionDenied, match="recipient role"):
+        policy.authorize_receive("a")
+
+
+@pytest.mark.parametrize(
+    ("imei", "ok"),
+    [("490154203237518", True), ("490154203237519", False), ("356938035643809", True)],
+)
+def test_luhn(imei: str, ok: bool) -> None:
+    assert luhn_ok(imei) is ok
+
+
+def _request(**alert: object) -> exchange_pb2.PublishRequest:
+    fields: dict[str, object] = {
+        "status": alert_pb2.STATUS_ACTUAL,
+        "message_type": alert_pb2.MESSAGE_TYPE_ALERT,
+        "category": alert_pb2.CATEGORY_PASSPORT_HOLD,
+        "severity": alert_pb2.SEVERITY_UNKNOWN,
+        "urgency": alert_pb2.URGENCY_UNKNOWN,
+        "certainty": alert_pb2.CERTAINTY_UNKNOWN,
+        "handling": alert_pb2.TLP_AMBER,
+        "recipients": ["police"],
+        "summary": "held",
+    }
+    fields.update(alert)
+    return exchange_pb2.PublishRequest(idempotency_key="k1", alert=alert_pb2.Alert(**fields))  # type: ignore[arg-type]
+
+
+def _violations(request: exchange_pb2.PublishRequest) -> dict[str, str]:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_publish(request)
+    return dict(caught.value.violations)
+
+
+def test_a_valid_request_passes() -> None:
+    validate_publish(_request())
+
+
+def test_every_bad_field_is_reported_with_its_path() -> None:
+    person = alert_pb2.Person(passport_number="c-1", nik="1" * 15, nationality="idn",
+                              birth_date="2099-01-01")  # fmt: skip
+    request = _request(
+        id="x", category=99, handling=alert_pb2.TLP_UNSPECIFIED, recipients=["police", "police"],
+        subjects=[alert_pb2.Subject(person=person), alert_pb2.Subject()], summary=" ",
+        references=["nope"],
+    )  # fmt: skip
+    request.idempotency_key = ""
+    request.alert.sent.GetCurrentTime()
+    assert _violations(request) == {
+        "idempotency_key": "must be 1-128 printable ASCII characters",
+        "alert.id": "is assigned by the exchange; leave it empty",
+        "alert.sent": "is assigned by the exchange; leave it empty",
+        "alert.category": "is not a known value",
+        "alert.handling": "is required",
+        "alert.recipients[1]": "is named twice",
+        "alert.subjects[0].person.passport_number": "must be 6-9 upper-case letters or digits",
+        "alert.subjects[0].person.nik": "must be 16 digits",
+        "alert.subjects[0].person.nationality": "must be an ISO 3166-1 alpha-2 code",
+        "alert.subjects[0].person.birth_date": "must be a past date as YYYY-MM-DD",
+        "alert.subjects[1]": "must be a person, a device or an organisation",
+        "alert.summary": "is required",
+        "alert.references[0]": "is not an alert id",
+    }
+
+
+def test_descriptions_never_echo_the_submitted_value() -> None:
+    secret = "A1234567890SECRET"
+    request = _request(
+        subjects=[alert_pb2.Subject(person=alert_pb2.Person(passport_number=secret))]
+    )
+    assert all(secret not in d for d in _violations(request).values())
+
+
+def test_acknowledge_validation() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_acknowledge(
+            exchange_pb2.AcknowledgeRequest(alert_id="x", response=alert_pb2.RESPONSE_ACTION_TAKEN)
+        )
+    assert dict(caught.value.violations) == {
+        "alert_id": "is not an alert id",
+        "case_reference": "is required when the response is ACTION_TAKEN",
+    }

@@ -1,0 +1,181 @@
+"""Witnessing clients and the AuditLedger service, over real mTLS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+import ledger
+from clients import ExchangeClient, ForkDetected, new_alert
+from ledger import Action, Actor, EntryDraft, LedgerWriter
+from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
+from tests.conftest import ORIGIN, RunningServer, as_dba
+
+
+def alert(summary: str = "held") -> object:
+    return new_alert(category="PASSPORT_HOLD", recipients=["police"], summary=summary)
+
+
+def rewrite_with_the_key(url: str, signer: ledger.Signer, entries: int) -> None:
+    """A database administrator who also holds the signing key replaces the whole history."""
+    as_dba(url, "DELETE FROM ledger_checkpoints", "DELETE FROM ledger_nodes",
+           "DELETE FROM ledger_entries", restore=True)  # fmt: skip
+    engine = ledger.create_engine(url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    actor = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "00" * 32)
+    try:
+        for i in range(entries):
+            writer.append(EntryDraft(Action.READ, actor, objects=(f"forged:{i}",))).result(10)
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_a_rewrite_by_a_key_holder_is_caught_by_the_next_receipt(
+    start_server: Callable[[str], RunningServer], db_url: str, signer: ledger.Signer
+) -> None:
+    first = start_server(db_url)
+    with ExchangeClient(first.pki / "immigration", first.address) as client:
+        client.publish(alert())
+        kept = client.witness.latest(ORIGIN)
+    assert kept is not None
+    first.server_thread.stop()
+    rewrite_with_the_key(db_url, signer, kept.size + 5)  # longer, validly signed, different
+    second = start_server(db_url)
+    with ExchangeClient(second.pki / "immigration", second.address) as client:
+        with pytest.raises(ForkDetected, match="history was rewritten"):
+            client.publish(alert("after the rewrite"))
+        with pytest.raises(ForkDetected):
+            client.checkpoint()
+
+
+def test_a_rolled_back_ledger_is_caught(
+    start_server: Callable[[str], RunningServer], db_url: str, signer: ledger.Signer
+) -> None:
+    first = start_server(db_url)
+    with ExchangeClient(first.pki / "immigration", first.address) as client:
+        for i in range(3):
+            client.publish(alert(str(i)))
+        kept = client.checkpoint()
+    first.server_thread.stop()
+    rewrite_with_the_key(db_url, signer, 1)
+    second = start_server(db_url)
+    with ExchangeClient(second.pki / "immigration", second.address) as client:
+        with pytest.raises(
+            ForkDetected, match=f"older than one already verified.*size {kept.size}"
+        ):
+            client.checkpoint()
+
+
+def test_concurrent_writes_from_one_client_all_witness(server: RunningServer) -> None:
+    with ExchangeClient(server.pki / "immigration", server.address) as client:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: client.publish(alert(str(i))), range(40)))
+        kept = client.witness.latest(ORIGIN)
+        newest = client.checkpoint()
+    assert len({r.alert_id for r in results}) == 40
+    assert kept is not None
+    assert kept.size == max(r.receipt.checkpoint.size for r in results)
+    assert newest.size >= kept.size
+
+
+def _audit_stub(server: RunningServer, identity: str) -> tuple[grpc.Channel, object]:
+    directory = server.pki / identity
+    credentials = grpc.ssl_channel_credentials(
+        (directory / "ca.crt").read_bytes(),
+        (directory / "tls.key").read_bytes(),
+        (directory / "tls.crt").read_bytes(),
+    )
+    channel = grpc.secure_channel(server.address, credentials)
+    return channel, ledger_pb2_grpc.AuditLedgerStub(channel)
+
+
+def test_auditor_reads_and_proves_and_is_recorded(
+    server: RunningServer, verifier: ledger.Verifier
+) -> None:
+    with ExchangeClient(server.pki / "immigration", server.address) as client:
+        for i in range(5):
+            client.publish(alert(str(i)))
+    channel, stub = _audit_stub(server, "internal-affairs")
+    with channel:
+        cp = ledger.open_checkpoint(stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest()).note,
+                                    [verifier])  # fmt: skip
+        rows = list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=1, end=cp.size)))
+        assert [r.seq for r in rows] == list(range(1, cp.size + 1))
+        leaves = [ledger.leaf_hash(r.entry) for r in rows]
+        assert ledger.root_of(leaves) == cp.root
+        inclusion = stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=3))
+        proof_cp = ledger.open_checkpoint(inclusion.checkpoint.note, [verifier])
+        ledger.verify_inclusion(2, proof_cp.size, ledger.leaf_hash(inclusion.entry),
+                                list(inclusion.proof), proof_cp.root)  # fmt: skip
+        consistency = stub.GetConsistencyProof(ledger_pb2.ConsistencyProofRequest(first=2))
+        new = ledger.open_checkpoint(consistency.checkpoint.note, [verifier])
+        old_root = ledger.root_of(leaves[:2])
+        ledger.verify_consistency(2, new.size, old_root, new.root, list(consistency.proof))
+    reads = [e for e in server.entries() if e.action == Action.LEDGER_READ]
+    assert [e.meta["method"] for e in reads] == [
+        "GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof",
+    ]  # fmt: skip
+    assert reads[1].meta == {"method": "GetEntries", "start": 1, "end": cp.size}
+    assert {e.actor.id for e in reads} == {
+        "spiffe://sinergi.dev/agency/internal-affairs/officer/auditor"
+    }
+
+
+def test_members_may_witness_but_not_read_entries(server: RunningServer) -> None:
+    with ExchangeClient(server.pki / "police", server.address) as police:
+        police.checkpoint()  # allowed: hashes only
+    channel, stub = _audit_stub(server, "police")
+    with channel, pytest.raises(grpc.RpcError) as caught:
+        list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=1)))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    entries = server.entries()
+    assert [(e.action, e.meta.get("method")) for e in entries[1:]] == [
+        (Action.LEDGER_READ, "GetCheckpoint"),
+        (Action.DENIED, "/sinergi.v1.AuditLedger/GetEntries"),
+    ]
+
+
+def test_bad_audit_requests_get_field_errors(server: RunningServer) -> None:
+    channel, stub = _audit_stub(server, "internal-affairs")
+    with channel:
+        with pytest.raises(grpc.RpcError) as entries:
+            list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=0)))
+        with pytest.raises(grpc.RpcError) as inclusion:
+            stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=0))
+        with pytest.raises(grpc.RpcError) as consistency:
+            stub.GetConsistencyProof(ledger_pb2.ConsistencyProofRequest(first=0))
+        for caught in (entries, inclusion, consistency):
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=1, tree_size=999))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_key_rotation_checkpoints_carry_both_signatures(
+    start_server: Callable[..., RunningServer], db_url: str, pki: Path
+) -> None:
+    """Old clients keep verifying with the old key, new ones with the new key, unknown ignored."""
+    (pki / "next").mkdir()
+    assert ledger.write_signing_key(pki / "next", ORIGIN)
+    running = start_server(db_url, extra_ledger_keys=(pki / "next" / "ledger.key",))
+    old = ledger.Verifier.from_vkey((pki / "ledger.vkey").read_text().strip())
+    new = ledger.Verifier.from_vkey((pki / "next" / "ledger.vkey").read_text().strip())
+    with ExchangeClient(running.pki / "immigration", running.address) as client:
+        note = client.publish(alert()).receipt
+    with ExchangeClient(running.pki / "police", running.address,
+                        ledger_key=pki / "next" / "ledger.vkey") as rotated:  # fmt: skip
+        newest = rotated.checkpoint()
+    assert newest.size >= note.seq
+    engine = ledger.create_engine(db_url)
+    with engine.connect() as connection:
+        stored = ledger.latest_checkpoint(connection)
+    engine.dispose()
+    assert stored is not None
+    assert ledger.open_note(stored, [old])[1] == [ORIGIN]
+    assert ledger.open_note(stored, [new])[1] == [ORIGIN]
+    assert len(ledger.open_note(stored, [old, new])[1]) == 2

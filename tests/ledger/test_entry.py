@@ -1,0 +1,181 @@
+"""Canonical JSON and ledger entries: one value, one encoding; anything else is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger import (
+    GENESIS_PREV,
+    Action,
+    Actor,
+    EncodingError,
+    Entry,
+    EntryDraft,
+    Outcome,
+    canonical_json,
+    leaf_hash,
+    parse_canonical,
+)
+from tests.ledger.doc_blocks import DOC, check_doc_block, generated_block
+
+ACTOR = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "ab" * 32)
+
+
+def test_canonical_json_sorts_keys_and_has_no_whitespace() -> None:
+    assert (
+        canonical_json({"b": 1, "a": [True, None, "é\n"]})
+        == b'{"a":[true,null,"\xc3\xa9\\n"],"b":1}'
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1.5, 2**53, -(2**53), {1: "x"}, {"é": 1}, object(), "\ud800"],
+    ids=["float", "big", "small", "int key", "non-ascii key", "object", "lone surrogate"],
+)
+def test_canonical_json_refuses_what_the_subset_excludes(value: object) -> None:
+    with pytest.raises(EncodingError):
+        canonical_json(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1, "b":2}',
+        b'{"b":1,"a":2}',
+        b'{"a":1,"a":1}',
+        b'{"a":1.0}',
+        b'{"a":NaN}',
+        b"\xff",
+        b'{"a":"\\u00e9"}',
+    ],
+    ids=["space", "unsorted", "duplicate", "float", "nan", "not utf-8", "needless escape"],
+)
+def test_parse_canonical_refuses_non_canonical_bytes(data: bytes) -> None:
+    with pytest.raises(EncodingError):
+        parse_canonical(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=8), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_canonical_round_trip(value: object) -> None:
+    encoded = canonical_json(value)
+    assert parse_canonical(encoded) == value
+    assert canonical_json(parse_canonical(encoded)) == encoded
+
+
+def test_entry_bytes_are_exact_and_hash_is_the_rfc6962_leaf_hash() -> None:
+    draft = EntryDraft(
+        Action.DENIED,
+        ACTOR,
+        objects=("alert:1",),
+        digest="00" * 32,
+        outcome=Outcome("PERMISSION_DENIED", "no"),
+        meta={"method": "/sinergi.v1.Exchange/Publish"},
+    )
+    entry = draft.at(7, datetime(2026, 11, 23, 9, 0, 0, 123, tzinfo=UTC), GENESIS_PREV)
+    assert entry.encode() == (
+        b'{"action":"DENIED","actor":{"cert":"' + b"ab" * 32 + b'","id":"spiffe://sinergi.dev/'
+        b'agency/police/system/gateway"},"digest":"' + b"0" * 64 + b'","meta":{"method":"/sinergi'
+        b'.v1.Exchange/Publish"},"objects":["alert:1"],"outcome":{"reason":"no","status":'
+        b'"PERMISSION_DENIED"},"prev":"' + b"0" * 64 + b'","seq":7,"time":"2026-11-23T09:00:00'
+        b'.000123Z","v":1}'
+    )
+    assert entry.hash == leaf_hash(entry.encode())
+    assert Entry.decode(entry.encode()) == entry
+
+
+def test_entry_time_is_normalised_to_utc() -> None:
+    wib = timezone(timedelta(hours=7))
+    entry = EntryDraft(Action.READ, ACTOR).at(1, datetime(2026, 1, 1, 7, tzinfo=wib), GENESIS_PREV)
+    assert entry.time == "2026-01-01T00:00:00.000000Z"
+    with pytest.raises(EncodingError):
+        EntryDraft(Action.READ, ACTOR).at(1, datetime(2026, 1, 1), GENESIS_PREV)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("v", 2),
+        ("seq", 0),
+        ("seq", "1"),
+        ("time", "2026-01-01T00:00:00Z"),
+        ("action", "DELETE"),
+        ("actor", {"id": "x"}),
+        ("objects", [1]),
+        ("outcome", {"status": "OK", "x": "y"}),
+        ("prev", "00"),
+        ("extra", 1),
+    ],
+)
+def test_entry_decode_refuses_malformed_fields(field: str, value: object) -> None:
+    good = EntryDraft(Action.READ, ACTOR).at(1, datetime.now(UTC), GENESIS_PREV).to_json()
+    good[field] = value
+    with pytest.raises(EncodingError):
+        Entry.decode(canonical_json(good))
+
+
+def render_entry_example() -> str:
+    """Three chained entries with fixed values, as docs/ledger-format.md section 1.5 shows them."""
+    t0 = datetime(2026, 11, 23, 9, 0, 0, tzinfo=UTC)
+    server = Actor("x509:CN=sinergi-exchange", "11" * 32)
+    immigration = Actor("spiffe://sinergi.dev/agency/immigration/system/gateway", "22" * 32)
+    police = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "33" * 32)
+    alert = "alert:0b0e6f5e-3c3a-4d5e-9f6a-2b1c0d9e8f7a"
+    drafts = [
+        EntryDraft(Action.START, server, digest="44" * 32,
+                   meta={"origin": "sinergi.dev/ledger", "policy_digest": "44" * 32}),
+        EntryDraft(Action.PUBLISH, immigration, objects=(alert,), digest="55" * 32,
+                   meta={"category": "PASSPORT_HOLD", "handling": "AMBER",
+                         "to": ["labour", "police"]}),
+        EntryDraft(Action.DENIED, police, digest="66" * 32,
+                   outcome=Outcome("PERMISSION_DENIED", "agency 'police' may not publish "
+                                   "PASSPORT_HOLD alerts"),
+                   meta={"method": "/sinergi.v1.Exchange/Publish"}),
+    ]  # fmt: skip
+    out, prev = [], GENESIS_PREV
+    for i, draft in enumerate(drafts):
+        entry = draft.at(i + 1, t0.replace(microsecond=i * 1000 + 123), prev)
+        out += [f"Entry {entry.seq}:", "", "```", entry.encode().decode(), "```", ""]
+        out.append(f"entry hash = `{entry.hash.hex()}`")
+        out.append("")
+        prev = entry.hash.hex()
+    return "\n".join(out).rstrip("\n")
+
+
+def test_doc_entry_example_matches_code() -> None:
+    check_doc_block("entry-example", render_entry_example())
+
+
+def test_doc_entry_example_verifies_from_the_markdown() -> None:
+    """An outside verifier's view: hash each entry line from the document, follow the links."""
+    doc = DOC.read_text(encoding="utf-8")
+    start, stop = generated_block(doc, "entry-example")
+    block = doc[start:stop]
+    bodies = [b.encode() for b in re.findall(r"```\n(.*?)\n```", block)]
+    hashes = re.findall(r"entry hash = `([0-9a-f]{64})`", block)
+    assert len(bodies) == len(hashes) == 3
+    prev = GENESIS_PREV
+    for seq, (body, digest) in enumerate(zip(bodies, hashes, strict=True), 1):
+        assert hashlib.sha256(b"\x00" + body).hexdigest() == digest
+        parsed = json.loads(body)
+        assert (parsed["seq"], parsed["prev"]) == (seq, prev)
+        prev = digest

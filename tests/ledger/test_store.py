@@ -1,0 +1,269 @@
+"""The ledger on real SQLite and PostgreSQL: group commit, append-only triggers, tampering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy import text
+
+import ledger
+from ledger import Action, Actor, EntryDraft, LedgerWriter
+from tests.conftest import ORIGIN, as_dba
+
+ACTOR = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "ab" * 32)
+
+
+def draft(i: int) -> EntryDraft:
+    return EntryDraft(Action.READ, ACTOR, objects=(f"alert:{i}",), digest=f"{i:064x}")
+
+
+def fill(url: str, signer: ledger.Signer, batches: Sequence[int]) -> None:
+    """Append entries in commit batches of the given sizes."""
+    engine = ledger.create_engine(url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    n = 0
+    try:
+        for size in batches:
+            futures = [writer.append(draft(n + i)) for i in range(size)]
+            n += size
+            for future in futures:
+                future.result(30)
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def sinergi(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def verify(url: str, pki: Path, *extra: str) -> tuple[int, dict[str, object]]:
+    result = sinergi(
+        "ledger", "verify", "--db", url, "--ledger-key", str(pki / "ledger.vkey"), "--json", *extra
+    )
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_concurrent_appenders_share_batches_and_make_one_linear_chain(
+    db_url: str, signer: ledger.Signer, verifier: ledger.Verifier
+) -> None:
+    engine = ledger.create_engine(db_url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            results = list(pool.map(lambda i: writer.append(draft(i)).result(30), range(400)))
+    finally:
+        writer.close()
+    seqs = sorted(r.receipts[0].seq for r in results)
+    assert seqs == list(range(1, 401))
+    with engine.connect() as connection:
+        checkpoints = list(ledger.iter_checkpoints(connection))
+        report = ledger.verify_ledger(ledger.iter_entries(connection), checkpoints, [verifier])
+    engine.dispose()
+    assert report.entries == 400
+    assert len(checkpoints) < 400  # group commit: fewer commits (one checkpoint each) than appends
+    for result in results:  # every receipt proves inclusion under its own signed checkpoint
+        receipt = result.receipts[0]
+        checkpoint = ledger.open_checkpoint(receipt.checkpoint, [verifier])
+        ledger.verify_inclusion(
+            receipt.seq - 1, checkpoint.size, receipt.entry_hash, receipt.inclusion_proof,
+            checkpoint.root,
+        )  # fmt: skip
+
+
+def test_failing_work_does_not_take_its_batch_down(
+    sqlite_url: str, signer: ledger.Signer, verifier: ledger.Verifier
+) -> None:
+    engine = ledger.create_engine(sqlite_url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+
+    def broken(connection: sqlalchemy.Connection, seq: int) -> tuple[None, list[EntryDraft]]:
+        connection.execute(text("INSERT INTO ledger_nodes VALUES (99, 0, x'00')"))
+        raise RuntimeError("boom")
+
+    try:
+        futures = [writer.append(draft(0)), writer.submit(broken), writer.append(draft(1))]
+        assert futures[0].result(10).receipts[0].seq == 1
+        with pytest.raises(RuntimeError, match="boom"):
+            futures[1].result(10)
+        assert futures[2].result(10).receipts[0].seq == 2
+    finally:
+        writer.close()
+    with engine.connect() as connection:
+        nodes = connection.execute(text("SELECT count(*) FROM ledger_nodes WHERE level = 99"))
+        assert nodes.scalar_one() == 0  # the failed work's writes were rolled back
+        report = ledger.verify_ledger(
+            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+        )
+    engine.dispose()
+    assert report.entries == 2
+
+
+@pytest.mark.parametrize("table", ["ledger_entries", "ledger_nodes", "ledger_checkpoints"])
+@pytest.mark.parametrize("statement", ["UPDATE {t} SET {c} = {c}", "DELETE FROM {t}"])
+def test_triggers_refuse_update_and_delete(
+    db_url: str, signer: ledger.Signer, table: str, statement: str
+) -> None:
+    fill(db_url, signer, [3])
+    column = {"ledger_entries": "body", "ledger_nodes": "hash", "ledger_checkpoints": "note"}[table]
+    engine = sqlalchemy.create_engine(db_url)
+    with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"):
+        with engine.begin() as connection:
+            connection.execute(text(statement.format(t=table, c=column)))
+    engine.dispose()
+
+
+Tamper = Callable[[str], None]
+
+
+def _edit_content(url: str) -> None:
+    as_dba(url, "UPDATE ledger_entries SET body = REPLACE(body, 'alert:4', 'alert:9') "
+                "WHERE seq = 5" if url.startswith("sqlite") else
+                "UPDATE ledger_entries SET body = convert_to(replace(convert_from(body, 'UTF8'), "
+                "'alert:4', 'alert:9'), 'UTF8') WHERE seq = 5")  # fmt: skip
+
+
+def _rewrite_without_key(url: str) -> None:
+    """Rewrite entry 5 and recompute every later hash and link consistently, but no signature."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT seq, body FROM ledger_entries ORDER BY seq")).all()
+    engine.dispose()
+    prev = ledger.Entry.decode(bytes(rows[3].body)).hash.hex()
+    statements = []
+    for seq, body in rows[4:]:
+        entry = ledger.Entry.decode(bytes(body))
+        objects = ("alert:forged",) if seq == 5 else entry.objects
+        forged = ledger.Entry(entry.seq, entry.time, entry.action, entry.actor, objects,
+                              entry.digest, entry.outcome, entry.meta, prev)  # fmt: skip
+        encoded = forged.encode()
+        prev = forged.hash.hex()
+        blob = f"x'{encoded.hex()}'" if url.startswith("sqlite") else f"'\\x{encoded.hex()}'"
+        digest = (
+            f"x'{forged.hash.hex()}'" if url.startswith("sqlite") else f"'\\x{forged.hash.hex()}'"
+        )
+        statements.append(
+            f"UPDATE ledger_entries SET body = {blob}, hash = {digest} WHERE seq = {seq}"
+        )
+    as_dba(url, *statements)
+
+
+TAMPERS: dict[str, tuple[Tamper, int | None]] = {
+    "content edited": (_edit_content, 5),
+    "row deleted": (lambda url: as_dba(url, "DELETE FROM ledger_entries WHERE seq = 4"), 4),
+    "row inserted": (
+        lambda url: as_dba(
+            url,
+            "UPDATE ledger_entries SET seq = seq + 1000 WHERE seq >= 6",
+            "UPDATE ledger_entries SET seq = seq - 999 WHERE seq >= 1006",
+            "INSERT INTO ledger_entries (seq, hash, body) "
+            "SELECT 6, hash, body FROM ledger_entries WHERE seq = 5",
+        ),
+        6,
+    ),
+    "two rows swapped": (
+        lambda url: as_dba(
+            url,
+            "UPDATE ledger_entries SET seq = -1 WHERE seq = 3",
+            "UPDATE ledger_entries SET seq = 3 WHERE seq = 7",
+            "UPDATE ledger_entries SET seq = 7 WHERE seq = -1",
+        ),
+        3,
+    ),
+    "tail truncated": (lambda url: as_dba(url, "DELETE FROM ledger_entries WHERE seq > 8"), 9),
+    "consistent rewrite without the key": (_rewrite_without_key, 8),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERS))
+def test_verify_detects_tampering_and_names_the_entry(
+    db_url: str, signer: ledger.Signer, pki: Path, name: str
+) -> None:
+    fill(db_url, signer, [1, 3, 4, 2])  # checkpoints at 1, 4, 8, 10
+    code, report = verify(db_url, pki)
+    assert code == 0, report
+    assert report["entries"] == 10
+    tamper, seq = TAMPERS[name]
+    tamper(db_url)
+    code, report = verify(db_url, pki)
+    assert code == 1, report
+    assert report["ok"] is False
+    assert report["seq"] == seq, report
+
+
+def test_verify_reports_missing_triggers(db_url: str, signer: ledger.Signer, pki: Path) -> None:
+    fill(db_url, signer, [2])
+    as_dba(db_url)
+    code, report = verify(db_url, pki)
+    assert code == 1
+    assert "append-only triggers missing" in str(report["error"])
+
+
+def test_verify_checks_an_external_checkpoint(
+    db_url: str, signer: ledger.Signer, pki: Path, tmp_path: Path
+) -> None:
+    """A rewrite by someone holding the key is caught by a checkpoint kept outside."""
+    fill(db_url, signer, [5])
+    engine = ledger.create_engine(db_url)
+    with engine.connect() as connection:
+        kept = ledger.latest_checkpoint(connection)
+    engine.dispose()
+    assert kept is not None
+    (tmp_path / "kept.note").write_bytes(kept)
+    as_dba(db_url, "DELETE FROM ledger_checkpoints", "DELETE FROM ledger_nodes",
+           "DELETE FROM ledger_entries", restore=True)  # fmt: skip
+    fill(db_url, signer, [6])  # a fresh, validly signed, different history
+    assert verify(db_url, pki)[0] == 0  # internally consistent...
+    code, report = verify(db_url, pki, "--checkpoint", str(tmp_path / "kept.note"))
+    assert code == 1
+    assert "history was rewritten" in str(report["error"])
+
+
+def test_database_errors_do_not_carry_statement_parameters(sqlite_url: str) -> None:
+    """Errors end up in logs; the values written (personal data) must not."""
+    engine = ledger.create_engine(sqlite_url)
+    insert = text("INSERT INTO ledger_nodes VALUES (0, 0, :secret)")
+    with engine.begin() as connection:
+        connection.execute(insert, {"secret": b"PASSPORT-C1234567"})
+        with pytest.raises(sqlalchemy.exc.IntegrityError) as caught:
+            connection.execute(insert, {"secret": b"PASSPORT-C1234567"})
+    engine.dispose()
+    assert "C1234567" not in str(caught.value)
+
+
+def test_a_caller_that_gives_up_does_not_stop_the_writer(
+    sqlite_url: str, signer: ledger.Signer
+) -> None:
+    engine = ledger.create_engine(sqlite_url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    release = threading.Event()
+
+    def slow(connection: sqlalchemy.Connection, seq: int) -> tuple[None, list[EntryDraft]]:
+        release.wait(10)
+        return None, [draft(0)]
+
+    try:
+        first = writer.submit(slow)  # occupies the writer
+        abandoned = writer.append(draft(1))
+        assert abandoned.cancel()  # as asyncio does when an RPC is cancelled
+        release.set()
+        assert first.result(10).receipts[0].seq == 1
+        assert writer.append(draft(2)).result(10).receipts[0].seq == 2  # still writing
+    finally:
+        writer.close()
+        engine.dispose()
