@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import threading
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy
+import structlog
 from sqlalchemy.engine import make_url
 
 import ledger
@@ -37,6 +39,21 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_through_logging() -> None:
+    """The server's JSON log lines go to stdlib logging, where ``caplog`` sees them."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
 
 
 @pytest.fixture(scope="session")

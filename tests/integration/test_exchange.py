@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,8 +56,9 @@ class Collector:
 
 
 def test_publish_reaches_only_recipients_and_ledger_records_every_act(
-    server: RunningServer,
+    server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sinergi.rpc")
     police, labour, customs = (Collector(server, a) for a in ("police", "labour", "customs"))
     try:
         with ExchangeClient(server.pki / "immigration", server.address) as immigration:
@@ -115,6 +118,17 @@ def test_publish_reaches_only_recipients_and_ledger_records_every_act(
                             "handling": "AMBER"}  # fmt: skip
     # No personal data in the ledger: the passport number appears nowhere in it.
     assert all(b"C1234567" not in e.encode() for e in entries)
+    # One JSON log line per RPC, naming who did what with which outcome, never the contents.
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "sinergi.rpc"]
+    publishes = [line for line in lines if line["method"] == "/sinergi.v1.Exchange/Publish"]
+    assert len(publishes) == 2
+    assert publishes[0]["principal"] == "spiffe://sinergi.dev/agency/immigration/system/gateway"
+    assert publishes[0]["code"] == "OK"
+    assert isinstance(publishes[0]["duration_ms"], float)
+    assert len(publishes[0]["cert"]) == 64
+    logged = caplog.text
+    for personal in ("C1234567", "490154203237518", "unlicensed", "joki", "on it"):
+        assert personal not in logged
 
 
 def _denied(server: RunningServer) -> list[tuple[str, str, str]]:
