@@ -353,5 +353,6 @@ def consistency(
         fail(as_json, f"NOT consistent: {exc}", 1)
     result = {"ok": True, "old": old, "new": new, "proof": [h.hex() for h in proof],
               "old_root": old_cp.root.hex(), "new_root": new_cp.root.hex()}  # fmt: skip
-    human = f"checkpoint {old} is a prefix of checkpoint {new} ({len(proof)} hash{'es' if len(proof) != 1 else ''} verified)"
+    hashes = "1 hash" if len(proof) == 1 else f"{len(proof)} hashes"
+    human = f"checkpoint {old} is a prefix of checkpoint {new} ({hashes} verified)"
     emit(as_json, result, human)
