@@ -66,6 +66,19 @@ class AlreadyExists(ExchangeError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class FailedPrecondition(ExchangeError):
+    """The request is valid but the alert's state forbids it (e.g. updating a cancelled alert)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ExchangeError):
+    """A stream consumer fell too far behind; it should resume from its last cursor."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    denied = False
+
+
 class Unavailable(ExchangeError):
     code = grpc.StatusCode.UNAVAILABLE
     denied = False

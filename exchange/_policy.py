@@ -34,6 +34,9 @@ class AgencyPolicy:
     roles: frozenset[str]
     publish: frozenset[str]
     receive: frozenset[str]
+    #: agencies that may also see the TLP:AMBER alerts addressed to this one (TLP 2.0: AMBER may
+    #: be shared on a need-to-know basis; the policy says with whom)
+    amber_shares_with: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,18 @@ class Policy:
                 raise ConfigError(f"{where}: not a valid agency name")
             if not isinstance(entry, Mapping):
                 raise ConfigError(f"{where}: must be a table")
-            _keys(entry, {"display", "roles", "publish", "receive"}, where)
+            _keys(entry, {"display", "roles", "publish", "receive", "amber_shares_with"}, where)
             roles = _names(entry.get("roles", []), ROLES, f"{where}.roles")
+            shares = entry.get("amber_shares_with", [])
+            known = frozenset(agencies_doc)
+            shares_with = _names(shares, known - {name}, f"{where}.amber_shares_with")
             agencies[name] = AgencyPolicy(
                 name=name,
                 display=str(entry.get("display", name)),
                 roles=roles,
                 publish=_categories(entry.get("publish", []), f"{where}.publish"),
                 receive=_categories(entry.get("receive", []), f"{where}.receive"),
+                amber_shares_with=shares_with,
             )
         return cls(agencies, digest)
 
@@ -83,6 +90,15 @@ class Policy:
         if role not in policy.roles:
             raise PermissionDenied(f"agency {agency!r} does not have the {role} role")
         return policy
+
+    def recipients_of(self, category: str, sender: str) -> list[str]:
+        """Every member agency, other than the sender, that may receive ``category``: what the
+        recipient list ``["*"]`` stands for."""
+        return sorted(
+            name
+            for name, agency in self.agencies.items()
+            if name != sender and "recipient" in agency.roles and category in agency.receive
+        )
 
     def authorize_publish(self, agency: str, category: str, recipients: Iterable[str]) -> None:
         """Refuse unless ``agency`` may send ``category`` and every recipient may receive it."""
@@ -99,6 +115,22 @@ class Policy:
         refused = [name for name in recipients if category not in self.agencies[name].receive]
         if refused:
             raise PermissionDenied(f"{', '.join(refused)} may not receive {category} alerts")
+
+    def authorize_read(self, agency: str) -> AgencyPolicy:
+        """Reading alerts by id or listing them: any member that exchanges alerts."""
+        policy = self.agencies.get(agency)
+        if policy is None or not policy.roles & {"publisher", "recipient", "searcher"}:
+            raise PermissionDenied(f"agency {agency!r} may not read alerts")
+        return policy
+
+    def authorize_search(self, agency: str) -> AgencyPolicy:
+        return self._agency(agency, "searcher")
+
+    def amber_sharers(self, agency: str) -> frozenset[str]:
+        """Agencies whose TLP:AMBER alerts ``agency`` may see (they share with it)."""
+        return frozenset(
+            name for name, policy in self.agencies.items() if agency in policy.amber_shares_with
+        )
 
     def authorize_receive(self, agency: str) -> AgencyPolicy:
         return self._agency(agency, "recipient")

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -20,17 +20,23 @@ import structlog
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from exchange._errors import ExchangeError, Internal, InvalidArgument
+from exchange._errors import ExchangeError, Internal, InvalidArgument, ResourceExhausted
 from exchange._identity import PeerRejected, Principal, authenticate, require
 from ledger import Action, Actor, EntryDraft, LedgerWriter, Outcome
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+_request_digest: contextvars.ContextVar[str] = contextvars.ContextVar("request_digest")
 _log = structlog.get_logger("sinergi.rpc")
 
 
 def current_principal() -> Principal:
     """The caller of the RPC being served (set by the guard before any servicer code runs)."""
     return _principal.get()
+
+
+def request_digest() -> str:
+    """SHA-256 of the request bytes as received: what a DENIED entry's digest covers."""
+    return _request_digest.get()
 
 
 def denied_entry(
@@ -56,9 +62,12 @@ else:
 
 
 class Guard(_Interceptor):
-    def __init__(self, ledger: LedgerWriter, trust_domain: str) -> None:
+    def __init__(
+        self, ledger: LedgerWriter, trust_domain: str, stall_seconds: float = 30.0
+    ) -> None:
         self._ledger = ledger
         self._trust_domain = trust_domain
+        self._stall_seconds = stall_seconds
 
     async def intercept_service(
         self,
@@ -94,12 +103,14 @@ class Guard(_Interceptor):
 
             async def stream_behavior(
                 raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
+            ) -> None:
+                # Writes, not yields, so that a consumer that stops reading (its HTTP/2 window
+                # full) is cut off after stall_seconds instead of holding the stream forever.
                 call = _Call(self, method, raw, context)
                 try:
                     request = call.start(parse)
                     async for item in stream(request, context):
-                        yield item
+                        await self._write(context, item, call)
                 except BaseException as exc:
                     await call.fail(exc)
                 finally:
@@ -109,6 +120,32 @@ class Guard(_Interceptor):
                 stream_behavior, response_serializer=handler.response_serializer
             )
         raise NotImplementedError(f"{method}: only unary and server-streaming methods are served")
+
+    async def _write(
+        self, context: grpc.aio.ServicerContext[Any, Any], item: object, call: _Call
+    ) -> None:
+        """Write one message, or give up on a consumer that has stopped reading.
+
+        grpcio cannot end a call while a message is stuck in flow control: the status goes out
+        after it, when the client reads again. So the stalled client still gets everything in
+        flight, then RESOURCE_EXHAUSTED; meanwhile the stream holds one message and no page."""
+        try:
+            await asyncio.wait_for(context.write(item), self._stall_seconds)
+        except TimeoutError:
+            _log.warning("stream stalled", method=call.method, peer=call.peer,
+                         stall_seconds=self._stall_seconds)  # fmt: skip
+            raise ResourceExhausted(
+                f"you read nothing for {self._stall_seconds:g} s; "
+                "resume from the last cursor you received"
+            ) from None
+        except Exception:
+            if context.cancelled() or context.done():
+                raise _ClientGone from None  # it hung up or its deadline passed mid-write
+            raise
+
+
+class _ClientGone(Exception):
+    """The client left while we were writing to it: nothing to answer, nothing to record."""
 
 
 class _Call:
@@ -126,6 +163,7 @@ class _Call:
         self.code = grpc.StatusCode.OK
 
     def start(self, parse: Callable[[bytes], Any] | None) -> Any:  # noqa: ANN401
+        _request_digest.set(hashlib.sha256(self.raw).hexdigest())
         self.who = authenticate(self.context, self.guard._trust_domain)
         _principal.set(require(self.who))
         if parse is None:
@@ -138,6 +176,9 @@ class _Call:
     async def fail(self, exc: BaseException) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
+        if isinstance(exc, _ClientGone):
+            self.code = grpc.StatusCode.CANCELLED
+            return
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             self.code = grpc.StatusCode.CANCELLED
             raise exc

@@ -45,6 +45,7 @@ class ServerConfig:
     origin: str = ""  # checkpoint origin; defaults to "<trust domain>/ledger"
     max_batch: int = 256
     grace_seconds: float = 5.0
+    stall_seconds: float = 30.0  # a stream consumer that reads nothing this long is cut off
     options: tuple[tuple[str, int], ...] = field(default=())
 
     @property
@@ -104,7 +105,7 @@ class ExchangeServer:
         )
         await asyncio.wrap_future(self.ledger.append(start))
         server = grpc.aio.server(
-            interceptors=[Guard(self.ledger, self.config.trust_domain)],
+            interceptors=[Guard(self.ledger, self.config.trust_domain, self.config.stall_seconds)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

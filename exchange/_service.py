@@ -4,25 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from certs import SpiffeId
 from exchange import _store
-from exchange._errors import AlreadyExists, ExchangeError, InvalidArgument, NotFound, Unavailable
-from exchange._policy import Policy
-from exchange._rpc import current_principal, denied_entry
+from exchange._errors import (
+    AlreadyExists,
+    ExchangeError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from exchange._identity import Principal
+from exchange._policy import AgencyPolicy, Policy
+from exchange._rpc import current_principal, denied_entry, request_digest
 from exchange._subscriptions import Hub
 from exchange._validate import (
+    ALL_MEMBERS,
+    DEFAULT_PAGE,
     category_name,
     message_digest,
     validate_acknowledge,
+    validate_alert_id,
+    validate_cancel,
+    validate_list,
     validate_publish,
+    validate_search,
     validate_subscribe,
+    validate_update,
 )
 from ledger import (
     Action,
@@ -73,6 +92,18 @@ def witnessed_size(context: grpc.aio.ServicerContext[Any, Any]) -> int:
     return 0
 
 
+def _handling(alert: alert_pb2.Alert) -> str:
+    return alert_pb2.Tlp.Name(alert.handling).removeprefix("TLP_")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _objects(messages: Sequence[_store.StoredAlert]) -> tuple[str, ...]:
+    return tuple(f"alert:{m.alert.id}" for m in messages)
+
+
 class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
     def __init__(self, policy: Policy, ledger: LedgerWriter, engine: Engine, hub: Hub) -> None:
         self._policy = policy
@@ -86,55 +117,93 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         except LedgerError as exc:
             raise Unavailable("the ledger is unavailable; retry later") from exc
 
-    async def Publish(  # noqa: N802 - gRPC method name
-        self, request: exchange_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> exchange_pb2.PublishResponse:
-        principal = current_principal()
-        validate_publish(request)
-        category = category_name(request.alert.category)
-        self._policy.authorize_publish(principal.agency, category, request.alert.recipients)
+    async def _record(self, *drafts: EntryDraft) -> None:
+        """Commit entries before the data they record is sent (docs/decisions/0004)."""
+        await self._commit(lambda _c, _s: (None, drafts))
 
-        alert = alert_pb2.Alert()
-        alert.CopyFrom(request.alert)
-        alert.id = str(uuid.uuid4())
-        alert.sender = str(principal.id)
-        alert.sent.FromDatetime(datetime.now(UTC))
-        body = alert.SerializeToString(deterministic=True)
-        request_digest = message_digest(request.alert)
-        key = request.idempotency_key
+    async def _refuse(
+        self, principal: Principal, method: str, error: ExchangeError, objects: tuple[str, ...]
+    ) -> ExchangeError:
+        """Record ``error`` as DENIED naming the objects asked for, and return it to raise."""
+        digest = request_digest()
+        await self._record(denied_entry(principal.actor, _SERVICE + method, digest, error, objects))
+        error.recorded = True
+        return error
+
+    async def _query(self, query: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._engine.connect() as connection:
+                return query(connection)
+
+        try:
+            return await asyncio.to_thread(run)
+        except SQLAlchemyError as exc:
+            raise Unavailable("the database is unavailable; retry later") from exc
+
+    # -- writing: publish, update, cancel ------------------------------------------------------
+
+    async def _send(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        key: str,
+        content_digest: str,
+        *,
+        build: Callable[[Connection], alert_pb2.Alert | ExchangeError],
+        about: tuple[str, ...] = (),
+    ) -> exchange_pb2.PublishResponse:
+        """Store the message ``build`` makes (or refuse with the error it returns, recorded as
+        DENIED naming ``about``) with its ledger entry, once per idempotency key.
+
+        ``build`` runs in the ledger's transaction, so the checks it makes against the thread
+        (originator, cancelled) cannot race with another update of the same alert."""
+        principal = current_principal()
+        received = request_digest()  # read here: the work runs on the ledger's thread
 
         def work(connection: Connection, seq: int) -> tuple[object, Sequence[EntryDraft]]:
             existing = _store.find_by_idempotency_key(connection, principal.agency, key)
             if existing is not None:
-                if existing.request_digest == request_digest:
+                if existing.request_digest == content_digest:
                     return existing, ()
-                error = AlreadyExists(
-                    "idempotency key already used for a different alert",
-                    [("idempotency_key", "was used before with different content")],
-                    recorded=True,
+                return self._denied(
+                    principal,
+                    method,
+                    received,
+                    AlreadyExists(
+                        "idempotency key already used for a different request",
+                        [("idempotency_key", "was used before with different content")],
+                    ),
                 )
-                return error, [
-                    denied_entry(principal.actor, _SERVICE + "Publish", request_digest, error)
-                ]
+            alert = build(connection)
+            if isinstance(alert, ExchangeError):
+                return self._denied(principal, method, received, alert, about)
+            alert.id = str(uuid.uuid4())
+            alert.sender = str(principal.id)
+            alert.sent.FromDatetime(datetime.now(UTC))
+            body = alert.SerializeToString(deterministic=True)
             _store.insert_alert(
                 connection,
                 alert,
                 body,
                 sender_agency=principal.agency,
-                category=category,
                 idempotency_key=key,
-                request_digest=request_digest,
+                request_digest=content_digest,
                 publish_seq=seq,
             )
+            action = {
+                alert_pb2.MESSAGE_TYPE_ALERT: Action.PUBLISH,
+                alert_pb2.MESSAGE_TYPE_UPDATE: Action.UPDATE,
+                alert_pb2.MESSAGE_TYPE_CANCEL: Action.CANCEL,
+            }[alert.message_type]
             entry = EntryDraft(
-                Action.PUBLISH,
+                action,
                 principal.actor,
-                objects=(f"alert:{alert.id}",),
-                digest=hashlib.sha256(body).hexdigest(),
+                objects=(f"alert:{alert.id}", *(f"alert:{r}" for r in alert.references[:1])),
+                digest=_digest(body),
                 meta={
-                    "category": category,
+                    "category": category_name(alert.category),
                     "to": sorted(alert.recipients),
-                    "handling": alert_pb2.Tlp.Name(alert.handling).removeprefix("TLP_"),
+                    "handling": _handling(alert),
                 },
             )
             return alert.id, [entry]
@@ -148,9 +217,132 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 alert_id=value.alert_id, receipt=await self._receipt(context, value.publish_seq)
             )
         self._hub.notify()
+        assert isinstance(value, str)
         return exchange_pb2.PublishResponse(
-            alert_id=alert.id, receipt=await self._receipt(context, committed.receipts[0])
+            alert_id=value, receipt=await self._receipt(context, committed.receipts[0])
         )
+
+    @staticmethod
+    def _denied(
+        principal: Principal, method: str, digest: str, error: ExchangeError,
+        objects: tuple[str, ...] = (),
+    ) -> tuple[ExchangeError, list[EntryDraft]]:  # fmt: skip
+        error.recorded = True
+        return error, [denied_entry(principal.actor, _SERVICE + method, digest, error, objects)]
+
+    async def Publish(  # noqa: N802 - gRPC method name
+        self, request: exchange_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.PublishResponse:
+        principal = current_principal()
+        validate_publish(request)
+        category = category_name(request.alert.category)
+        alert = alert_pb2.Alert()
+        alert.CopyFrom(request.alert)
+        alert.message_type = alert_pb2.MESSAGE_TYPE_ALERT
+        if list(alert.recipients) == [ALL_MEMBERS]:
+            del alert.recipients[:]
+            alert.recipients.extend(self._policy.recipients_of(category, principal.agency))
+            if not alert.recipients:
+                raise InvalidArgument(
+                    "no member agency may receive this category",
+                    [("alert.recipients", f"no other member receives {category} alerts")],
+                )
+        self._policy.authorize_publish(principal.agency, category, alert.recipients)
+        return await self._send(
+            context, "Publish", request.idempotency_key, message_digest(request.alert),
+            build=lambda _connection: alert,
+        )  # fmt: skip
+
+    def _originals_thread(
+        self, connection: Connection, principal: Principal, alert_id: str
+    ) -> list[_store.StoredAlert] | ExchangeError:
+        """The thread of ``alert_id`` if the caller's agency originated it and it is open."""
+        messages = _store.thread_of(connection, alert_id)
+        visibility = self._visibility(principal.agency, self._policy.authorize_read)
+        if not messages or not _store.visible(connection, messages[0].position, visibility):
+            return NotFound("no alert with that id is visible to your agency")
+        if SpiffeId.parse(messages[0].alert.sender).agency != principal.agency:
+            return PermissionDenied("only the originating agency may update or cancel an alert")
+        if _store.state_of(messages, datetime.now(UTC)) == alert_pb2.ALERT_STATE_CANCELLED:
+            return FailedPrecondition("the alert was cancelled")
+        return messages
+
+    async def Update(  # noqa: N802
+        self, request: exchange_pb2.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.PublishResponse:
+        principal = current_principal()
+        validate_update(request)
+
+        def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
+            thread = self._originals_thread(connection, principal, request.alert_id)
+            if isinstance(thread, ExchangeError):
+                return thread
+            original = thread[0].alert
+            given = request.alert
+            changed = [
+                (f"alert.{name}", "cannot change in an update; cancel and publish anew")
+                for name, differs in (
+                    ("category", given.category not in (0, original.category)),
+                    ("handling", given.handling not in (0, original.handling)),
+                    (
+                        "recipients",
+                        bool(given.recipients)
+                        and sorted(given.recipients) != sorted(original.recipients),
+                    ),
+                )
+                if differs
+            ]
+            if changed:
+                return InvalidArgument("an update keeps the alert's addressing", changed)
+            try:
+                self._policy.authorize_publish(
+                    principal.agency, category_name(original.category), original.recipients
+                )
+            except ExchangeError as exc:
+                return exc
+            alert = alert_pb2.Alert()
+            alert.CopyFrom(given)
+            alert.message_type = alert_pb2.MESSAGE_TYPE_UPDATE
+            alert.category, alert.handling = original.category, original.handling
+            del alert.recipients[:]
+            alert.recipients.extend(original.recipients)
+            alert.references.append(original.id)
+            return alert
+
+        return await self._send(
+            context, "Update", request.idempotency_key, message_digest(request),
+            build=build, about=(f"alert:{request.alert_id}",),
+        )  # fmt: skip
+
+    async def Cancel(  # noqa: N802
+        self, request: exchange_pb2.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.PublishResponse:
+        principal = current_principal()
+        validate_cancel(request)
+
+        def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
+            thread = self._originals_thread(connection, principal, request.alert_id)
+            if isinstance(thread, ExchangeError):
+                return thread
+            original = thread[0].alert
+            # The envelope of the original, no subjects: a cancellation repeats no personal data.
+            return alert_pb2.Alert(
+                status=original.status,
+                message_type=alert_pb2.MESSAGE_TYPE_CANCEL,
+                category=original.category,
+                severity=original.severity,
+                urgency=original.urgency,
+                certainty=original.certainty,
+                handling=original.handling,
+                recipients=original.recipients,
+                summary=request.reason,
+                references=[original.id],
+            )
+
+        return await self._send(
+            context, "Cancel", request.idempotency_key, message_digest(request),
+            build=build, about=(f"alert:{request.alert_id}",),
+        )  # fmt: skip
 
     async def _receipt(
         self, context: grpc.aio.ServicerContext[Any, Any], receipt: Receipt | int
@@ -177,11 +369,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             return receipt_message(receipt)
         return await asyncio.to_thread(build)
 
-    def _alerts_for(
-        self, agency: str, after: int, categories: Sequence[str]
-    ) -> list[_store.StoredAlert]:
-        with self._engine.connect() as connection:
-            return _store.alerts_for(connection, agency, after, categories, PAGE)
+    # -- delivering: subscribe, acknowledge ----------------------------------------------------
 
     async def Subscribe(  # noqa: N802
         self, request: exchange_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -193,25 +381,27 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         cursor = request.after
         while True:
             wake = self._hub.waiter()
-            page = await asyncio.to_thread(self._alerts_for, principal.agency, cursor, categories)
+            page = await self._query(
+                lambda c, after=cursor: _store.alerts_for(  # type: ignore[misc]
+                    c, principal.agency, after=after, categories=categories, limit=PAGE,
+                    now=datetime.now(UTC),
+                )
+            )  # fmt: skip
             if not page:
                 await wake.wait()
                 continue
             # Record before sending: the ledger may say "delivered" for an alert a dropped
             # connection lost (it is sent again on resume), never the reverse.
-            await self._commit(
-                lambda _c, _s, page=page: (  # type: ignore[misc]
-                    None,
-                    [
-                        EntryDraft(
-                            Action.DELIVER,
-                            principal.actor,
-                            objects=(f"alert:{stored.alert.id}",),
-                            digest=hashlib.sha256(stored.body).hexdigest(),
-                            meta={"cursor": stored.position},
-                        )
-                        for stored in page
-                    ],
+            await self._record(
+                *(
+                    EntryDraft(
+                        Action.DELIVER,
+                        principal.actor,
+                        objects=_objects([stored]),
+                        digest=_digest(stored.body),
+                        meta={"cursor": stored.position},
+                    )
+                    for stored in page
                 )
             )
             for stored in page:
@@ -226,7 +416,6 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         validate_acknowledge(request)
         now = datetime.now(UTC)
         ack = alert_pb2.Acknowledgement(
-            alert_id=request.alert_id,
             principal=str(principal.id),
             agency=principal.agency,
             response=request.response,
@@ -234,24 +423,25 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             note=request.note,
         )
         ack.time.FromDatetime(now)
-        body = ack.SerializeToString(deterministic=True)
-        objects = (f"alert:{request.alert_id}",)
+        asked = f"alert:{request.alert_id}"
+        received = request_digest()
 
         def work(connection: Connection, _seq: int) -> tuple[object, Sequence[EntryDraft]]:
-            position = _store.addressed_to(connection, request.alert_id, principal.agency)
-            if position is None:
-                error = NotFound("no alert with that id is addressed to your agency", recorded=True)
-                digest = message_digest(request)
-                method = _SERVICE + "Acknowledge"
-                return error, [denied_entry(principal.actor, method, digest, error, objects)]
-            _store.insert_acknowledgement(connection, position, ack, body, now)
+            original = _store.addressed_to(connection, request.alert_id, principal.agency)
+            if original is None:
+                error = NotFound("no alert with that id is addressed to your agency")
+                return self._denied(principal, "Acknowledge", received, error, (asked,))
+            ack.alert_id = original.alert.id  # the thread, whichever message was answered
+            body = ack.SerializeToString(deterministic=True)
+            _store.insert_acknowledgement(connection, original.position, ack, body, now)
             response = alert_pb2.Response.Name(request.response).removeprefix("RESPONSE_")
+            objects = tuple(dict.fromkeys((f"alert:{ack.alert_id}", asked)))
             return ack, [
                 EntryDraft(
                     Action.ACK,
                     principal.actor,
                     objects=objects,
-                    digest=hashlib.sha256(body).hexdigest(),
+                    digest=_digest(body),
                     meta={"response": response},
                 )
             ]
@@ -262,3 +452,155 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         return exchange_pb2.AcknowledgeResponse(
             acknowledgement=ack, receipt=await self._receipt(context, committed.receipts[0])
         )
+
+    # -- reading: get, list, search, acknowledgements ------------------------------------------
+
+    def _visibility(
+        self, agency: str, authorize: Callable[[str], AgencyPolicy]
+    ) -> _store.Visibility:
+        policy = authorize(agency)
+        return _store.Visibility(agency, policy.receive, self._policy.amber_sharers(agency))
+
+    async def GetAlert(  # noqa: N802
+        self, request: exchange_pb2.GetAlertRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.AlertView:
+        principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_read)
+        validate_alert_id(request)
+
+        def query(connection: Connection) -> list[_store.StoredAlert]:
+            messages = _store.thread_of(connection, request.alert_id)
+            if messages and _store.visible(connection, messages[0].position, visibility):
+                return messages
+            return []
+
+        messages = await self._query(query)
+        if not messages:
+            raise await self._refuse(
+                principal, "GetAlert",
+                NotFound("no alert with that id is visible to your agency"),
+                (f"alert:{request.alert_id}",),
+            )  # fmt: skip
+        view = _store.view_of(messages, datetime.now(UTC), history=True)
+        await self._record(
+            EntryDraft(
+                Action.READ,
+                principal.actor,
+                objects=_objects(messages),
+                digest=_digest(view.SerializeToString(deterministic=True)),
+                meta={"method": "GetAlert"},
+            )
+        )
+        return view
+
+    async def _list(
+        self, principal: Principal, visibility: _store.Visibility, query: _store.ListQuery
+    ) -> exchange_pb2.ListAlertsResponse:
+        now = datetime.now(UTC)
+        found, next_token = await self._query(
+            lambda c: _store.list_threads(c, visibility, query, now)
+        )
+        return exchange_pb2.ListAlertsResponse(
+            alerts=[_store.view_of(thread, now, history=False) for thread in found],
+            next_page_token=str(next_token) if next_token else "",
+        )
+
+    async def ListAlerts(  # noqa: N802
+        self, request: exchange_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.ListAlertsResponse:
+        principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_read)
+        validate_list(request)
+        query = _store.ListQuery(
+            categories=[category_name(c) for c in request.categories],
+            sender_agency=request.sender_agency,
+            sent_after=request.sent_after.ToDatetime(UTC)
+            if request.HasField("sent_after") else None,
+            sent_before=request.sent_before.ToDatetime(UTC)
+            if request.HasField("sent_before") else None,
+            states=[alert_pb2.AlertState.Name(s).removeprefix("ALERT_STATE_")
+                    for s in request.states],
+            before=int(request.page_token or 0),
+            limit=request.page_size or DEFAULT_PAGE,
+        )  # fmt: skip
+        response = await self._list(principal, visibility, query)
+        await self._record(
+            EntryDraft(
+                Action.READ,
+                principal.actor,
+                objects=tuple(f"alert:{view.id}" for view in response.alerts),
+                digest=_digest(response.SerializeToString(deterministic=True)),
+                meta={"method": "ListAlerts", "results": len(response.alerts)},
+            )
+        )
+        return response
+
+    async def SearchAlerts(  # noqa: N802
+        self, request: exchange_pb2.SearchAlertsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.ListAlertsResponse:
+        principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_search)
+        kind, value = validate_search(request)
+        query = _store.ListQuery(
+            thread_ids=_store.matching_threads(_store.search_key(kind, value)),
+            before=int(request.page_token or 0),
+            limit=request.page_size or DEFAULT_PAGE,
+        )
+        response = await self._list(principal, visibility, query)
+        # The query itself is personal data: the entry keeps a salted digest an auditor can
+        # test a candidate identifier against (docs/api.md), never the identifier.
+        salt = secrets.token_bytes(16)
+        await self._record(
+            EntryDraft(
+                Action.SEARCH,
+                principal.actor,
+                objects=tuple(f"alert:{view.id}" for view in response.alerts),
+                digest=_digest(salt + _store.normalise(kind, value)),
+                meta={
+                    "method": "SearchAlerts",
+                    "kind": kind,
+                    "salt": salt.hex(),
+                    "results": len(response.alerts),
+                },
+            )
+        )
+        return response
+
+    async def ListAcknowledgements(  # noqa: N802
+        self,
+        request: exchange_pb2.ListAcknowledgementsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> exchange_pb2.ListAcknowledgementsResponse:
+        principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_read)
+        validate_alert_id(request)
+
+        def query(connection: Connection) -> list[alert_pb2.Acknowledgement] | None:
+            messages = _store.thread_of(connection, request.alert_id)
+            if not messages or not _store.visible(connection, messages[0].position, visibility):
+                return None
+            original = messages[0]
+            if SpiffeId.parse(original.alert.sender).agency == principal.agency:
+                return _store.acknowledgements_of(connection, original.position, None)
+            if _store.addressed_to(connection, original.alert.id, principal.agency) is None:
+                return None
+            return _store.acknowledgements_of(connection, original.position, principal.agency)
+
+        acks = await self._query(query)
+        if acks is None:
+            raise await self._refuse(
+                principal, "ListAcknowledgements",
+                NotFound("no alert with that id is addressed to or sent by your agency"),
+                (f"alert:{request.alert_id}",),
+            )  # fmt: skip
+        response = exchange_pb2.ListAcknowledgementsResponse(acknowledgements=acks)
+        await self._record(
+            EntryDraft(
+                Action.READ,
+                principal.actor,
+                objects=(f"alert:{request.alert_id}",),
+                digest=_digest(response.SerializeToString(deterministic=True)),
+                meta={"method": "ListAcknowledgements", "results": len(acks)},
+            )
+        )
+        return response

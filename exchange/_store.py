@@ -8,10 +8,13 @@ skips a row that commits later with a smaller position.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -23,14 +26,18 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
     UniqueConstraint,
+    and_,
     insert,
+    or_,
     select,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
-from sinergi.v1 import alert_pb2
+from sinergi.v1 import alert_pb2, exchange_pb2
 
 metadata = MetaData()
 
@@ -44,13 +51,29 @@ alerts = Table(
     Column("sender", String(255), nullable=False),
     Column("sender_agency", String(63), nullable=False),
     Column("category", String(40), nullable=False),
+    Column("handling", String(12), nullable=False),
+    Column("message_type", String(6), nullable=False),  # ALERT, UPDATE or CANCEL
+    Column("thread_id", String(36), nullable=False),  # the original alert's id (its own, if ALERT)
     Column("sent", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=True),
     Column("idempotency_key", String(128), nullable=False),
     Column("request_digest", String(64), nullable=False),
     Column("publish_seq", BigInteger, nullable=False),
     Column("body", LargeBinary, nullable=False),
     UniqueConstraint("sender_agency", "idempotency_key", name="uq_alerts_idempotency"),
+    Index("ix_alerts_thread", "thread_id", "position"),
     sqlite_autoincrement=True,
+)
+
+# Search keys: a SHA-256 of each normalised subject identifier (see :func:`subject_keys`), so the
+# index is exact-match only and a retention purge removes it with the alert.
+alert_subjects = Table(
+    "alert_subjects",
+    metadata,
+    Column("alert_position", _Position, ForeignKey("alerts.position"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("thread_id", String(36), nullable=False),
+    Index("ix_alert_subjects_key", "key"),
 )
 
 alert_recipients = Table(
@@ -80,6 +103,8 @@ def create_schema(engine: Engine) -> None:
 
 @dataclass(frozen=True)
 class StoredAlert:
+    """One stored message (ALERT, UPDATE or CANCEL) and its position, the subscribers' cursor."""
+
     position: int
     alert: alert_pb2.Alert
     body: bytes
@@ -87,11 +112,92 @@ class StoredAlert:
 
 @dataclass(frozen=True)
 class Existing:
-    """An alert already published under an idempotency key."""
+    """A message already published under an idempotency key."""
 
     alert_id: str
     request_digest: str
     publish_seq: int
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What one agency may see (TLP 2.0 as enforced here, docs/api.md "Handling markings").
+
+    Its own agency's alerts; otherwise only categories its policy receives, and then: alerts
+    addressed to it (every marking), TLP:AMBER alerts addressed to an agency that shares with it,
+    and TLP:GREEN and TLP:CLEAR alerts. RED and AMBER+STRICT never reach anyone not addressed.
+    """
+
+    agency: str
+    receive: frozenset[str]
+    sharers: frozenset[str]
+
+    def clause(self, table: Table = alerts) -> ColumnElement[bool]:
+        recipients = alert_recipients.alias()
+        addressed = (
+            select(recipients.c.agency)
+            .where(recipients.c.alert_position == table.c.position)
+            .where(recipients.c.agency == self.agency)
+            .exists()
+        )
+        shared = (
+            select(recipients.c.agency)
+            .where(recipients.c.alert_position == table.c.position)
+            .where(recipients.c.agency.in_(sorted(self.sharers)))
+            .exists()
+        )
+        return or_(
+            table.c.sender_agency == self.agency,
+            and_(
+                table.c.category.in_(sorted(self.receive)),
+                or_(
+                    addressed,
+                    and_(table.c.handling == "AMBER", shared),
+                    table.c.handling.in_(("GREEN", "CLEAR")),
+                ),
+            ),
+        )
+
+
+def _name(enum: Any, prefix: str, value: int) -> str:  # noqa: ANN401 - protobuf enum wrapper
+    return str(enum.Name(value)).removeprefix(prefix)
+
+
+def _utc(timestamp: Timestamp) -> datetime:
+    return timestamp.ToDatetime(UTC)
+
+
+def normalise(kind: str, value: str) -> bytes:
+    """``kind:value`` as indexed and as digested in SEARCH entries (docs/api.md, SearchAlerts):
+    names case-folded with single spaces, other identifiers upper-case, no outer spaces."""
+    if kind == "person":
+        name, _, born = value.partition("|")
+        value = " ".join(name.casefold().split()) + "|" + born.strip()
+    else:
+        value = value.strip().upper()
+    return f"{kind}:{value}".encode()
+
+
+def search_key(kind: str, value: str) -> str:
+    """The index key of one identifier: SHA-256 of its normalised form."""
+    return hashlib.sha256(normalise(kind, value)).hexdigest()
+
+
+def subject_keys(alert: alert_pb2.Alert) -> set[str]:
+    keys = set()
+    for subject in alert.subjects:
+        kind = subject.WhichOneof("kind")
+        if kind == "person":
+            person = subject.person
+            if person.passport_number:
+                keys.add(search_key("passport", person.passport_number))
+            if person.nik:
+                keys.add(search_key("nik", person.nik))
+            if person.name and person.birth_date:
+                keys.add(search_key("person", f"{person.name}|{person.birth_date}"))
+        elif kind == "device":
+            keys.add(search_key("imei", subject.device.imei))
+    return keys
 
 
 def find_by_idempotency_key(connection: Connection, agency: str, key: str) -> Existing | None:
@@ -109,19 +215,25 @@ def insert_alert(
     body: bytes,
     *,
     sender_agency: str,
-    category: str,
     idempotency_key: str,
     request_digest: str,
     publish_seq: int,
 ) -> int:
+    """Store one message; an UPDATE or CANCEL joins the thread of ``alert.references[0]``."""
+    message_type = _name(alert_pb2.MessageType, "MESSAGE_TYPE_", alert.message_type)
+    thread_id = alert.id if message_type == "ALERT" else alert.references[0]
     position: int = connection.execute(
         insert(alerts).returning(alerts.c.position),
         {
             "id": alert.id,
             "sender": alert.sender,
             "sender_agency": sender_agency,
-            "category": category,
-            "sent": alert.sent.ToDatetime(),
+            "category": _name(alert_pb2.Category, "CATEGORY_", alert.category),
+            "handling": _name(alert_pb2.Tlp, "TLP_", alert.handling),
+            "message_type": message_type,
+            "thread_id": thread_id,
+            "sent": _utc(alert.sent),
+            "expires": _utc(alert.expires) if alert.HasField("expires") else None,
             "idempotency_key": idempotency_key,
             "request_digest": request_digest,
             "publish_seq": publish_seq,
@@ -132,17 +244,165 @@ def insert_alert(
         insert(alert_recipients),
         [{"alert_position": position, "agency": agency} for agency in alert.recipients],
     )
+    keys = subject_keys(alert)
+    if keys:
+        connection.execute(
+            insert(alert_subjects),
+            [{"alert_position": position, "key": k, "thread_id": thread_id} for k in keys],
+        )
     return position
 
 
-def addressed_to(connection: Connection, alert_id: str, agency: str) -> int | None:
-    """The alert's position if it exists and is addressed to ``agency``, else None."""
+def _messages(rows: Iterable[Any]) -> list[StoredAlert]:
+    return [
+        StoredAlert(row.position, alert_pb2.Alert.FromString(row.body), bytes(row.body))
+        for row in rows
+    ]
+
+
+def thread_of(connection: Connection, alert_id: str) -> list[StoredAlert]:
+    """Every message of the thread that ``alert_id`` belongs to, oldest first; [] if unknown."""
+    thread = select(alerts.c.thread_id).where(alerts.c.id == alert_id).scalar_subquery()
+    return _messages(
+        connection.execute(
+            select(alerts.c.position, alerts.c.body)
+            .where(alerts.c.thread_id == thread)
+            .order_by(alerts.c.position)
+        )
+    )
+
+
+def threads(connection: Connection, thread_ids: Sequence[str]) -> dict[str, list[StoredAlert]]:
+    found: dict[str, list[StoredAlert]] = {thread_id: [] for thread_id in thread_ids}
+    rows = connection.execute(
+        select(alerts.c.position, alerts.c.body, alerts.c.thread_id)
+        .where(alerts.c.thread_id.in_(list(thread_ids)))
+        .order_by(alerts.c.position)
+    ).all()
+    for message, row in zip(_messages(rows), rows, strict=True):
+        found[row.thread_id].append(message)
+    return found
+
+
+def visible(connection: Connection, position: int, visibility: Visibility) -> bool:
+    query = select(alerts.c.position).where(alerts.c.position == position, visibility.clause())
+    return connection.execute(query).first() is not None
+
+
+def state_of(messages: Sequence[StoredAlert], now: datetime) -> alert_pb2.AlertState.ValueType:
+    """CAP 1.2 lifecycle: cancelled, else expired by the content in force, else (updated) active.
+
+    Mirrors :func:`_state_clause`, which decides the same in SQL for listing."""
+    types = {m.alert.message_type for m in messages}
+    if alert_pb2.MESSAGE_TYPE_CANCEL in types:
+        return alert_pb2.ALERT_STATE_CANCELLED
+    current = current_of(messages).alert
+    if current.HasField("expires") and _utc(current.expires) <= now:
+        return alert_pb2.ALERT_STATE_EXPIRED
+    if alert_pb2.MESSAGE_TYPE_UPDATE in types:
+        return alert_pb2.ALERT_STATE_UPDATED
+    return alert_pb2.ALERT_STATE_ACTIVE
+
+
+def current_of(messages: Sequence[StoredAlert]) -> StoredAlert:
+    """The content in force: the newest ALERT or UPDATE message."""
+    return [m for m in messages if m.alert.message_type != alert_pb2.MESSAGE_TYPE_CANCEL][-1]
+
+
+def view_of(
+    messages: Sequence[StoredAlert], now: datetime, *, history: bool
+) -> exchange_pb2.AlertView:
+    return exchange_pb2.AlertView(
+        id=messages[0].alert.id,
+        state=state_of(messages, now),
+        current=current_of(messages).alert,
+        history=[m.alert for m in messages] if history else [],
+        cursor=messages[-1].position,
+    )
+
+
+def _state_clause(state: str, now: datetime) -> ColumnElement[bool]:
+    other = alerts.alias("other")
+
+    def has(kind: str) -> ColumnElement[bool]:
+        return (
+            select(other.c.position)
+            .where(other.c.thread_id == alerts.c.id, other.c.message_type == kind)
+            .exists()
+        )
+
+    current_expires = (
+        select(other.c.expires)
+        .where(other.c.thread_id == alerts.c.id, other.c.message_type != "CANCEL")
+        .order_by(other.c.position.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    expired = and_(current_expires.is_not(None), current_expires <= now)
+    cancelled, updated = has("CANCEL"), has("UPDATE")
+    return {
+        "CANCELLED": cancelled,
+        "EXPIRED": and_(~cancelled, expired),
+        "UPDATED": and_(~cancelled, ~expired, updated),
+        "ACTIVE": and_(~cancelled, ~expired, ~updated),
+    }[state]
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    categories: Sequence[str] = ()
+    sender_agency: str = ""
+    sent_after: datetime | None = None
+    sent_before: datetime | None = None
+    states: Sequence[str] = ()
+    thread_ids: Select[tuple[str]] | None = None  # only these threads (a search)
+    before: int = 0  # page token: positions below this one; 0 for the first page
+    limit: int = 50
+
+
+def list_threads(
+    connection: Connection, visibility: Visibility, query: ListQuery, now: datetime
+) -> tuple[list[list[StoredAlert]], int]:
+    """Visible threads matching ``query``, newest first, and the next page token (0: no more)."""
+    select_ids = (
+        select(alerts.c.id, alerts.c.position)
+        .where(alerts.c.message_type == "ALERT", visibility.clause())
+        .order_by(alerts.c.position.desc())
+        .limit(query.limit + 1)
+    )
+    if query.before:
+        select_ids = select_ids.where(alerts.c.position < query.before)
+    if query.categories:
+        select_ids = select_ids.where(alerts.c.category.in_(list(query.categories)))
+    if query.sender_agency:
+        select_ids = select_ids.where(alerts.c.sender_agency == query.sender_agency)
+    if query.sent_after is not None:
+        select_ids = select_ids.where(alerts.c.sent >= query.sent_after)
+    if query.sent_before is not None:
+        select_ids = select_ids.where(alerts.c.sent < query.sent_before)
+    if query.states:
+        select_ids = select_ids.where(or_(*(_state_clause(s, now) for s in query.states)))
+    if query.thread_ids is not None:
+        select_ids = select_ids.where(alerts.c.id.in_(query.thread_ids))
+    rows = connection.execute(select_ids).all()
+    page, more = rows[: query.limit], len(rows) > query.limit
+    found = threads(connection, [row.id for row in page])
+    return [found[row.id] for row in page], (page[-1].position if more else 0)
+
+
+def matching_threads(key: str) -> Select[tuple[str]]:
+    return select(alert_subjects.c.thread_id).where(alert_subjects.c.key == key)
+
+
+def addressed_to(connection: Connection, alert_id: str, agency: str) -> StoredAlert | None:
+    """The original of ``alert_id``'s thread if it is addressed to ``agency``, else None."""
+    thread = select(alerts.c.thread_id).where(alerts.c.id == alert_id).scalar_subquery()
     row = connection.execute(
-        select(alerts.c.position)
+        select(alerts.c.position, alerts.c.body)
         .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
-        .where(alerts.c.id == alert_id, alert_recipients.c.agency == agency)
+        .where(alerts.c.id == thread, alert_recipients.c.agency == agency)
     ).first()
-    return row.position if row else None
+    return _messages([row])[0] if row else None
 
 
 def insert_acknowledgement(
@@ -165,20 +425,38 @@ def insert_acknowledgement(
     )
 
 
+def acknowledgements_of(
+    connection: Connection, position: int, agency: str | None
+) -> list[alert_pb2.Acknowledgement]:
+    """Acknowledgements of the alert at ``position``, oldest first; only ``agency``'s if given."""
+    query = (
+        select(acknowledgements.c.body)
+        .where(acknowledgements.c.alert_position == position)
+        .order_by(acknowledgements.c.id)
+    )
+    if agency is not None:
+        query = query.where(acknowledgements.c.agency == agency)
+    return [alert_pb2.Acknowledgement.FromString(row.body) for row in connection.execute(query)]
+
+
 def alerts_for(
-    connection: Connection, agency: str, after: int, categories: Sequence[str], limit: int
+    connection: Connection,
+    agency: str,
+    *,
+    after: int,
+    categories: Sequence[str],
+    limit: int,
+    now: datetime,
 ) -> list[StoredAlert]:
-    """Alerts addressed to ``agency`` after cursor ``after``, oldest first."""
+    """Messages addressed to ``agency`` after cursor ``after``, oldest first, unexpired."""
     query = (
         select(alerts.c.position, alerts.c.body)
         .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
         .where(alert_recipients.c.agency == agency, alerts.c.position > after)
+        .where(or_(alerts.c.expires.is_(None), alerts.c.expires > now))
         .order_by(alerts.c.position)
         .limit(limit)
     )
     if categories:
         query = query.where(alerts.c.category.in_(categories))
-    return [
-        StoredAlert(row.position, alert_pb2.Alert.FromString(row.body), bytes(row.body))
-        for row in connection.execute(query)
-    ]
+    return _messages(connection.execute(query))

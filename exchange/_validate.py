@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
@@ -23,10 +24,17 @@ if TYPE_CHECKING:  # a stub-only generic; at run time the wrapper is not subscri
 MAX_RECIPIENTS = 32
 MAX_SUBJECTS = 64
 MAX_REFERENCES = 32
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+ALL_MEMBERS = "*"  # the recipient list that means every member agency that may receive it
 _PASSPORT = re.compile(r"[A-Z0-9]{6,9}")
 _NIK = re.compile(r"\d{16}")
 _IMEI = re.compile(r"\d{15}")
-_ALPHA2 = re.compile(r"[A-Z]{2}")
+_COUNTRIES = frozenset(
+    line
+    for line in (Path(__file__).parent / "data" / "iso3166-1-alpha2.txt").read_text().split("\n")
+    if line and not line.startswith("#")
+)
 _REGION = re.compile(r"[A-Z]{2}-[A-Z0-9]{1,3}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 _ALERT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -69,17 +77,22 @@ def _person(out: Violations, path: str, person: alert_pb2.Person) -> None:
         out.append((f"{path}.passport_number", "must be 6-9 upper-case letters or digits"))
     if person.nik and not _NIK.fullmatch(person.nik):
         out.append((f"{path}.nik", "must be 16 digits"))
-    if person.nationality and not _ALPHA2.fullmatch(person.nationality):
-        out.append((f"{path}.nationality", "must be an ISO 3166-1 alpha-2 code"))
+    if person.nationality and person.nationality not in _COUNTRIES:
+        out.append((f"{path}.nationality", "must be an ISO 3166-1 alpha-2 country code"))
     _text(out, f"{path}.name", person.name, 200)
-    if person.birth_date:
-        try:
-            born = dt.date.fromisoformat(person.birth_date)
-        except ValueError:
-            out.append((f"{path}.birth_date", "must be a date as YYYY-MM-DD"))
-        else:
-            if len(person.birth_date) != 10 or born > dt.datetime.now(dt.UTC).date():
-                out.append((f"{path}.birth_date", "must be a past date as YYYY-MM-DD"))
+    _birth_date(out, f"{path}.birth_date", person.birth_date)
+
+
+def _birth_date(out: Violations, path: str, value: str) -> None:
+    if not value:
+        return
+    try:
+        born = dt.date.fromisoformat(value)
+    except ValueError:
+        out.append((path, "must be a date as YYYY-MM-DD"))
+    else:
+        if len(value) != 10 or born > dt.datetime.now(dt.UTC).date():
+            out.append((path, "must be a past date as YYYY-MM-DD"))
 
 
 def _subject(out: Violations, path: str, subject: alert_pb2.Subject) -> None:
@@ -98,37 +111,42 @@ def _subject(out: Violations, path: str, subject: alert_pb2.Subject) -> None:
         out.append((path, "must be a person, a device or an organisation"))
 
 
-def validate_publish(request: exchange_pb2.PublishRequest) -> None:
-    """Raise :class:`InvalidArgument` listing every bad field of a publish request."""
-    out: Violations = []
-    if not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
+def _key(out: Violations, key: str) -> None:
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
         out.append(("idempotency_key", "must be 1-128 printable ASCII characters"))
-    if not request.HasField("alert"):
-        raise InvalidArgument("alert is required", [*out, ("alert", "is required")])
-    alert = request.alert
+
+
+def _alert_id(out: Violations, path: str, value: str) -> None:
+    if not _ALERT_ID.fullmatch(value):
+        out.append((path, "is not an alert id"))
+
+
+def _content(out: Violations, alert: alert_pb2.Alert, *, update: bool) -> None:
+    """The fields a sender writes. In an update, category, handling and recipients may be left
+    empty (they are the original's); the service checks that any given equal the original's."""
     for name in ("id", "sender"):
         if getattr(alert, name):
             out.append((f"alert.{name}", "is assigned by the exchange; leave it empty"))
     if alert.HasField("sent"):
         out.append(("alert.sent", "is assigned by the exchange; leave it empty"))
     _enum(out, "alert.status", alert.status, alert_pb2.Status)
-    _enum(out, "alert.category", alert.category, alert_pb2.Category)
     _enum(out, "alert.severity", alert.severity, alert_pb2.Severity)
     _enum(out, "alert.urgency", alert.urgency, alert_pb2.Urgency)
     _enum(out, "alert.certainty", alert.certainty, alert_pb2.Certainty)
-    _enum(out, "alert.handling", alert.handling, alert_pb2.Tlp)
-    _enum(out, "alert.message_type", alert.message_type, alert_pb2.MessageType)
-    if alert.message_type not in (0, alert_pb2.MESSAGE_TYPE_ALERT):
-        out.append(("alert.message_type", "only ALERT messages can be published here"))
-    if not alert.recipients:
-        out.append(("alert.recipients", "name at least one recipient agency"))
-    elif len(alert.recipients) > MAX_RECIPIENTS:
-        out.append(("alert.recipients", f"at most {MAX_RECIPIENTS} agencies"))
-    for i, agency in enumerate(alert.recipients):
-        if not AGENCY_NAME.fullmatch(agency):
-            out.append((f"alert.recipients[{i}]", "is not a valid agency name"))
-        elif agency in alert.recipients[:i]:
-            out.append((f"alert.recipients[{i}]", "is named twice"))
+    if not update or alert.category:
+        _enum(out, "alert.category", alert.category, alert_pb2.Category)
+    if not update or alert.handling:
+        _enum(out, "alert.handling", alert.handling, alert_pb2.Tlp)
+    if update:
+        if alert.message_type not in (0, alert_pb2.MESSAGE_TYPE_UPDATE):
+            out.append(("alert.message_type", "leave it empty; this is an UPDATE"))
+        if alert.references:
+            out.append(("alert.references", "leave it empty; the update references alert_id"))
+    else:
+        _enum(out, "alert.message_type", alert.message_type, alert_pb2.MessageType)
+        if alert.message_type not in (0, alert_pb2.MESSAGE_TYPE_ALERT):
+            out.append(("alert.message_type", "use Update or Cancel for UPDATE and CANCEL"))
+    _recipients(out, alert, required=not update)
     if len(alert.subjects) > MAX_SUBJECTS:
         out.append(("alert.subjects", f"at most {MAX_SUBJECTS} subjects"))
     for i, subject in enumerate(alert.subjects[:MAX_SUBJECTS]):
@@ -141,12 +159,122 @@ def validate_publish(request: exchange_pb2.PublishRequest) -> None:
     if len(alert.references) > MAX_REFERENCES:
         out.append(("alert.references", f"at most {MAX_REFERENCES} references"))
     for i, ref in enumerate(alert.references[:MAX_REFERENCES]):
-        if not _ALERT_ID.fullmatch(ref):
-            out.append((f"alert.references[{i}]", "is not an alert id"))
+        _alert_id(out, f"alert.references[{i}]", ref)
     if alert.HasField("expires") and alert.expires.ToDatetime(dt.UTC) <= dt.datetime.now(dt.UTC):
         out.append(("alert.expires", "must be in the future"))
+
+
+def _recipients(out: Violations, alert: alert_pb2.Alert, *, required: bool) -> None:
+    recipients = list(alert.recipients)
+    if recipients == [ALL_MEMBERS]:
+        if alert.handling == alert_pb2.TLP_RED:
+            out.append(("alert.recipients", "TLP:RED alerts must name their recipients"))
+        return
+    if not recipients and required:
+        out.append(("alert.recipients", "name at least one recipient agency, or '*'"))
+    elif len(recipients) > MAX_RECIPIENTS:
+        out.append(("alert.recipients", f"at most {MAX_RECIPIENTS} agencies"))
+    for i, agency in enumerate(recipients):
+        if not AGENCY_NAME.fullmatch(agency):
+            out.append((f"alert.recipients[{i}]", "is not a valid agency name"))
+        elif agency in recipients[:i]:
+            out.append((f"alert.recipients[{i}]", "is named twice"))
+
+
+def validate_publish(request: exchange_pb2.PublishRequest) -> None:
+    """Raise :class:`InvalidArgument` listing every bad field of a publish request."""
+    out: Violations = []
+    _key(out, request.idempotency_key)
+    if not request.HasField("alert"):
+        raise InvalidArgument("alert is required", [*out, ("alert", "is required")])
+    _content(out, request.alert, update=False)
     if out:
         raise InvalidArgument("invalid publish request", out)
+
+
+def validate_update(request: exchange_pb2.UpdateRequest) -> None:
+    out: Violations = []
+    _key(out, request.idempotency_key)
+    _alert_id(out, "alert_id", request.alert_id)
+    if not request.HasField("alert"):
+        raise InvalidArgument("alert is required", [*out, ("alert", "is required")])
+    _content(out, request.alert, update=True)
+    if out:
+        raise InvalidArgument("invalid update request", out)
+
+
+def validate_cancel(request: exchange_pb2.CancelRequest) -> None:
+    out: Violations = []
+    _key(out, request.idempotency_key)
+    _alert_id(out, "alert_id", request.alert_id)
+    _text(out, "reason", request.reason, 500, required=True)
+    if out:
+        raise InvalidArgument("invalid cancel request", out)
+
+
+def validate_alert_id(
+    request: exchange_pb2.GetAlertRequest | exchange_pb2.ListAcknowledgementsRequest,
+) -> None:
+    out: Violations = []
+    _alert_id(out, "alert_id", request.alert_id)
+    if out:
+        raise InvalidArgument("invalid request", out)
+
+
+def _page(out: Violations, page_size: int, page_token: str) -> None:
+    if not 0 <= page_size <= MAX_PAGE:
+        out.append(("page_size", f"must be between 1 and {MAX_PAGE}, or 0 for {DEFAULT_PAGE}"))
+    if page_token and not (page_token.isdigit() and page_token.isascii() and len(page_token) <= 18):
+        out.append(("page_token", "is not a token this exchange returned"))
+
+
+def validate_list(request: exchange_pb2.ListAlertsRequest) -> None:
+    out: Violations = []
+    for i, category in enumerate(request.categories):
+        _enum(out, f"categories[{i}]", category, alert_pb2.Category)
+    if request.sender_agency and not AGENCY_NAME.fullmatch(request.sender_agency):
+        out.append(("sender_agency", "is not a valid agency name"))
+    for i, state in enumerate(request.states):
+        _enum(out, f"states[{i}]", state, alert_pb2.AlertState)
+    if (
+        request.HasField("sent_after")
+        and request.HasField("sent_before")
+        and request.sent_after.ToDatetime() >= request.sent_before.ToDatetime()
+    ):
+        out.append(("sent_before", "must be later than sent_after"))
+    _page(out, request.page_size, request.page_token)
+    if out:
+        raise InvalidArgument("invalid list request", out)
+
+
+def validate_search(request: exchange_pb2.SearchAlertsRequest) -> tuple[str, str]:
+    """Check the one identifier searched for; return it as (kind, value) for the index."""
+    out: Violations = []
+    identifiers = {
+        "passport": request.passport_number,
+        "nik": request.nik,
+        "imei": request.imei,
+        "person": request.name or request.birth_date,
+    }
+    given = [kind for kind, value in identifiers.items() if value]
+    if len(given) != 1:
+        out.append(("passport_number,nik,imei,name", "give exactly one identifier"))
+    if request.passport_number and not _PASSPORT.fullmatch(request.passport_number.upper()):
+        out.append(("passport_number", "must be 6-9 letters or digits"))
+    if request.nik and not _NIK.fullmatch(request.nik):
+        out.append(("nik", "must be 16 digits"))
+    if request.imei and not (_IMEI.fullmatch(request.imei) and luhn_ok(request.imei)):
+        out.append(("imei", "must be 15 digits with a valid Luhn check digit"))
+    if "person" in given:
+        _text(out, "name", request.name, 200, required=True)
+        if not request.birth_date:
+            out.append(("birth_date", "is required with name"))
+        _birth_date(out, "birth_date", request.birth_date)
+    _page(out, request.page_size, request.page_token)
+    if out:
+        raise InvalidArgument("invalid search request", out)
+    kind = given[0]
+    return kind, f"{request.name}|{request.birth_date}" if kind == "person" else identifiers[kind]
 
 
 def validate_subscribe(request: exchange_pb2.SubscribeRequest) -> None:
@@ -161,8 +289,7 @@ def validate_subscribe(request: exchange_pb2.SubscribeRequest) -> None:
 
 def validate_acknowledge(request: exchange_pb2.AcknowledgeRequest) -> None:
     out: Violations = []
-    if not _ALERT_ID.fullmatch(request.alert_id):
-        out.append(("alert_id", "is not an alert id"))
+    _alert_id(out, "alert_id", request.alert_id)
     _enum(out, "response", request.response, alert_pb2.Response)
     if request.response == alert_pb2.RESPONSE_ACTION_TAKEN and not request.case_reference:
         out.append(("case_reference", "is required when the response is ACTION_TAKEN"))

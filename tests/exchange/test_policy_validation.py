@@ -117,7 +117,7 @@ def test_every_bad_field_is_reported_with_its_path() -> None:
         "alert.recipients[1]": "is named twice",
         "alert.subjects[0].person.passport_number": "must be 6-9 upper-case letters or digits",
         "alert.subjects[0].person.nik": "must be 16 digits",
-        "alert.subjects[0].person.nationality": "must be an ISO 3166-1 alpha-2 code",
+        "alert.subjects[0].person.nationality": "must be an ISO 3166-1 alpha-2 country code",
         "alert.subjects[0].person.birth_date": "must be a past date as YYYY-MM-DD",
         "alert.subjects[1]": "must be a person, a device or an organisation",
         "alert.summary": "is required",
@@ -142,3 +142,14 @@ def test_acknowledge_validation() -> None:
         "alert_id": "is not an alert id",
         "case_reference": "is required when the response is ACTION_TAKEN",
     }
+
+
+@pytest.mark.parametrize(("code", "valid"), [("ID", True), ("MY", True), ("XX", False),
+                                             ("UK", False), ("id", False)])  # fmt: skip
+def test_nationality_must_be_an_assigned_country_code(code: str, valid: bool) -> None:
+    person = alert_pb2.Person(passport_number="C1234567", nationality=code)
+    request = _request(subjects=[alert_pb2.Subject(person=person)])
+    if valid:
+        validate_publish(request)
+    else:
+        assert set(_violations(request)) == {"alert.subjects[0].person.nationality"}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -17,6 +15,7 @@ from clients import ExchangeClient, Refused, Unreachable, new_alert, parse_subje
 from ledger import Action
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc
 from tests.conftest import RunningServer, wait_for
+from tests.integration.support import Collector
 
 
 def passport_hold(**overrides: object) -> alert_pb2.Alert:
@@ -28,31 +27,6 @@ def passport_hold(**overrides: object) -> alert_pb2.Alert:
     }
     fields.update(overrides)
     return new_alert(**fields)  # type: ignore[arg-type]
-
-
-class Collector:
-    """A subscriber on its own thread, collecting deliveries until cancelled."""
-
-    def __init__(self, server: RunningServer, agency: str, after: int = 0) -> None:
-        self.client = ExchangeClient(server.pki / agency, server.address)
-        self.deliveries: list[exchange_pb2.Delivery] = []
-        self._stream: Iterator[exchange_pb2.Delivery] = self.client.subscribe(after=after)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for delivery in self._stream:
-                self.deliveries.append(delivery)
-        except Exception:
-            return
-
-    def ids(self) -> list[str]:
-        return [d.alert.id for d in self.deliveries]
-
-    def stop(self) -> None:
-        self.client.close()
-        self._thread.join(10)
 
 
 def test_publish_reaches_only_recipients_and_ledger_records_every_act(

@@ -201,6 +201,36 @@ TLP_GREEN: Tlp.ValueType  # 4
 TLP_CLEAR: Tlp.ValueType  # 5
 Global___Tlp: typing_extensions.TypeAlias = Tlp
 
+class _AlertState:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _AlertStateEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_AlertState.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    ALERT_STATE_UNSPECIFIED: _AlertState.ValueType  # 0
+    ALERT_STATE_ACTIVE: _AlertState.ValueType  # 1
+    """the original alert, in force"""
+    ALERT_STATE_UPDATED: _AlertState.ValueType  # 2
+    """in force, superseded by at least one UPDATE"""
+    ALERT_STATE_CANCELLED: _AlertState.ValueType  # 3
+    """the originating agency sent a CANCEL"""
+    ALERT_STATE_EXPIRED: _AlertState.ValueType  # 4
+    """the content in force has passed its `expires`"""
+
+class AlertState(_AlertState, metaclass=_AlertStateEnumTypeWrapper):
+    """The state of an alert thread, derived from its history (CAP 1.2 msgType and <expires>)."""
+
+ALERT_STATE_UNSPECIFIED: AlertState.ValueType  # 0
+ALERT_STATE_ACTIVE: AlertState.ValueType  # 1
+"""the original alert, in force"""
+ALERT_STATE_UPDATED: AlertState.ValueType  # 2
+"""in force, superseded by at least one UPDATE"""
+ALERT_STATE_CANCELLED: AlertState.ValueType  # 3
+"""the originating agency sent a CANCEL"""
+ALERT_STATE_EXPIRED: AlertState.ValueType  # 4
+"""the content in force has passed its `expires`"""
+Global___AlertState: typing_extensions.TypeAlias = AlertState
+
 class _Response:
     ValueType = typing.NewType("ValueType", builtins.int)
     V: typing_extensions.TypeAlias = ValueType
@@ -338,7 +368,12 @@ Global___Place: typing_extensions.TypeAlias = Place
 
 @typing.final
 class Alert(google.protobuf.message.Message):
-    """One alert message. The exchange assigns id, sender and sent; clients leave them empty."""
+    """One alert message. The exchange assigns id, sender and sent; clients leave them empty.
+
+    `recipients` names agencies, or is the single value "*" for every member agency that may
+    receive the category (not allowed with TLP:RED). An UPDATE or CANCEL belongs to the thread of
+    the alert in `references[0]`; it keeps that alert's category, handling and recipients.
+    """
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 

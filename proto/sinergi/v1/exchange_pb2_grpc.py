@@ -39,6 +39,16 @@ class ExchangeStub:
                 request_serializer=sinergi_dot_v1_dot_exchange__pb2.PublishRequest.SerializeToString,
                 response_deserializer=sinergi_dot_v1_dot_exchange__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/sinergi.v1.Exchange/Update',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.UpdateRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.PublishResponse.FromString,
+                _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/sinergi.v1.Exchange/Cancel',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.CancelRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.PublishResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/sinergi.v1.Exchange/Subscribe',
                 request_serializer=sinergi_dot_v1_dot_exchange__pb2.SubscribeRequest.SerializeToString,
@@ -49,6 +59,26 @@ class ExchangeStub:
                 request_serializer=sinergi_dot_v1_dot_exchange__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=sinergi_dot_v1_dot_exchange__pb2.AcknowledgeResponse.FromString,
                 _registered_method=True)
+        self.GetAlert = channel.unary_unary(
+                '/sinergi.v1.Exchange/GetAlert',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.GetAlertRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.AlertView.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/sinergi.v1.Exchange/ListAlerts',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.SearchAlerts = channel.unary_unary(
+                '/sinergi.v1.Exchange/SearchAlerts',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.SearchAlertsRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.ListAcknowledgements = channel.unary_unary(
+                '/sinergi.v1.Exchange/ListAcknowledgements',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeServicer:
@@ -56,15 +86,29 @@ class ExchangeServicer:
 
     def Publish(self, request, context):
         """Publish a new alert to the recipient agencies. Retrying with the same idempotency key returns
-        the first result.
+        the first result; reusing a key with different content is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Supersede the content of an alert of your agency with an UPDATE message (CAP 1.2).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cancel(self, request, context):
+        """Cancel an alert of your agency with a CANCEL message (CAP 1.2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Stream the alerts addressed to the caller's agency: first the backlog after `after`, then live
-        alerts, in order. Resume from the last cursor received; delivery is at least once.
+        """Stream the messages addressed to the caller's agency: first the backlog after `after`, then
+        live messages, in order. Resume from the last cursor received; delivery is at least once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +116,36 @@ class ExchangeServicer:
 
     def Acknowledge(self, request, context):
         """Acknowledge an alert addressed to the caller's agency.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlert(self, request, context):
+        """One alert thread with its history and derived state. Recorded as READ.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """Alert threads the caller may see, newest first, filtered and paged. Recorded as READ.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchAlerts(self, request, context):
+        """Alert threads whose subjects match one identifier. Recorded as SEARCH with a digest of the
+        query, never the query itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAcknowledgements(self, request, context):
+        """The acknowledgements of an alert: all of them for the originating agency (hit reporting),
+        the caller's own agency's for a recipient. Recorded as READ.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,6 +159,16 @@ def add_ExchangeServicer_to_server(servicer, server):
                     request_deserializer=sinergi_dot_v1_dot_exchange__pb2.PublishRequest.FromString,
                     response_serializer=sinergi_dot_v1_dot_exchange__pb2.PublishResponse.SerializeToString,
             ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.UpdateRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.PublishResponse.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.CancelRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.PublishResponse.SerializeToString,
+            ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=sinergi_dot_v1_dot_exchange__pb2.SubscribeRequest.FromString,
@@ -94,6 +178,26 @@ def add_ExchangeServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=sinergi_dot_v1_dot_exchange__pb2.AcknowledgeRequest.FromString,
                     response_serializer=sinergi_dot_v1_dot_exchange__pb2.AcknowledgeResponse.SerializeToString,
+            ),
+            'GetAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlert,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.GetAlertRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.AlertView.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAlertsRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'SearchAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchAlerts,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.SearchAlertsRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ListAcknowledgements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAcknowledgements,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -122,6 +226,60 @@ class Exchange:
             target,
             '/sinergi.v1.Exchange/Publish',
             sinergi_dot_v1_dot_exchange__pb2.PublishRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/Update',
+            sinergi_dot_v1_dot_exchange__pb2.UpdateRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/Cancel',
+            sinergi_dot_v1_dot_exchange__pb2.CancelRequest.SerializeToString,
             sinergi_dot_v1_dot_exchange__pb2.PublishResponse.FromString,
             options,
             channel_credentials,
@@ -177,6 +335,114 @@ class Exchange:
             '/sinergi.v1.Exchange/Acknowledge',
             sinergi_dot_v1_dot_exchange__pb2.AcknowledgeRequest.SerializeToString,
             sinergi_dot_v1_dot_exchange__pb2.AcknowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/GetAlert',
+            sinergi_dot_v1_dot_exchange__pb2.GetAlertRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.AlertView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/ListAlerts',
+            sinergi_dot_v1_dot_exchange__pb2.ListAlertsRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/SearchAlerts',
+            sinergi_dot_v1_dot_exchange__pb2.SearchAlertsRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAcknowledgements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/ListAcknowledgements',
+            sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsResponse.FromString,
             options,
             channel_credentials,
             insecure,
