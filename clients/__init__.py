@@ -1,6 +1,14 @@
 """Sinergi's Python client library and the `sinergi` command-line client."""
 
-from clients._alerts import enum_name, enum_value, new_alert, parse_subjects
+from clients._alerts import (
+    ALL_MEMBERS,
+    alert_from_json,
+    content_alert,
+    enum_name,
+    enum_value,
+    new_alert,
+    parse_subjects,
+)
 from clients._client import (
     DEFAULT_SERVER,
     Acknowledged,
@@ -21,6 +29,7 @@ from clients._errors import (
 from clients._witness import ForkDetected, Witness
 
 __all__ = [
+    "ALL_MEMBERS",
     "DEFAULT_SERVER",
     "Acknowledged",
     "ClientError",
@@ -33,6 +42,8 @@ __all__ = [
     "VerificationFailed",
     "VerifiedReceipt",
     "Witness",
+    "alert_from_json",
+    "content_alert",
     "enum_name",
     "enum_value",
     "find_ledger_key",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
 
@@ -20,9 +22,13 @@ from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, ver
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+# The stream is resumed from its cursor after these: a dropped connection, a restarted server, or
+# the exchange shedding a subscriber that did not read fast enough.
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 LEDGER_KEY_FILE = "ledger.vkey"
 WITNESS_FILE = "witness.json"
 WITNESSED_SIZE = "sinergi-witnessed-size"
+Reply = TypeVar("Reply")
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,43 @@ class ExchangeClient:
         receipt = self.verify_receipt(response.receipt, "PUBLISH", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
+    def update(
+        self, alert_id: str, alert: alert_pb2.Alert, *, idempotency_key: str | None = None
+    ) -> Published:
+        """Supersede the content of ``alert_id`` (an alert of your agency) with ``alert``.
+
+        ``alert`` is the whole new content (:func:`clients.content_alert`); the exchange keeps the
+        original's category, handling and recipients. The result names the UPDATE message."""
+        request = exchange_pb2.UpdateRequest(
+            idempotency_key=idempotency_key or secrets.token_urlsafe(24),
+            alert_id=alert_id,
+            alert=alert,
+        )
+        try:
+            response = self._stub.Update(request, timeout=self._timeout, metadata=self._witnessed())
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        receipt = self.verify_receipt(response.receipt, "UPDATE", f"alert:{response.alert_id}")
+        return Published(response.alert_id, receipt)
+
+    def cancel(
+        self, alert_id: str, reason: str, *, idempotency_key: str | None = None
+    ) -> Published:
+        """Cancel ``alert_id`` (an alert of your agency); the result names the CANCEL message."""
+        if not reason.strip():
+            raise UsageError("a reason is required to cancel an alert")
+        request = exchange_pb2.CancelRequest(
+            idempotency_key=idempotency_key or secrets.token_urlsafe(24),
+            alert_id=alert_id,
+            reason=reason,
+        )
+        try:
+            response = self._stub.Cancel(request, timeout=self._timeout, metadata=self._witnessed())
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        receipt = self.verify_receipt(response.receipt, "CANCEL", f"alert:{response.alert_id}")
+        return Published(response.alert_id, receipt)
+
     def acknowledge(
         self,
         alert_id: str,
@@ -150,7 +193,11 @@ class ExchangeClient:
         categories: Sequence[alert_pb2.Category.ValueType] = (),
         reconnect: bool = True,
     ) -> Iterator[exchange_pb2.Delivery]:
-        """Deliveries after cursor ``after``; on a dropped connection, resumes from the last one."""
+        """Deliveries after cursor ``after``, UPDATE and CANCEL messages included.
+
+        On a dropped connection, and when the exchange sheds this subscriber for reading too
+        slowly (RESOURCE_EXHAUSTED), it reconnects and resumes after the last cursor yielded, so
+        nothing is lost; a message may come twice (delivery is at least once)."""
         cursor, backoff = after, 0.2
         while True:
             call = self._stub.Subscribe(
@@ -164,12 +211,100 @@ class ExchangeClient:
                 return
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                if not reconnect or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if not reconnect or exc.code() not in RESUMABLE:
                     raise error from None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
                 call.cancel()  # type: ignore[no-untyped-call]
+
+    def get_alert(self, alert_id: str) -> exchange_pb2.AlertView:
+        """The thread of ``alert_id``: state, content in force, every message (NOT_FOUND when
+        your agency may not see it). The exchange records the read."""
+        request = exchange_pb2.GetAlertRequest(alert_id=alert_id)
+        return self._unary(self._stub.GetAlert, request)
+
+    def list_alerts(
+        self,
+        *,
+        categories: Sequence[alert_pb2.Category.ValueType] = (),
+        sender_agency: str = "",
+        sent_after: datetime | None = None,
+        sent_before: datetime | None = None,
+        states: Sequence[alert_pb2.AlertState.ValueType] = (),
+        page_size: int = 0,
+    ) -> Iterator[exchange_pb2.AlertView]:
+        """Threads your agency may see, newest first, fetching pages as the caller iterates.
+
+        ``sent_after`` is inclusive, ``sent_before`` exclusive; naive datetimes are UTC."""
+        request = exchange_pb2.ListAlertsRequest(
+            categories=list(categories),
+            sender_agency=sender_agency,
+            states=list(states),
+            page_size=page_size,
+        )
+        if sent_after is not None:
+            request.sent_after.FromDatetime(sent_after)
+        if sent_before is not None:
+            request.sent_before.FromDatetime(sent_before)
+        return self._pages(self._stub.ListAlerts, request)
+
+    def search_alerts(
+        self,
+        *,
+        passport: str | None = None,
+        nik: str | None = None,
+        imei: str | None = None,
+        name: str | None = None,
+        birth_date: date | str | None = None,
+        page_size: int = 0,
+    ) -> Iterator[exchange_pb2.AlertView]:
+        """Threads your agency may see whose subjects match one identifier: a passport number,
+        a NIK, an IMEI, or a name with a birth date. The exchange records a digest of the query.
+        """
+        given = [k for k, v in (("passport", passport), ("nik", nik), ("imei", imei)) if v]
+        if name or birth_date:
+            if not (name and birth_date):
+                raise UsageError("search by name needs a birth date too (and vice versa)")
+            given.append("name")
+        if len(given) != 1:
+            raise UsageError(
+                "search by exactly one identifier: a passport number, a NIK, an IMEI, "
+                f"or a name with a birth date (got {', '.join(given) or 'none'})"
+            )
+        request = exchange_pb2.SearchAlertsRequest(
+            passport_number=(passport or "").strip().upper(),
+            nik=(nik or "").strip(),
+            imei=(imei or "").strip(),
+            name=(name or "").strip(),
+            birth_date=birth_date.isoformat() if isinstance(birth_date, date) else birth_date or "",
+            page_size=page_size,
+        )
+        return self._pages(self._stub.SearchAlerts, request)
+
+    def acknowledgements(self, alert_id: str) -> list[alert_pb2.Acknowledgement]:
+        """Every acknowledgement of ``alert_id`` if your agency sent it, else your agency's own."""
+        request = exchange_pb2.ListAcknowledgementsRequest(alert_id=alert_id)
+        return list(self._unary(self._stub.ListAcknowledgements, request).acknowledgements)
+
+    def _unary(self, method: Callable[..., Reply], request: object) -> Reply:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def _pages(
+        self,
+        method: Callable[..., exchange_pb2.ListAlertsResponse],
+        request: exchange_pb2.ListAlertsRequest | exchange_pb2.SearchAlertsRequest,
+    ) -> Iterator[exchange_pb2.AlertView]:
+        """Follow ``next_page_token`` lazily: a caller that stops early fetches no more pages."""
+        while True:
+            page = self._unary(method, request)
+            yield from page.alerts
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     def _witnessed(self) -> tuple[tuple[str, str], ...]:
         kept = self.witness.latest(self._verifier.name)

@@ -1,11 +1,23 @@
-"""`sinergi alert`: publish, watch and acknowledge alerts."""
+"""`sinergi alert`: publish, update, cancel, watch and acknowledge alerts (the reading commands,
+show, list, search and acks, are in :mod:`clients._cli._alert_read`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
 import click
-from google.protobuf import json_format
 
 from clients._alerts import enum_name, enum_value, new_alert, parse_subjects
+from clients._cli._alert_io import (
+    flags_given,
+    parse_expires,
+    read_alert_file,
+    record,
+    split_list,
+    tlp,
+)
+from clients._cli._alert_read import acks, list_alerts, search, show
 from clients._cli._common import (
     emit,
     handle_errors,
@@ -14,38 +26,93 @@ from clients._cli._common import (
     ledger_key_option,
     server_option,
 )
-from clients._client import ExchangeClient
+from clients._client import ExchangeClient, Published
+from clients._errors import UsageError
 from sinergi.v1 import alert_pb2
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @click.group()
 def alert() -> None:
-    """Publish, watch and acknowledge alerts."""
+    """Publish, update, cancel, watch, acknowledge, list and search alerts."""
+
+
+def _content_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """The flags that build an alert's content, shared by publish and update.
+
+    They default to None, not to their documented defaults, so that a flag the user gave can be
+    told from one left out (--file excludes them; update keeps what is left out)."""
+    options = [
+        click.option("--summary", default=None, help="One line saying what happened."),
+        click.option(
+            "--subject",
+            "subjects",
+            multiple=True,
+            help="key=value[,key=value] (repeatable): passport, nik, nationality, name, "
+            "birth-date; imei; organisation.",
+        ),
+        click.option("--details", default=None, help="Free text."),
+        click.option("--severity", default=None, help="EXTREME, SEVERE, MODERATE, MINOR, UNKNOWN."),
+        click.option("--urgency", default=None, help="IMMEDIATE, EXPECTED, FUTURE, PAST, UNKNOWN."),
+        click.option(
+            "--certainty", default=None, help="OBSERVED, LIKELY, POSSIBLE, UNLIKELY, UNKNOWN."
+        ),
+        click.option("--status", default=None, help="ACTUAL, EXERCISE or TEST."),
+        click.option(
+            "--expires",
+            default=None,
+            help="When the alert stops being in force: a duration from now (90m, 72h, 30d, 2w) "
+            "or an ISO 8601 datetime (UTC unless it has an offset).",
+        ),
+        click.option("--place", default=None, help='Where, e.g. "Kantor Imigrasi Batam".'),
+        click.option("--region", default=None, help="ISO 3166-2 subdivision, e.g. ID-RI."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _receipt_lines(verb: str, result: Published) -> str:
+    receipt = result.receipt
+    return (
+        f"{verb} {result.alert_id}\n"
+        f"  ledger entry {receipt.seq}, included in signed checkpoint of size "
+        f"{receipt.checkpoint.size} (receipt verified)"
+    )
+
+
+def _receipt_json(result: Published, **extra: object) -> dict[str, Any]:
+    receipt = result.receipt
+    return {
+        "ok": True,
+        "alert_id": result.alert_id,
+        "seq": receipt.seq,
+        "entry_hash": receipt.entry.hash.hex(),
+        "checkpoint_size": receipt.checkpoint.size,
+        "checkpoint_root": receipt.checkpoint.root.hex(),
+        **extra,
+    }
 
 
 @alert.command()
 @identity_option
 @server_option
 @ledger_key_option
+@click.option("--file", "file", default=None, help="The whole alert as JSON ('-' for stdin).")
+@click.option("--category", default=None, help="e.g. PASSPORT_HOLD, TRAFFICKING_SUSPECT.")
 @click.option(
-    "--category", required=True, help="e.g. PASSPORT_HOLD, TRAFFICKING_SUSPECT, IMEI_FRAUD."
+    "--to",
+    "recipients",
+    default=None,
+    help="Recipient agencies, comma-separated, or '*' for every member that receives the category.",
 )
-@click.option("--to", "recipients", required=True, help="Recipient agencies, comma-separated.")
-@click.option("--summary", required=True, help="One line saying what happened.")
+@click.option("--tlp", default=None, help="RED, AMBER+STRICT, AMBER (default), GREEN, CLEAR.")
 @click.option(
-    "--subject",
-    "subjects",
-    multiple=True,
-    help="key=value[,key=value]: passport, nik, nationality, name, birth-date; imei; organisation.",
+    "--reference", "references", multiple=True, help="Id of an earlier alert (repeatable)."
 )
-@click.option("--details", default="", help="Free text.")
-@click.option(
-    "--tlp", default="AMBER", show_default=True, help="RED, AMBER+STRICT, AMBER, GREEN, CLEAR."
-)
-@click.option("--severity", default="UNKNOWN", show_default=True)
-@click.option("--urgency", default="UNKNOWN", show_default=True)
-@click.option("--certainty", default="UNKNOWN", show_default=True)
-@click.option("--status", default="ACTUAL", show_default=True, help="ACTUAL, EXERCISE or TEST.")
+@_content_options
 @click.option("--idempotency-key", default=None, help="Reuse to retry safely (default: random).")
 @json_option
 @handle_errors
@@ -53,54 +120,181 @@ def publish(
     identity: str,
     server: str,
     ledger_key: str | None,
-    category: str,
-    recipients: str,
-    summary: str,
-    subjects: tuple[str, ...],
-    details: str,
-    tlp: str,
-    severity: str,
-    urgency: str,
-    certainty: str,
-    status: str,
+    file: str | None,
+    category: str | None,
+    recipients: str | None,
+    tlp: str | None,
+    references: tuple[str, ...],
     idempotency_key: str | None,
     as_json: bool,
+    **content: Any,  # noqa: ANN401 - the content flags, see _content_options
 ) -> None:
     """Publish an alert; succeeds only with a verified ledger receipt.
 
+    Build the alert with flags (--category, --to and --summary are required), or give it
+    whole with --file: a JSON object with the alert's proto field names and the flags' enum
+    names, e.g. {"category": "PASSPORT_HOLD", "handling": "AMBER+STRICT", "recipients":
+    ["police"], "summary": "...", "subjects": [{"person": {"passport_number": "C1234567"}}]}.
+    Severity, urgency and certainty default to UNKNOWN, status to ACTUAL, TLP to AMBER.
+
     \b
-    Example:
+    Examples:
       sinergi alert publish --identity certs/dev/immigration --category PASSPORT_HOLD \\
-        --to police,labour --subject passport=C1234567 --summary "Applicant held"
+        --to police,labour --subject passport=C1234567 --summary "Applicant held" --expires 30d
+      sinergi alert publish --identity certs/dev/police --category TRAFFICKING_SUSPECT \\
+        --to '*' --tlp GREEN --summary "Recruiter active in Batam" --region ID-RI
+      sinergi alert publish --identity certs/dev/immigration --file alert.json --json
     """
-    message = new_alert(
-        category=category,
-        recipients=[r.strip() for r in recipients.split(",") if r.strip()],
-        summary=summary,
-        subjects=parse_subjects(subjects),
-        details=details,
-        status=status,
-        severity=severity,
-        urgency=urgency,
-        certainty=certainty,
-        handling=tlp,
-    )
+    envelope = {"category": category, "to": recipients, "tlp": tlp, "reference": references}
+    if file is not None:
+        given = flags_given({**envelope, **_flag_names(content)})
+        if given:
+            raise UsageError(f"--file gives the whole alert; drop {', '.join(given)}")
+        message = read_alert_file(file)
+    else:
+        if not (category and recipients and content["summary"]):
+            missing = [f"--{k}" for k, v in (("category", category), ("to", recipients),
+                                             ("summary", content["summary"])) if not v]  # fmt: skip
+            raise UsageError(f"missing {', '.join(missing)} (or give the whole alert with --file)")
+        message = new_alert(
+            category=category,
+            recipients=split_list(recipients),
+            summary=content["summary"],
+            subjects=parse_subjects(content["subjects"]),
+            details=content["details"] or "",
+            status=content["status"] or "ACTUAL",
+            severity=content["severity"] or "UNKNOWN",
+            urgency=content["urgency"] or "UNKNOWN",
+            certainty=content["certainty"] or "UNKNOWN",
+            handling=tlp or "AMBER",
+            expires=parse_expires(content["expires"]) if content["expires"] else None,
+            place=content["place"] or "",
+            region=content["region"] or "",
+            references=references,
+        )
     with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
         result = client.publish(message, idempotency_key=idempotency_key)
-    receipt = result.receipt
+    emit(as_json, _receipt_json(result), _receipt_lines("published", result))
+
+
+def _flag_names(content: dict[str, Any]) -> dict[str, object]:
+    """Content keyword arguments under their flags' names (``subjects`` is ``--subject``)."""
+    return {("subject" if k == "subjects" else k): v for k, v in content.items()}
+
+
+def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert_pb2.Alert:
+    """The content in force with the flags the user gave applied; the envelope left empty."""
+    message = alert_pb2.Alert()
+    message.CopyFrom(current)
+    for name in ("id", "sender", "sent", "message_type", "references", "category", "handling",
+                 "recipients"):  # fmt: skip
+        message.ClearField(name)
+    if content["summary"] is not None:
+        if not content["summary"].strip():
+            raise UsageError("--summary cannot be empty")
+        message.summary = content["summary"]
+    if content["subjects"]:
+        message.ClearField("subjects")
+        message.subjects.extend(parse_subjects(content["subjects"]))
+    if content["details"] is not None:
+        message.details = content["details"]
+    enums = {"status": (alert_pb2.Status, "STATUS_"), "severity": (alert_pb2.Severity, "SEVERITY_"),
+             "urgency": (alert_pb2.Urgency, "URGENCY_"),
+             "certainty": (alert_pb2.Certainty, "CERTAINTY_")}  # fmt: skip
+    for name, (enum, prefix) in enums.items():
+        if content[name] is not None:
+            setattr(message, name, enum_value(enum, prefix, content[name], name))
+    if content["expires"] is not None:
+        message.expires.FromDatetime(parse_expires(content["expires"]))
+    if content["place"] is not None:
+        message.place.description = content["place"]
+    if content["region"] is not None:
+        message.place.region = content["region"].strip().upper()
+    return message
+
+
+@alert.command()
+@click.argument("alert_id")
+@identity_option
+@server_option
+@ledger_key_option
+@click.option("--file", "file", default=None, help="The whole new content as JSON ('-': stdin).")
+@_content_options
+@click.option("--idempotency-key", default=None, help="Reuse to retry safely (default: random).")
+@json_option
+@handle_errors
+def update(
+    alert_id: str,
+    identity: str,
+    server: str,
+    ledger_key: str | None,
+    file: str | None,
+    idempotency_key: str | None,
+    as_json: bool,
+    **content: Any,  # noqa: ANN401 - the content flags, see _content_options
+) -> None:
+    """Update an alert your agency sent, with a CAP UPDATE message.
+
+    The update keeps the alert's category, TLP and recipients. With flags, what you leave out
+    keeps its current value (the current content is read first, which the ledger records as a
+    READ); --subject replaces every subject. With --file, the file is the whole new content.
+
+    \b
+    Examples:
+      sinergi alert update 6f1c...e2 --identity certs/dev/immigration \\
+        --summary "Applicant held; passport cancelled" --severity SEVERE
+      sinergi alert update 6f1c...e2 --identity certs/dev/immigration --file content.json --json
+    """
+    given = flags_given(_flag_names(content))
+    if file is not None and given:
+        raise UsageError(f"--file gives the whole content; drop {', '.join(given)}")
+    if file is None and not given:
+        raise UsageError("nothing to update: give --summary, --subject, ... or --file")
+    message = read_alert_file(file, update=True) if file is not None else None
+    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+        if message is None:
+            message = _updated_content(client.get_alert(alert_id).current, content)
+        result = client.update(alert_id, message, idempotency_key=idempotency_key)
     emit(
         as_json,
-        {
-            "ok": True,
-            "alert_id": result.alert_id,
-            "seq": receipt.seq,
-            "entry_hash": receipt.entry.hash.hex(),
-            "checkpoint_size": receipt.checkpoint.size,
-            "checkpoint_root": receipt.checkpoint.root.hex(),
-        },
-        f"published {result.alert_id}\n"
-        f"  ledger entry {receipt.seq}, included in signed checkpoint of size "
-        f"{receipt.checkpoint.size} (receipt verified)",
+        _receipt_json(result, target_id=alert_id),
+        _receipt_lines(f"updated {alert_id} with", result),
+    )
+
+
+@alert.command()
+@click.argument("alert_id")
+@identity_option
+@server_option
+@ledger_key_option
+@click.option("--reason", required=True, help="Why; becomes the CANCEL message's summary.")
+@click.option("--idempotency-key", default=None, help="Reuse to retry safely (default: random).")
+@json_option
+@handle_errors
+def cancel(
+    alert_id: str,
+    identity: str,
+    server: str,
+    ledger_key: str | None,
+    reason: str,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Cancel an alert your agency sent.
+
+    A CAP CANCEL message goes to the same recipients; the reason is its summary.
+
+    \b
+    Example:
+      sinergi alert cancel 6f1c...e2 --identity certs/dev/immigration \\
+        --reason "Passport issued after review"
+    """
+    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+        result = client.cancel(alert_id, reason, idempotency_key=idempotency_key)
+    emit(
+        as_json,
+        _receipt_json(result, target_id=alert_id),
+        _receipt_lines(f"cancelled {alert_id} with", result),
     )
 
 
@@ -108,9 +302,12 @@ def publish(
 @identity_option
 @server_option
 @ledger_key_option
-@click.option("--after", default=0, show_default=True, help="Resume after this cursor.")
+@click.option(
+    "--after", "--from-cursor", "after", default=0, show_default=True,
+    type=click.IntRange(min=0), help="Resume after this cursor (the number in brackets).",
+)  # fmt: skip
 @click.option("--category", "categories", multiple=True, help="Only these categories (repeatable).")
-@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N alerts.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
 @json_option
 @handle_errors
 def watch(
@@ -122,25 +319,32 @@ def watch(
     count: int | None,
     as_json: bool,
 ) -> None:
-    """Stream alerts addressed to your agency: the backlog, then live ones.
+    """Stream the messages for your agency: the backlog, then live ones.
+
+    Alerts, and the UPDATE and CANCEL messages of their threads, in order, each with its
+    cursor; on a dropped connection (or when the exchange drops a reader that fell behind)
+    it reconnects and resumes from the last cursor by itself. With --json, one object per line.
 
     \b
     Example:
-      sinergi alert watch --identity certs/dev/police --after 41
+      sinergi alert watch --identity certs/dev/police --from-cursor 41
     """
     wanted = [enum_value(alert_pb2.Category, "CATEGORY_", c, "category") for c in categories]
     seen = 0
     with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
         for delivery in client.subscribe(after=after, categories=wanted):
             a = delivery.alert
-            record = json_format.MessageToDict(a, preserving_proto_field_name=True)
             category = enum_name(alert_pb2.Category, "CATEGORY_", a.category)
+            if a.message_type in (alert_pb2.MESSAGE_TYPE_UPDATE, alert_pb2.MESSAGE_TYPE_CANCEL):
+                kind = enum_name(alert_pb2.MessageType, "MESSAGE_TYPE_", a.message_type)
+                original = a.references[0] if a.references else "?"
+                head = f"[{delivery.cursor}] {kind} of {original} ({a.id})"
+            else:
+                head = f"[{delivery.cursor}] {a.id}"
             emit(
                 as_json,
-                {"cursor": delivery.cursor, "alert": record},
-                f"[{delivery.cursor}] {a.id} {category}"
-                f" TLP:{enum_name(alert_pb2.Tlp, 'TLP_', a.handling).replace('_', '+')}"
-                f" from {a.sender}\n    {a.summary}",
+                {"cursor": delivery.cursor, "alert": record(a)},
+                f"{head} {category} {tlp(a.handling)} from {a.sender}\n    {a.summary}",
             )
             seen += 1
             if count is not None and seen >= count:
@@ -192,3 +396,7 @@ def ack(
         f"acknowledged {alert_id}: {enum_name(alert_pb2.Response, 'RESPONSE_', value)}\n"
         f"  ledger entry {result.receipt.seq} (receipt verified)",
     )
+
+
+for _command in (show, list_alerts, search, acks):
+    alert.add_command(_command)
