@@ -116,6 +116,10 @@ class Policy:
         if refused:
             raise PermissionDenied(f"{', '.join(refused)} may not receive {category} alerts")
 
+    def authorize_sender(self, agency: str) -> AgencyPolicy:
+        """Update and Cancel: a publisher (which alerts it may touch is checked per alert)."""
+        return self._agency(agency, "publisher")
+
     def authorize_read(self, agency: str) -> AgencyPolicy:
         """Reading alerts by id or listing them: any member that exchanges alerts."""
         policy = self.agencies.get(agency)

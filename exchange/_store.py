@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from ledger import normalise_identifier
 from sinergi.v1 import alert_pb2, exchange_pb2
 
 metadata = MetaData()
@@ -167,20 +168,9 @@ def _utc(timestamp: Timestamp) -> datetime:
     return timestamp.ToDatetime(UTC)
 
 
-def normalise(kind: str, value: str) -> bytes:
-    """``kind:value`` as indexed and as digested in SEARCH entries (docs/api.md, SearchAlerts):
-    names case-folded with single spaces, other identifiers upper-case, no outer spaces."""
-    if kind == "person":
-        name, _, born = value.partition("|")
-        value = " ".join(name.casefold().split()) + "|" + born.strip()
-    else:
-        value = value.strip().upper()
-    return f"{kind}:{value}".encode()
-
-
 def search_key(kind: str, value: str) -> str:
     """The index key of one identifier: SHA-256 of its normalised form."""
-    return hashlib.sha256(normalise(kind, value)).hexdigest()
+    return hashlib.sha256(normalise_identifier(kind, value)).hexdigest()
 
 
 def subject_keys(alert: alert_pb2.Alert) -> set[str]:

@@ -4,6 +4,20 @@ The pure parts (encoding, proofs, notes, verification) do no I/O, so an internal
 verify a ledger with this package alone; the storage parts run on SQLAlchemy.
 """
 
+from ledger._audit import (
+    Anomaly,
+    DeniedGroup,
+    Rules,
+    Threads,
+    activity,
+    agency_of,
+    anomalies,
+    denied,
+    entry_time,
+    normalise_identifier,
+    searches_for,
+    who_accessed,
+)
 from ledger._canonical import canonical_json, parse_canonical
 from ledger._engine import create_engine
 from ledger._entry import GENESIS_PREV, OK, Action, Actor, Entry, EntryDraft, Outcome
@@ -52,6 +66,7 @@ from ledger._note import (
 )
 from ledger._schema import create_schema, missing_triggers
 from ledger._store import (
+    BatchStats,
     Committed,
     LedgerWriter,
     Receipt,
@@ -77,8 +92,11 @@ __all__ = [
     "OK",
     "Action",
     "Actor",
+    "Anomaly",
+    "BatchStats",
     "Checkpoint",
     "Committed",
+    "DeniedGroup",
     "EncodingError",
     "Entry",
     "EntryDraft",
@@ -91,17 +109,24 @@ __all__ = [
     "ProofError",
     "Receipt",
     "Report",
+    "Rules",
     "Signer",
     "StorageError",
+    "Threads",
     "VerificationError",
     "Verifier",
     "Work",
+    "activity",
+    "agency_of",
+    "anomalies",
     "canonical_json",
     "checkpoint_at",
     "consistency_proof",
     "create_engine",
     "create_schema",
+    "denied",
     "entry_count",
+    "entry_time",
     "export_checkpoints",
     "export_entries",
     "generate_signing_key",
@@ -117,6 +142,7 @@ __all__ = [
     "missing_triggers",
     "node_hash",
     "node_reader",
+    "normalise_identifier",
     "open_checkpoint",
     "open_note",
     "parse_canonical",
@@ -127,11 +153,13 @@ __all__ = [
     "range_hash",
     "root_at",
     "root_of",
+    "searches_for",
     "sign_checkpoint",
     "sign_note",
     "verify_consistency",
     "verify_inclusion",
     "verify_ledger",
+    "who_accessed",
     "write_export",
     "write_signing_key",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -61,6 +62,16 @@ class Committed(Generic[T]):
 
     value: T
     receipts: tuple[Receipt, ...]
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """One committed batch, for an observer (metrics) that the ledger does not know about."""
+
+    works: int
+    entries: int
+    tree_size: int
+    seconds: float
 
 
 @dataclass
@@ -112,8 +123,12 @@ class LedgerWriter:
         origin: str,
         *,
         max_batch: int = 256,
+        observe: Callable[[BatchStats], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
+        self._observe = observe
+        self._clock = clock  # entries' time; replaced only to replay a scripted history
         # Several signers during a key rotation: each checkpoint carries every signature, and
         # verifiers ignore keys they do not know (C2SP signed-note).
         self._signers = [signer] if isinstance(signer, Signer) else list(signer)
@@ -174,6 +189,7 @@ class LedgerWriter:
         batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if not batch:
             return
+        started = time.perf_counter()
         try:
             size, note, known = self._write(batch)
         except Exception as exc:  # the transaction failed as a whole: nothing was committed
@@ -184,6 +200,17 @@ class LedgerWriter:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
+        if self._observe is not None:
+            stats = BatchStats(
+                works=len(batch),
+                entries=sum(len(item.bodies) for item in batch),
+                tree_size=size,
+                seconds=time.perf_counter() - started,
+            )
+            try:
+                self._observe(stats)
+            except Exception:  # an observer's failure must not fail the commit it observes
+                _log.exception("ledger observer failed")
         for item in batch:
             if item.error is not None:
                 item.future.set_exception(item.error)
@@ -220,7 +247,7 @@ class LedgerWriter:
                 savepoint = connection.begin_nested()
                 try:
                     value, drafts = item.work(connection, frontier.size + 1)
-                    now = datetime.now(UTC)
+                    now = self._clock()
                     placed, link = [], prev
                     for offset, draft in enumerate(drafts):
                         body = draft.at(frontier.size + 1 + offset, now, link).encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from clients._cli._alert import alert
+from clients._cli._audit import audit
 from clients._cli._common import LazyGroup
 from clients._cli._ledger import ledger
 from clients._cli._pki import pki
@@ -24,6 +25,7 @@ def cli() -> None:
 
 
 cli.add_command(alert)
+cli.add_command(audit)
 cli.add_command(ledger)
 cli.add_command(pki)
 

@@ -243,3 +243,14 @@ def test_every_bad_field_is_reported_with_its_path(server: RunningServer) -> Non
     denied = [e for e in server.entries() if e.action == Action.DENIED]
     assert len(denied) == len(cases)
     assert all(e.outcome.status == "INVALID_ARGUMENT" for e in denied)
+
+
+def test_an_agency_without_the_publisher_role_may_not_update(server: RunningServer) -> None:
+    original = publish(server)
+    with pytest.raises(grpc.RpcError) as refused:
+        cancel(server, "internal-affairs", original)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "publisher role" in str(refused.value.details())
+    last = server.entries()[-1]
+    assert last.action == Action.DENIED
+    assert "/agency/internal-affairs/" in last.actor.id

@@ -129,7 +129,8 @@ class ExchangeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAlerts(self, request, context):
-        """Alert threads the caller may see, newest first, filtered and paged. Recorded as READ.
+        """Alert threads the caller may see, filtered and paged, newest first by when the original was
+        published (an update does not move a thread). Recorded as READ.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -280,7 +280,9 @@ class ExchangeStub(typing.Generic[_ExchangePublishType, _ExchangeUpdateType, _Ex
     """One alert thread with its history and derived state. Recorded as READ."""
 
     ListAlerts: _ExchangeListAlertsType
-    """Alert threads the caller may see, newest first, filtered and paged. Recorded as READ."""
+    """Alert threads the caller may see, filtered and paged, newest first by when the original was
+    published (an update does not move a thread). Recorded as READ.
+    """
 
     SearchAlerts: _ExchangeSearchAlertsType
     """Alert threads whose subjects match one identifier. Recorded as SEARCH with a digest of the
@@ -390,7 +392,9 @@ class ExchangeServicer(metaclass=abc.ABCMeta):
         request: sinergi.v1.exchange_pb2.ListAlertsRequest,
         context: _ServicerContext,
     ) -> typing.Union[sinergi.v1.exchange_pb2.ListAlertsResponse, collections.abc.Awaitable[sinergi.v1.exchange_pb2.ListAlertsResponse]]:
-        """Alert threads the caller may see, newest first, filtered and paged. Recorded as READ."""
+        """Alert threads the caller may see, filtered and paged, newest first by when the original was
+        published (an update does not move a thread). Recorded as READ.
+        """
 
     @abc.abstractmethod
     def SearchAlerts(

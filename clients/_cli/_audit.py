@@ -1,0 +1,370 @@
+"""`sinergi audit`: who accessed an alert, what a principal did, refusals, anomalies, a report.
+
+Every command reads the whole ledger from the database (`--db`), an export file (`--file`) or the
+exchange (`--server` with an auditor identity, which the exchange records as LEDGER_READ),
+verifies it, and answers only from a ledger that verified: an answer from a tampered ledger
+would be worse than none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+from google.protobuf import json_format
+from sqlalchemy import text
+
+from clients._cli._alert_io import parse_moment, table
+from clients._cli._audit_report import render_report
+from clients._cli._common import db_option, emit, handle_errors, json_option
+from clients._cli._ledger import _client, _database, _kept_note, _server_options, _vkey_option
+from clients._client import load_verifier
+from clients._errors import UsageError, VerificationFailed
+from ledger import (
+    Checkpoint,
+    Entry,
+    Report,
+    Rules,
+    VerificationError,
+    activity,
+    anomalies,
+    denied,
+    entry_time,
+    export_checkpoints,
+    export_entries,
+    iter_checkpoints,
+    iter_entries,
+    searches_for,
+    verify_ledger,
+    who_accessed,
+)
+from sinergi.v1 import alert_pb2
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Verified:
+    entries: list[Entry]
+    report: Report
+    source: str
+
+
+def _source_options(fn: Callable[P, R]) -> Callable[P, R]:
+    fn = _vkey_option(_server_options(fn))
+    fn = click.option(
+        "--file", "export_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Read an export file (`sinergi ledger export`) instead of the database.",
+    )(fn)  # fmt: skip
+    return db_option(fn)
+
+
+def _load(
+    db: str, export_file: Path | None, server: str | None, identity: str | None, key: Path
+) -> Verified:
+    verifier = load_verifier(key)
+    checkpoints: Sequence[tuple[int, bytes]]
+    if export_file is not None:
+        rows, checkpoints, source = list(export_entries(export_file)), [], str(export_file)
+        checkpoints = export_checkpoints(export_file)
+    elif server is not None:
+        with _client(server, identity, key) as client:
+            cp = client.checkpoint()
+            checkpoints = [(cp.size, _kept_note(client, cp))]
+            rows, source = list(client.entries(1, cp.size)), server
+    else:
+        with _database(db) as connection:
+            rows, checkpoints = list(iter_entries(connection)), list(iter_checkpoints(connection))
+        source = db
+    try:
+        report = verify_ledger(rows, checkpoints, [verifier])
+    except VerificationError as exc:
+        raise VerificationFailed(f"ledger BROKEN: {exc}; no answers from it") from None
+    return Verified([Entry.decode(body) for _, _, body in rows], report, source)
+
+
+def _rules_options(fn: Callable[P, R]) -> Callable[P, R]:
+    for option in (
+        click.option("--factor", type=float, default=5.0, show_default=True,
+                     help="Volume rule: this many times the usual level."),
+        click.option("--min-count", type=int, default=20, show_default=True,
+                     help="Volume rule: at least this many reads and searches in a window."),
+        click.option("--working-hours", default="07:00-19:00", show_default=True,
+                     help="Off-hours rule: officers' working hours, local time."),
+        click.option("--timezone", "zone", default="Asia/Jakarta", show_default=True,
+                     help="IANA zone of the working hours and windows."),
+    ):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _rules(factor: float, min_count: int, working_hours: str, zone: str) -> Rules:
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in working_hours.split("-"))
+    except ValueError:
+        raise UsageError(f"--working-hours: {working_hours!r} is not HH:MM-HH:MM") from None
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--timezone: unknown zone {zone!r} (e.g. Asia/Jakarta)") from None
+    if factor <= 1 or min_count < 1:
+        raise UsageError("--factor must be above 1 and --min-count at least 1")
+    return Rules(factor=factor, min_count=min_count, working_hours=(start, end), timezone=tz)
+
+
+def _entry_rows(entries: Sequence[Entry]) -> str:
+    return table(
+        ("SEQ", "TIME", "ACTION", "PRINCIPAL", "OBJECTS", "OUTCOME"),
+        (
+            [str(e.seq), e.time, e.action.value, e.actor.id, ",".join(e.objects) or "-",
+             e.outcome.status]
+            for e in entries
+        ),
+    )  # fmt: skip
+
+
+def _covered(report: Report) -> dict[str, Any]:
+    cp: Checkpoint | None = report.latest
+    return {"verified_entries": report.entries, "checkpoint_size": cp.size if cp else 0,
+            "root": report.root.hex()}  # fmt: skip
+
+
+@click.group()
+def audit() -> None:
+    """Answer internal affairs' questions from a verified ledger."""
+
+
+@audit.command("who-accessed")
+@click.argument("alert_id")
+@_source_options
+@json_option
+@handle_errors
+def who_accessed_command(
+    alert_id: str, db: str, export_file: Path | None, server: str | None, identity: str | None,
+    ledger_key: Path, as_json: bool,
+) -> None:  # fmt: skip
+    """Every principal that wrote, received, read, searched into, acknowledged or tried to reach
+    ALERT_ID (or any update of it).
+
+    \b
+    Example:
+      sinergi audit who-accessed 5d531be1-c725-4649-be2d-acbf7c61a8b8 --db sqlite:///var/sinergi.db
+    """
+    verified = _load(db, export_file, server, identity, ledger_key)
+    rows = who_accessed(verified.entries, alert_id)
+    principals = sorted({e.actor.id for e in rows})
+    emit(
+        as_json,
+        {"ok": True, "alert": alert_id, "principals": principals,
+         "entries": [e.to_json() for e in rows], **_covered(verified.report)},
+        f"{len(rows)} entries, {len(principals)} principals\n{_entry_rows(rows)}"
+        if rows else f"no entry concerns alert {alert_id}",
+    )  # fmt: skip
+
+
+@audit.command("activity")
+@click.argument("principal", required=False, default="")
+@click.option("--agency", default="", help="Every principal of this agency instead.")
+@click.option("--since", default=None, help="ISO 8601 date or time (inclusive).")
+@click.option("--until", default=None, help="ISO 8601 date or time (exclusive; a date: that day).")
+@_source_options
+@json_option
+@handle_errors
+def activity_command(
+    principal: str, agency: str, since: str | None, until: str | None, db: str,
+    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """What PRINCIPAL (a SPIFFE ID), or a whole --agency, did in a time range.
+
+    \b
+    Example:
+      sinergi audit activity spiffe://sinergi.dev/agency/police/officer/budi \\
+        --since 2026-11-01 --until 2026-11-07 --db sqlite:///var/sinergi.db
+    """
+    if bool(principal) == bool(agency):
+        raise UsageError("name a PRINCIPAL or --agency, not both")
+    start = parse_moment(since, "--since") if since else None
+    end = parse_moment(until, "--until", end_of_day=True) if until else None
+    verified = _load(db, export_file, server, identity, ledger_key)
+    rows = activity(verified.entries, principal=principal, agency=agency, since=start, until=end)
+    emit(
+        as_json,
+        {"ok": True, "entries": [e.to_json() for e in rows], **_covered(verified.report)},
+        _entry_rows(rows) if rows else "no activity in that range",
+    )
+
+
+@audit.command("denied")
+@_source_options
+@json_option
+@handle_errors
+def denied_command(
+    db: str, export_file: Path | None, server: str | None, identity: str | None,
+    ledger_key: Path, as_json: bool,
+) -> None:  # fmt: skip
+    """Refused attempts, grouped by principal and reason, most frequent first.
+
+    \b
+    Example:
+      sinergi audit denied --file ledger.jsonl --ledger-key ledger.vkey
+    """
+    verified = _load(db, export_file, server, identity, ledger_key)
+    groups = denied(verified.entries)
+    emit(
+        as_json,
+        {"ok": True, "groups": [
+            {"principal": g.principal, "status": g.status, "reason": g.reason, "count": g.count,
+             "first": g.first, "last": g.last, "methods": sorted(g.methods)} for g in groups],
+         **_covered(verified.report)},
+        table(("PRINCIPAL", "STATUS", "COUNT", "METHODS", "FIRST", "LAST", "REASON"),
+              ([g.principal, g.status, str(g.count), ",".join(sorted(g.methods)), g.first,
+                g.last, g.reason] for g in groups)) if groups else "no refused attempts",
+    )  # fmt: skip
+
+
+@audit.command("anomalies")
+@_rules_options
+@_source_options
+@json_option
+@handle_errors
+def anomalies_command(
+    factor: float, min_count: int, working_hours: str, zone: str, db: str,
+    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Principals worth a look, with the rule that fired: reads and searches far above their own
+    and their agency's usual level, officers' lookups outside working hours, searches that found
+    alerts not addressed to their agency.
+
+    \b
+    Example:
+      sinergi audit anomalies --working-hours 07:00-19:00 --db sqlite:///var/sinergi.db
+    """
+    rules = _rules(factor, min_count, working_hours, zone)
+    verified = _load(db, export_file, server, identity, ledger_key)
+    found = anomalies(verified.entries, rules)
+    emit(
+        as_json,
+        {"ok": True, "anomalies": [{"principal": a.principal, "rule": a.rule, "detail": a.detail,
+                                    "seqs": list(a.seqs)} for a in found],
+         **_covered(verified.report)},
+        table(("PRINCIPAL", "RULE", "ENTRIES", "DETAIL"),
+              ([a.principal, a.rule, str(len(a.seqs)), a.detail] for a in found))
+        if found else "no anomalies",
+    )  # fmt: skip
+
+
+def _stored_alert(db: str, alert_id: str) -> bytes:
+    with _database(db) as connection:
+        row = connection.execute(
+            text("SELECT body FROM alerts WHERE id = :id"), {"id": alert_id}
+        ).first()
+    if row is None:
+        raise UsageError(f"no alert {alert_id} in {db} (purged, or another database)")
+    return bytes(row[0])
+
+
+@audit.command("match")
+@click.option("--alert", "alert_id", default=None, help="An alert as stored in --db.")
+@click.option("--alert-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="A retained copy: the alert as JSON (`alert show --json`'s "
+                                 "current or history item).")  # fmt: skip
+@click.option("--passport", default=None, help="Test SEARCH entries for this identifier...")
+@click.option("--nik", default=None)
+@click.option("--imei", default=None)
+@click.option("--name", default=None)
+@click.option("--birth-date", default=None)
+@_source_options
+@json_option
+@handle_errors
+def match_command(
+    alert_id: str | None, alert_file: Path | None, passport: str | None, nik: str | None,
+    imei: str | None, name: str | None, birth_date: str | None, db: str,
+    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Prove which entries concerned a given alert or identifier: the ledger keeps digests, so
+    recompute them from the alert as stored, a retained copy, or a candidate identifier.
+
+    \b
+    Examples:
+      sinergi audit match --alert 5d531be1-c725-4649-be2d-acbf7c61a8b8 --db sqlite:///var/sinergi.db
+      sinergi audit match --passport C1234567 --file ledger.jsonl
+    """
+    identifiers = {"passport": passport, "nik": nik, "imei": imei}
+    if name or birth_date:
+        identifiers["person"] = f"{name or ''}|{birth_date or ''}"
+    given = [k for k, v in identifiers.items() if v]
+    if sum(map(bool, (alert_id, alert_file, given))) != 1 or len(given) > 1:
+        raise UsageError("give one of --alert, --alert-file, or one identifier")
+    verified = _load(db, export_file, server, identity, ledger_key)
+    if given:
+        kind = given[0]
+        rows = searches_for(verified.entries, kind, str(identifiers[kind]))
+        what = f"searches for that {kind}"
+    else:
+        body = _stored_alert(db, alert_id) if alert_id else _read_copy(alert_file)
+        digest = hashlib.sha256(body).hexdigest()
+        rows = [e for e in verified.entries if e.digest == digest]
+        what = f"entries with digest {digest}"
+    emit(
+        as_json,
+        {"ok": True, "entries": [e.to_json() for e in rows], **_covered(verified.report)},
+        f"{len(rows)} {what}\n{_entry_rows(rows)}" if rows else f"no {what}",
+    )
+
+
+def _read_copy(path: Path | None) -> bytes:
+    assert path is not None
+    try:
+        message = json_format.Parse(path.read_text(encoding="utf-8"), alert_pb2.Alert())
+    except (OSError, ValueError, json_format.ParseError) as exc:
+        raise UsageError(f"{path}: not an alert as JSON ({exc})") from None
+    return message.SerializeToString(deterministic=True)
+
+
+@audit.command("report")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the HTML report.")  # fmt: skip
+@_rules_options
+@_source_options
+@json_option
+@handle_errors
+def report_command(
+    out: Path, factor: float, min_count: int, working_hours: str, zone: str, db: str,
+    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """A self-contained HTML report (no network) for a case file: the verification result, the
+    checkpoint it covers, activity per agency per day, refused attempts and anomalies.
+
+    \b
+    Example:
+      sinergi audit report --out report.html --db sqlite:///var/sinergi.db
+    """
+    rules = _rules(factor, min_count, working_hours, zone)
+    verified = _load(db, export_file, server, identity, ledger_key)
+    found = anomalies(verified.entries, rules)
+    html = render_report(
+        verified.entries, verified.report, denied(verified.entries), found, rules,
+        source=verified.source, generated=datetime.now(rules.timezone),
+    )  # fmt: skip
+    out.write_text(html, encoding="utf-8")
+    first = entry_time(verified.entries[0]).isoformat() if verified.entries else "-"
+    emit(
+        as_json,
+        {"ok": True, "out": str(out), "anomalies": len(found), **_covered(verified.report)},
+        f"wrote {out}: {verified.report.entries} entries verified since {first}, "
+        f"{len(found)} anomalies",
+    )
+
+
+__all__ = ["audit"]

@@ -1,0 +1,154 @@
+"""The audit report: one self-contained HTML file (inline CSS and SVG, no script, no network),
+fit to attach to a case file and to open on an air-gapped machine."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime
+from html import escape
+
+from ledger import Anomaly, DeniedGroup, Entry, Report, Rules, agency_of, entry_time
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; width: 100%; } td, th { text-align: left; padding: .25em .6em;
+border-bottom: 1px solid #eee; vertical-align: top; overflow-wrap: break-word; }
+th { background: #f4f4f4; white-space: nowrap; }
+code { font-size: .9em; word-break: break-all; } .ok { color: #176117; font-weight: bold; }
+.num { text-align: right; } .legend span { margin-right: 1.2em; } .legend i { display: inline-block;
+width: .9em; height: .9em; margin-right: .3em; vertical-align: -.1em; }
+"""
+
+
+def _per_day(entries: Sequence[Entry], rules: Rules) -> tuple[list[date], dict[str, Counter[date]]]:
+    counts: dict[str, Counter[date]] = {}
+    for entry in entries:
+        agency = agency_of(entry.actor.id) or "(other)"
+        day = entry_time(entry).astimezone(rules.timezone).date()
+        counts.setdefault(agency, Counter())[day] += 1
+    days = sorted({d for c in counts.values() for d in c})
+    return days, dict(sorted(counts.items()))
+
+
+def _chart(entries: Sequence[Entry], rules: Rules) -> str:
+    """Stacked bars: entries per agency per local day."""
+    days, counts = _per_day(entries, rules)
+    if not days:
+        return "<p>No entries.</p>"
+    width, height, left, bottom = 760, 260, 48, 36
+    slot = (width - left) / len(days)
+    peak = max(sum(c[d] for c in counts.values()) for d in days)
+    scale = (height - bottom - 10) / peak
+    axis = height - bottom
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'role="img" aria-label="entries per agency per day">',
+        f'<line x1="{left}" y1="{axis}" x2="{width}" y2="{axis}" stroke="#999"/>',
+        f'<text x="{left - 6}" y="14" text-anchor="end" font-size="11">{peak}</text>',
+    ]
+    for i, day in enumerate(days):
+        x, y = left + i * slot + slot * 0.15, float(axis)
+        for j, (agency, per_day) in enumerate(counts.items()):
+            n = per_day[day]
+            if n:
+                h = n * scale
+                y -= h
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{h:.1f}" '
+                    f'fill="{_COLOURS[j % len(_COLOURS)]}"><title>{escape(agency)} {day}: {n}'
+                    "</title></rect>"
+                )
+        parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{height - bottom + 16}" '
+                     f'text-anchor="middle" font-size="11">{day:%m-%d}</text>')  # fmt: skip
+    parts.append("</svg>")
+    legend = "".join(
+        f'<span><i style="background:{_COLOURS[j % len(_COLOURS)]}"></i>{escape(agency)} '
+        f"({sum(c.values())})</span>"
+        for j, (agency, c) in enumerate(counts.items())
+    )
+    return "".join(parts) + f'<p class="legend">{legend}</p>'
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
+    if not rows:
+        return f"<p>{escape(empty)}</p>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_report(
+    entries: Sequence[Entry],
+    report: Report,
+    groups: Sequence[DeniedGroup],
+    found: Sequence[Anomaly],
+    rules: Rules,
+    *,
+    source: str,
+    generated: datetime,
+) -> str:
+    cp = report.latest
+    hours, (start, end) = rules.window.total_seconds() / 3600, rules.working_hours
+    actions = Counter(e.action.value for e in entries)
+    first = entries[0].time if entries else "-"
+    last = entries[-1].time if entries else "-"
+    summary = [
+        ("Source", source),
+        ("Verification", f"INTACT: {report.entries} entries, {report.checkpoints} signed "
+                         "checkpoints, every hash, link, root and signature checked"),
+        ("Checkpoint covered", f"{cp.origin}, size {cp.size}" if cp else "none"),
+        ("Root hash", report.root.hex()),
+        ("Period", f"{first} to {last}"),
+        ("Entries by action", ", ".join(f"{a} {n}" for a, n in sorted(actions.items()))),
+        ("Rules", f"volume above {rules.factor:g}x usual and at least {rules.min_count} per "
+                  f"{hours:g} h; working hours {start:%H:%M}-{end:%H:%M} {rules.timezone}"),
+        ("Generated", generated.isoformat(timespec="seconds")),
+    ]  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{escape(k)}</th><td{' class=ok' if k == 'Verification' else ''}>"
+        f"<code>{escape(v)}</code></td></tr>"
+        for k, v in summary
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>Sinergi audit report</title><style>{_STYLE}</style></head><body>
+<h1>Sinergi audit report</h1>
+<table id="summary">{rows}</table>
+<h2>Activity per agency per day</h2>
+<div id="activity">{_chart(entries, rules)}</div>
+<h2>Anomalies ({len(found)})</h2>
+<div id="anomalies">{
+        _table(
+            ("Principal", "Rule", "Entries", "Detail"),
+            [(a.principal, a.rule, len(a.seqs), a.detail) for a in found],
+            "No anomalies.",
+        )
+    }</div>
+<h2>Refused attempts ({sum(g.count for g in groups)})</h2>
+<div id="denied">{
+        _table(
+            ("Principal", "Status", "Count", "Methods", "First", "Last", "Reason"),
+            [
+                (
+                    g.principal,
+                    g.status,
+                    g.count,
+                    ", ".join(sorted(g.methods)),
+                    g.first[:19] + "Z",
+                    g.last[:19] + "Z",
+                    g.reason,
+                )
+                for g in groups
+            ],
+            "No refused attempts.",
+        )
+    }</div>
+</body></html>
+"""

@@ -1,0 +1,300 @@
+"""The questions internal affairs asks of a verified ledger: who accessed an alert, what a
+principal did, what was refused, and what looks wrong.
+
+Pure functions over decoded entries (no I/O), so the same answers come from the database, an
+export file or the AuditLedger service. Alerts are named by id only: the ledger holds digests,
+never personal data (docs/ledger-format.md, section 1.4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+from ledger._entry import Action, Entry
+
+#: acts that hand alert contents to someone, or show them
+ACCESS = frozenset({Action.DELIVER, Action.READ, Action.SEARCH, Action.ACK})
+#: acts that write an alert
+WRITES = frozenset({Action.PUBLISH, Action.UPDATE, Action.CANCEL})
+_PRINCIPAL = re.compile(r"spiffe://[^/]+/agency/([^/]+)/([^/]+)/([^/]+)")
+
+
+def entry_time(entry: Entry) -> datetime:
+    """The entry's time, timezone-aware (the writer writes RFC 3339 UTC)."""
+    return datetime.fromisoformat(entry.time.replace("Z", "+00:00"))
+
+
+def agency_of(principal: str) -> str:
+    """The agency of a SPIFFE principal, or "" for anything else (e.g. an unknown peer)."""
+    match = _PRINCIPAL.fullmatch(principal)
+    return match.group(1) if match else ""
+
+
+def kind_of(principal: str) -> str:
+    """``system`` or ``officer`` for a SPIFFE principal, else ""."""
+    match = _PRINCIPAL.fullmatch(principal)
+    return match.group(2) if match else ""
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """Who an alert thread was for, as its PUBLISH entry recorded it."""
+
+    sender_agency: str
+    recipients: frozenset[str]
+
+
+class Threads:
+    """Alert threads as the ledger describes them: which message belongs to which original
+    (UPDATE and CANCEL entries name the new message and the original), and who each was for."""
+
+    def __init__(self, entries: Iterable[Entry]) -> None:
+        self._original: dict[str, str] = {}
+        self.addressing: dict[str, Addressing] = {}
+        for entry in entries:
+            if entry.action not in WRITES or entry.outcome.status != "OK" or not entry.objects:
+                continue
+            message = entry.objects[0].removeprefix("alert:")
+            original = entry.objects[-1].removeprefix("alert:")
+            self._original[message] = original
+            if entry.action == Action.PUBLISH:
+                to = entry.meta.get("to", [])
+                self.addressing[message] = Addressing(
+                    agency_of(entry.actor.id),
+                    frozenset(str(a) for a in to) if isinstance(to, list) else frozenset(),
+                )
+
+    def original(self, alert_id: str) -> str:
+        return self._original.get(alert_id, alert_id)
+
+    def messages(self, alert_id: str) -> set[str]:
+        """Every message id of the thread ``alert_id`` belongs to."""
+        original = self.original(alert_id)
+        return {original} | {m for m, o in self._original.items() if o == original}
+
+    def addressed_to(self, alert_id: str, agency: str) -> bool | None:
+        """Whether the thread was sent by or to ``agency``; None if its PUBLISH is not known."""
+        found = self.addressing.get(self.original(alert_id))
+        if found is None:
+            return None
+        return agency == found.sender_agency or agency in found.recipients
+
+
+def _alert_ids(entry: Entry) -> list[str]:
+    return [o.removeprefix("alert:") for o in entry.objects if o.startswith("alert:")]
+
+
+def who_accessed(entries: Sequence[Entry], alert_id: str) -> list[Entry]:
+    """Every entry that wrote, delivered, showed, found, acknowledged or tried to reach any
+    message of the thread ``alert_id`` belongs to, in ledger order."""
+    wanted = Threads(entries).messages(alert_id)
+    return [
+        e
+        for e in entries
+        if e.action in ACCESS | WRITES | {Action.DENIED} and wanted & set(_alert_ids(e))
+    ]
+
+
+def activity(
+    entries: Iterable[Entry],
+    *,
+    principal: str = "",
+    agency: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Entry]:
+    """What one principal (or every principal of one agency) did in [since, until)."""
+    found = []
+    for entry in entries:
+        if principal and entry.actor.id != principal:
+            continue
+        if agency and agency_of(entry.actor.id) != agency:
+            continue
+        when = entry_time(entry)
+        if (since and when < since) or (until and when >= until):
+            continue
+        found.append(entry)
+    return found
+
+
+@dataclass
+class DeniedGroup:
+    principal: str
+    status: str
+    reason: str
+    count: int = 0
+    first: str = ""
+    last: str = ""
+    methods: set[str] = field(default_factory=set)
+
+
+def denied(entries: Iterable[Entry]) -> list[DeniedGroup]:
+    """Refused attempts grouped by principal and reason, most frequent first."""
+    groups: dict[tuple[str, str, str], DeniedGroup] = {}
+    for entry in entries:
+        if entry.action != Action.DENIED:
+            continue
+        key = (entry.actor.id, entry.outcome.status, entry.outcome.reason)
+        group = groups.setdefault(key, DeniedGroup(*key, first=entry.time))
+        group.count += 1
+        group.last = entry.time
+        group.methods.add(str(entry.meta.get("method", "")).rsplit("/", 1)[-1])
+    return sorted(groups.values(), key=lambda g: (-g.count, g.principal, g.reason))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Thresholds of :func:`anomalies`; the defaults suit a pilot and are meant to be tuned."""
+
+    window: timedelta = timedelta(days=1)
+    #: reads and searches in one window above ``factor`` times the usual level, and at least
+    #: ``min_count`` of them
+    factor: float = 5.0
+    min_count: int = 20
+    working_hours: tuple[time, time] = (time(7), time(19))
+    timezone: tzinfo = field(default_factory=lambda: ZoneInfo("Asia/Jakarta"))
+    #: principals whose access outside working hours is flagged (gateways run all night)
+    off_hours_kinds: frozenset[str] = frozenset({"officer"})
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    principal: str
+    rule: str  # "volume", "off-hours" or "unaddressed-search"
+    detail: str
+    seqs: tuple[int, ...]
+
+
+def _window(entry: Entry, rules: Rules) -> datetime:
+    local = entry_time(entry).astimezone(rules.timezone)
+    start = datetime.combine(local.date(), time(), rules.timezone)
+    steps = (local - start) // rules.window
+    return start + steps * rules.window
+
+
+def _volume(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
+    counts: dict[str, Counter[datetime]] = defaultdict(Counter)
+    seqs: dict[tuple[str, datetime], list[int]] = defaultdict(list)
+    for entry in lookups:
+        window = _window(entry, rules)
+        counts[entry.actor.id][window] += 1
+        seqs[entry.actor.id, window].append(entry.seq)
+    found = []
+    for principal, per_window in counts.items():
+        peers = [
+            n
+            for other, windows in counts.items()
+            if other != principal and agency_of(other) == agency_of(principal)
+            for n in windows.values()
+        ]
+        for window, count in sorted(per_window.items()):
+            own = [n for w, n in per_window.items() if w != window]
+            usual_own = statistics.median(own) if own else 0.0
+            usual_agency = statistics.median(peers) if peers else 0.0
+            if count >= rules.min_count and count > rules.factor * max(
+                usual_own, usual_agency, 1.0
+            ):
+                found.append(
+                    Anomaly(
+                        principal,
+                        "volume",
+                        f"{count} reads and searches in the window from "
+                        f"{window.isoformat()}; usually {usual_own:g} for this principal "
+                        f"and {usual_agency:g} for its agency",
+                        tuple(seqs[principal, window]),
+                    )
+                )
+    return found
+
+
+def _off_hours(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
+    start, end = rules.working_hours
+    late: dict[str, list[int]] = defaultdict(list)
+    for entry in lookups:
+        if kind_of(entry.actor.id) not in rules.off_hours_kinds:
+            continue
+        local = entry_time(entry).astimezone(rules.timezone)
+        if not start <= local.time() < end:
+            late[entry.actor.id].append(entry.seq)
+    return [
+        Anomaly(
+            principal,
+            "off-hours",
+            f"{len(seqs)} reads and searches outside {start:%H:%M}-{end:%H:%M} ({rules.timezone})",
+            tuple(seqs),
+        )
+        for principal, seqs in late.items()
+    ]
+
+
+def _unaddressed(entries: Sequence[Entry], searches: Sequence[Entry]) -> list[Anomaly]:
+    threads = Threads(entries)
+    hits: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for entry in searches:
+        agency = agency_of(entry.actor.id)
+        for alert in _alert_ids(entry):
+            if threads.addressed_to(alert, agency) is False:
+                hits[entry.actor.id].append((entry.seq, alert))
+    return [
+        Anomaly(
+            principal,
+            "unaddressed-search",
+            f"searches found {_count(len({a for _, a in found}), 'alert')} not addressed to "
+            f"{agency_of(principal)}",
+            tuple(sorted({s for s, _ in found})),
+        )
+        for principal, found in hits.items()
+    ]
+
+
+def normalise_identifier(kind: str, value: str) -> bytes:
+    """``kind:value`` as the exchange indexes and digests a searched identifier
+    (docs/ledger-format.md, section 1.4): names case-folded with single spaces, other
+    identifiers upper-case, no outer spaces; a person is ``name|birth-date``."""
+    if kind == "person":
+        name, _, born = value.partition("|")
+        value = " ".join(name.casefold().split()) + "|" + born.strip()
+    else:
+        value = value.strip().upper()
+    return f"{kind}:{value}".encode()
+
+
+def searches_for(entries: Iterable[Entry], kind: str, value: str) -> list[Entry]:
+    """The SEARCH entries whose salted digest matches a candidate identifier."""
+    candidate = normalise_identifier(kind, value)
+    found = []
+    for entry in entries:
+        salt = entry.meta.get("salt")
+        if entry.action != Action.SEARCH or entry.meta.get("kind") != kind:
+            continue
+        if (
+            isinstance(salt, str)
+            and hashlib.sha256(bytes.fromhex(salt) + candidate).hexdigest() == entry.digest
+        ):
+            found.append(entry)
+    return found
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def anomalies(entries: Sequence[Entry], rules: Rules | None = None) -> list[Anomaly]:
+    """Principals worth a look, each with the rule that fired and the entries behind it:
+    reads and searches far above their own and their agency's usual level, reads and searches
+    by officers outside working hours, and searches that found alerts not addressed to the
+    searcher's agency (visible to it by TLP sharing, but not sent to it)."""
+    rules = rules or Rules()
+    lookups = [
+        e for e in entries if e.action in (Action.READ, Action.SEARCH) and e.outcome.status == "OK"
+    ]
+    searches = [e for e in lookups if e.action == Action.SEARCH]
+    found = _volume(lookups, rules) + _off_hours(lookups, rules) + _unaddressed(entries, searches)
+    return sorted(found, key=lambda a: (a.principal, a.rule))

@@ -1,0 +1,90 @@
+"""The audit queries over the scripted week (tests/ledger/history.py): exact rows, and the anomaly
+rules firing on the snooper and on no one else."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from ledger import Action, Entry
+from ledger._audit import Rules, activity, anomalies, denied, who_accessed
+from tests.ledger.history import (
+    BUDI,
+    CUSTOMS,
+    LABOUR_ONLY,
+    SNOOP,
+    SNOOP_SEARCHES,
+    TARGET,
+    WIB,
+    alert_id,
+    scripted_entries,
+)
+
+ENTRIES: list[Entry] = list(scripted_entries())
+
+
+def test_the_script_is_what_the_expectations_assume() -> None:
+    assert len(ENTRIES) == 121
+    assert Counter(e.action for e in ENTRIES)[Action.SEARCH] == 5 * 5 + SNOOP_SEARCHES
+
+
+def test_who_accessed_follows_the_thread_and_names_every_principal() -> None:
+    rows = who_accessed(ENTRIES, TARGET)
+    by_principal = Counter((e.actor.id.split("/")[-1], e.action) for e in rows)
+    assert by_principal == {
+        ("gateway", Action.PUBLISH): 1,  # immigration
+        ("gateway", Action.DELIVER): 3,  # police and labour, then police for the update
+        ("gateway", Action.UPDATE): 1,
+        ("gateway", Action.ACK): 1,
+        ("budi", Action.SEARCH): 1,
+        ("budi", Action.READ): 1,
+        ("rina", Action.SEARCH): 1,
+        ("rina", Action.READ): 1,
+        ("snoop", Action.SEARCH): 1 + SNOOP_SEARCHES,
+        ("ani", Action.READ): 1,
+    }
+    # Asking by the update's id gives the same thread.
+    assert who_accessed(ENTRIES, alert_id(1, 3)) == rows
+    assert [e.seq for e in rows] == sorted(e.seq for e in rows)
+
+
+def test_activity_of_a_principal_and_of_an_agency_in_a_time_range() -> None:
+    night = activity(ENTRIES, principal=SNOOP.id, since=datetime(2026, 11, 6, 0, tzinfo=WIB),
+                     until=datetime(2026, 11, 6, 6, tzinfo=WIB))  # fmt: skip
+    assert len(night) == SNOOP_SEARCHES + 1  # and the refused GetAlert at 03:00
+    assert {e.action for e in night} == {Action.SEARCH, Action.DENIED}
+    labour = activity(ENTRIES, agency="labour")
+    assert Counter(e.actor.id.split("/")[-1] for e in labour) == {"gateway": 5 + 1, "ani": 5}
+    one_day = activity(ENTRIES, principal=BUDI.id, since=datetime(2026, 11, 3, tzinfo=WIB),
+                       until=datetime(2026, 11, 3, tzinfo=WIB) + timedelta(days=1))  # fmt: skip
+    assert [e.action for e in one_day] == [Action.SEARCH, Action.SEARCH, Action.READ]
+
+
+def test_denied_attempts_grouped_by_principal_and_reason() -> None:
+    groups = denied(ENTRIES)
+    assert [(g.principal, g.status, g.count, g.methods) for g in groups] == [
+        (CUSTOMS.id, "PERMISSION_DENIED", 2, {"Publish"}),
+        (SNOOP.id, "NOT_FOUND", 1, {"GetAlert"}),
+    ]
+    assert groups[0].first < groups[0].last
+
+
+def test_anomaly_rules_fire_on_the_snooper_and_no_one_else() -> None:
+    found = anomalies(ENTRIES)
+    assert [(a.principal, a.rule) for a in found] == [
+        (SNOOP.id, "off-hours"),
+        (SNOOP.id, "unaddressed-search"),
+        (SNOOP.id, "volume"),
+    ]
+    off_hours, unaddressed, volume = found
+    assert len(off_hours.seqs) == SNOOP_SEARCHES
+    assert len(unaddressed.seqs) == SNOOP_SEARCHES // 10
+    assert all(f"alert:{LABOUR_ONLY}" in ENTRIES[s - 1].objects for s in unaddressed.seqs)
+    assert len(volume.seqs) == SNOOP_SEARCHES + 2
+    assert "usually 2 for this principal and 3 for its agency" in volume.detail
+
+
+def test_rules_are_tunable() -> None:
+    # A night-shift team: nobody's searches are off-hours, and a high bar for volume.
+    relaxed = Rules(working_hours=(datetime.min.time(), datetime.max.time()), min_count=100)
+    assert [a.rule for a in anomalies(ENTRIES, relaxed)] == ["unaddressed-search"]
