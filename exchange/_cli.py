@@ -11,10 +11,12 @@ from pathlib import Path
 import click
 
 from certs import CertsError
+from exchange._config import load_config
 from exchange._errors import ConfigError
 from exchange._logging import configure_logging
 from exchange._policy import DEFAULT_POLICY
 from exchange._server import ExchangeServer, ServerConfig, initialise_database
+from exchange._server import check_config as check_server_config
 from ledger import LedgerError
 
 _DB = click.option(
@@ -41,18 +43,28 @@ def _fail(message: str, as_json: bool) -> None:
     sys.exit(2)
 
 
+_DEFAULT_DB = "sqlite:///var/sinergi.db"
+
+
 @click.command()
-@_DB
 @click.option(
-    "--pki", "pki", default="certs/dev", show_default=True, type=click.Path(path_type=Path),
-    help="PKI directory: server identity in server/, ledger key ledger.key.",
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML configuration file (docs/sinergi.example.toml); flags override it.",
 )  # fmt: skip
-@click.option("--listen", default="127.0.0.1:50051", show_default=True)
 @click.option(
-    "--policy", default=str(DEFAULT_POLICY), type=click.Path(dir_okay=False, path_type=Path),
+    "--db", envvar="SINERGI_DB", default=None,
+    help=f"SQLAlchemy database URL [env SINERGI_DB; default {_DEFAULT_DB}].",
+)  # fmt: skip
+@click.option(
+    "--pki", "pki", default=None, type=click.Path(path_type=Path),
+    help="PKI directory: server identity in server/, ledger key ledger.key [default certs/dev].",
+)  # fmt: skip
+@click.option("--listen", default=None, help="Address to serve on [default 127.0.0.1:50051].")
+@click.option(
+    "--policy", default=None, type=click.Path(dir_okay=False, path_type=Path),
     help="Policy file (TOML). Default: the development policy.",
 )  # fmt: skip
-@click.option("--trust-domain", default="sinergi.dev", show_default=True)
+@click.option("--trust-domain", default=None, help="SPIFFE trust domain [default sinergi.dev].")
 @click.option(
     "--extra-ledger-key",
     "extra_keys",
@@ -60,38 +72,124 @@ def _fail(message: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also sign checkpoints with this key (key rotation; repeatable).",
 )
+@click.option(
+    "--metrics-listen", default=None,
+    help='Prometheus /metrics over plain HTTP: HOST:PORT, or PORT for 127.0.0.1; "" is off '
+    "[default off].",
+)  # fmt: skip
+@click.option(
+    "--reflection/--no-reflection", default=None,
+    help="gRPC server reflection (mutual TLS like every call) [default on].",
+)  # fmt: skip
+@click.option(
+    "--stall-seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Cut off a stream consumer that reads nothing this long [default 30].",
+)
+@click.option(
+    "--grace-seconds",
+    type=click.FloatRange(0),
+    default=None,
+    help="On SIGTERM, time in-flight calls get to finish [default 5].",
+)
+@click.option(
+    "--health-interval-seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="How often health probes the database [default 2].",
+)
+@click.option("--max-message-bytes", type=click.IntRange(1), default=None,
+              help="Largest request or response [default 4 MiB].")  # fmt: skip
+@click.option(
+    "--check-config", is_flag=True,
+    help="Check configuration, policy, PKI files and database, then exit without serving.",
+)  # fmt: skip
 @click.option("--print-next-steps", is_flag=True, help="Print commands to try once listening.")
 @_JSON
 def serve(
-    db: str,
-    pki: Path,
-    listen: str,
-    policy: Path,
-    trust_domain: str,
+    config_file: Path | None,
+    db: str | None,
+    pki: Path | None,
+    listen: str | None,
+    policy: Path | None,
+    trust_domain: str | None,
     extra_keys: tuple[Path, ...],
+    metrics_listen: str | None,
+    reflection: bool | None,
+    stall_seconds: float | None,
+    grace_seconds: float | None,
+    health_interval_seconds: float | None,
+    max_message_bytes: int | None,
+    check_config: bool,
     print_next_steps: bool,
     as_json: bool,
 ) -> None:
-    """Run the exchange (mutual TLS only) in the foreground.
+    """Run the exchange (mutual TLS only) in the foreground; SIGTERM or Ctrl-C stops it
+    gracefully.
 
     \b
     Example:
       sinergi serve --db sqlite:///var/sinergi.db --pki certs/dev
+      sinergi serve --config sinergi.toml --check-config
     """
-    configure_logging()
-    config = ServerConfig(
-        identity=pki / "server",
-        ledger_key=pki / "ledger.key",
-        database=db,
-        listen=listen,
-        policy=policy,
-        trust_domain=trust_domain,
-        extra_ledger_keys=extra_keys,
-    )
+    flags = {
+        "database": db,
+        "pki": pki,
+        "listen": listen,
+        "policy": policy,
+        "trust_domain": trust_domain,
+        "extra_ledger_keys": [str(k) for k in extra_keys] or None,
+        "metrics_listen": metrics_listen,
+        "reflection": reflection,
+        "stall_seconds": stall_seconds,
+        "grace_seconds": grace_seconds,
+        "health_interval_seconds": health_interval_seconds,
+        "max_message_bytes": max_message_bytes,
+    }
     try:
-        asyncio.run(_serve(config, pki, print_next_steps, as_json))
+        values = dict(load_config(config_file).values) if config_file else {}
+        values.update({key: value for key, value in flags.items() if value is not None})
+        config, pki_dir = _server_config(values)
+        if check_config:
+            summary = check_server_config(config)
+            message = (
+                f"configuration ok: listen {summary['listen']}, database {summary['database']}, "
+                f"policy {str(summary['policy_digest'])[:12]} ({summary['agencies']} agencies), "
+                f"{summary['ledger_entries']} ledger entries, server certificate expires "
+                f"{summary['certificate_expires']}"
+            )
+            click.echo(json.dumps({"ok": True, **summary}) if as_json else message)
+            return
+        configure_logging()
+        asyncio.run(_serve(config, pki_dir, print_next_steps, as_json))
     except (ConfigError, CertsError, LedgerError, OSError) as exc:
         _fail(str(exc), as_json)
+
+
+def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
+    """The configuration from file values and flags (already merged, flags winning)."""
+    pki = Path(str(values.get("pki", "certs/dev")))
+    extra = values.get("extra_ledger_keys", [])
+    assert isinstance(extra, list)
+    numbers = {
+        key: values[key]
+        for key in ("stall_seconds", "grace_seconds", "health_interval_seconds",
+                    "max_message_bytes", "reflection")
+        if key in values
+    }  # fmt: skip
+    config = ServerConfig(
+        identity=Path(str(values.get("identity", pki / "server"))),
+        ledger_key=Path(str(values.get("ledger_key", pki / "ledger.key"))),
+        extra_ledger_keys=tuple(Path(str(k)) for k in extra),
+        database=str(values.get("database", _DEFAULT_DB)),
+        listen=str(values.get("listen", "127.0.0.1:50051")),
+        policy=Path(str(values.get("policy", DEFAULT_POLICY))),
+        trust_domain=str(values.get("trust_domain", "sinergi.dev")),
+        metrics_listen=str(values.get("metrics_listen", "")),
+        **numbers,  # type: ignore[arg-type]  # types checked by load_config and click
+    )
+    return config, pki
 
 
 async def _serve(config: ServerConfig, pki: Path, next_steps: bool, as_json: bool) -> None:
@@ -103,7 +201,12 @@ async def _serve(config: ServerConfig, pki: Path, next_steps: bool, as_json: boo
         loop.add_signal_handler(sig, stop.set)
     host = config.listen.rpartition(":")[0]
     if as_json:
-        click.echo(json.dumps({"ok": True, "listen": f"{host}:{port}", "port": port}))
+        click.echo(
+            json.dumps(
+                {"ok": True, "listen": f"{host}:{port}", "port": port,
+                 "metrics_port": server.metrics_port or None}
+            )
+        )  # fmt: skip
     elif next_steps:
         click.echo(
             NEXT_STEPS.format(

@@ -9,10 +9,13 @@ of grpcio's bare INTERNAL. Nothing reaches a servicer without an authenticated :
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextlib
 import contextvars
 import hashlib
+import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -22,6 +25,7 @@ from grpc_status import rpc_status
 
 from exchange._errors import ExchangeError, Internal, InvalidArgument, ResourceExhausted
 from exchange._identity import PeerRejected, Principal, authenticate, require
+from exchange._metrics import Metrics
 from ledger import Action, Actor, EntryDraft, LedgerWriter, Outcome
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
@@ -62,12 +66,24 @@ else:
 
 
 class Guard(_Interceptor):
+    """``unrecorded`` names services (health, reflection) that carry no alert or ledger data:
+    their refusals are logged and counted but not written to the ledger, so a misconfigured
+    probe cannot fill it with DENIED entries."""
+
     def __init__(
-        self, ledger: LedgerWriter, trust_domain: str, stall_seconds: float = 30.0
+        self,
+        ledger: LedgerWriter,
+        trust_domain: str,
+        stall_seconds: float = 30.0,
+        *,
+        metrics: Metrics | None = None,
+        unrecorded: Collection[str] = (),
     ) -> None:
         self._ledger = ledger
         self._trust_domain = trust_domain
         self._stall_seconds = stall_seconds
+        self._metrics = metrics
+        self._unrecorded = frozenset(unrecorded)
 
     async def intercept_service(
         self,
@@ -109,8 +125,7 @@ class Guard(_Interceptor):
                 call = _Call(self, method, raw, context)
                 try:
                     request = call.start(parse)
-                    async for item in stream(request, context):
-                        await self._write(context, item, call)
+                    await self._relay(stream(request, context), context, call)
                 except BaseException as exc:
                     await call.fail(exc)
                 finally:
@@ -119,7 +134,38 @@ class Guard(_Interceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream_behavior, response_serializer=handler.response_serializer
             )
-        raise NotImplementedError(f"{method}: only unary and server-streaming methods are served")
+        if handler.stream_stream is not None:  # server reflection
+            bidi = handler.stream_stream
+
+            async def bidi_behavior(
+                requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+            ) -> None:
+                call = _Call(self, method, b"", context)
+                try:
+                    call.start(None)
+                    await self._relay(bidi(_parsed(requests, parse), context), context, call)
+                except BaseException as exc:
+                    await call.fail(exc)
+                finally:
+                    call.log()
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidi_behavior, response_serializer=handler.response_serializer
+            )
+        raise NotImplementedError(f"{method}: client-streaming methods are not served")
+
+    async def _relay(
+        self, output: object, context: grpc.aio.ServicerContext[Any, Any], call: _Call
+    ) -> None:
+        """Send what a streaming servicer yields; one that writes itself (health's Watch) is
+        awaited. The generator is closed here, so its cleanup (a subscriber count) runs now."""
+        if inspect.isawaitable(output):
+            await output
+            return
+        assert isinstance(output, collections.abc.AsyncGenerator)
+        async with contextlib.aclosing(output) as items:
+            async for item in items:
+                await self._write(context, item, call)
 
     async def _write(
         self, context: grpc.aio.ServicerContext[Any, Any], item: object, call: _Call
@@ -144,6 +190,19 @@ class Guard(_Interceptor):
             raise
 
 
+async def _parsed(
+    requests: AsyncIterator[bytes], parse: Callable[[bytes], Any] | None
+) -> AsyncIterator[Any]:
+    async for raw in requests:
+        if parse is None:
+            yield raw
+            continue
+        try:
+            yield parse(raw)
+        except DecodeError:
+            raise InvalidArgument("request is not a valid protobuf message") from None
+
+
 class _ClientGone(Exception):
     """The client left while we were writing to it: nothing to answer, nothing to record."""
 
@@ -158,6 +217,7 @@ class _Call:
         # Read now: after a stream is cancelled, grpcio's aio context may no longer be usable
         # (calling peer() in a finally block of a cancelled stream crashed the process).
         self.peer = context.peer()
+        self.service = method.split("/")[1] if method.count("/") >= 2 else method
         self.started = time.perf_counter()
         self.who: Principal | PeerRejected | None = None
         self.code = grpc.StatusCode.OK
@@ -174,7 +234,10 @@ class _Call:
             raise InvalidArgument("request is not a valid protobuf message") from None
 
     async def fail(self, exc: BaseException) -> None:
-        if isinstance(exc, grpc.aio.AbortError):
+        if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted (health: NOT_FOUND)
+            with contextlib.suppress(Exception):
+                code: object = self.context.code()
+                self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             raise exc
         if isinstance(exc, _ClientGone):
             self.code = grpc.StatusCode.CANCELLED
@@ -186,8 +249,11 @@ class _Call:
             _log.error("unhandled error", method=self.method, exc_info=exc)
             exc = Internal("internal error")
         self.code = exc.code
-        if exc.denied and not exc.recorded:
-            await self._record(exc)
+        if exc.denied:
+            if self.guard._metrics is not None:
+                self.guard._metrics.denied(self.method, exc.code.name)
+            if not exc.recorded and self.service not in self.guard._unrecorded:
+                await self._record(exc)
         status = rpc_status.to_status(exc.to_status())
         await self.context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -202,6 +268,9 @@ class _Call:
 
     def log(self) -> None:
         who = self.who
+        seconds = time.perf_counter() - self.started
+        if self.guard._metrics is not None:
+            self.guard._metrics.rpc(self.method, self.code.name, seconds)
         _log.info(
             "rpc",
             method=self.method,
@@ -209,5 +278,5 @@ class _Call:
             cert=who.fingerprint if isinstance(who, Principal) else None,
             peer=self.peer,
             code=self.code.name,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            duration_ms=round(seconds * 1000, 3),
         )

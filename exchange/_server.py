@@ -13,19 +13,28 @@ from pathlib import Path
 
 import grpc
 import structlog
-from sqlalchemy import inspect
+from grpc_health.v1 import health_pb2_grpc
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import SQLAlchemyError
 
 import ledger
 from certs import load_identity
 from exchange import _store
 from exchange._audit import AuditLedgerService
 from exchange._errors import ConfigError
+from exchange._health import DatabaseHealth
+from exchange._metrics import Metrics
 from exchange._policy import DEFAULT_POLICY, Policy
+from exchange._reflection import enable_reflection
 from exchange._rpc import Guard
 from exchange._service import ExchangeService
 from exchange._subscriptions import Hub
+from exchange._tls import ServerTls
 from ledger import Action, Actor, EntryDraft, LedgerWriter
 from sinergi.v1 import exchange_pb2_grpc, ledger_pb2_grpc
+
+#: Services that carry no alert or ledger data: their refusals are logged, not ledger entries.
+_UNRECORDED = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 
 _log = structlog.get_logger("sinergi.server")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -46,7 +55,12 @@ class ServerConfig:
     max_batch: int = 256
     grace_seconds: float = 5.0
     stall_seconds: float = 30.0  # a stream consumer that reads nothing this long is cut off
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    health_interval_seconds: float = 2.0  # how often the health service probes the database
+    reflection: bool = True  # gRPC server reflection (the API is public; turn off if unwanted)
+    metrics_listen: str = ""  # Prometheus /metrics on plain HTTP, e.g. 127.0.0.1:9464; "" = off
     options: tuple[tuple[str, int], ...] = field(default=())
+    crl: Path | None = None  # PEM CRL file(s) (`sinergi pki crl`), re-read when it changes
 
     @property
     def ledger_origin(self) -> str:
@@ -63,6 +77,58 @@ def initialise_database(url: str) -> None:
         engine.dispose()
 
 
+def open_database(url: str) -> Engine:
+    """An engine on an initialised database, or a :class:`ConfigError` saying what is wrong."""
+    engine = ledger.create_engine(url)
+    shown = engine.url.render_as_string(hide_password=True)
+    name = engine.url.database
+    if engine.dialect.name == "sqlite" and name and not Path(name).exists():
+        engine.dispose()  # connecting would create an empty file
+        raise ConfigError(f"database {shown} does not exist: run `sinergi db init` first")
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ConfigError(f"database {shown} is unreachable: {reason}") from None
+    if {"ledger_entries", "alerts"} - tables:
+        engine.dispose()
+        raise ConfigError(f"database {shown} is not initialised: run `sinergi db init` first")
+    return engine
+
+
+def check_config(config: ServerConfig) -> dict[str, object]:
+    """Everything `serve` needs, checked without serving: policy, PKI files, keys, database.
+    Returns a summary; raises ConfigError, CertsError or LedgerError with the precise problem."""
+    if config.listen.rpartition(":")[0] == "" or not config.listen.rpartition(":")[2].isdigit():
+        raise ConfigError(f"listen {config.listen!r} is not host:port")
+    if config.metrics_listen and not config.metrics_listen.rpartition(":")[2].isdigit():
+        raise ConfigError(f"metrics_listen {config.metrics_listen!r} is not host:port")
+    try:
+        policy = Policy.load(config.policy)
+    except OSError as exc:
+        raise ConfigError(f"policy {config.policy}: cannot read: {exc.strerror}") from None
+    identity = load_identity(config.identity)
+    for path in (config.ledger_key, *config.extra_ledger_keys):
+        ledger.load_signer(path, config.ledger_origin)
+    engine = open_database(config.database)
+    try:
+        with engine.connect() as connection:
+            size = ledger.entry_count(connection)
+    finally:
+        engine.dispose()
+    return {
+        "listen": config.listen,
+        "database": engine.url.render_as_string(hide_password=True),
+        "policy_digest": policy.digest,
+        "agencies": len(policy.agencies),
+        "certificate_expires": identity.certificate.not_valid_after_utc.isoformat(),
+        "ledger_entries": size,
+        "metrics_listen": config.metrics_listen,
+        "reflection": config.reflection,
+    }
+
+
 class ExchangeServer:
     """One exchange process. ``await start()``, then ``await wait()`` or ``await stop()``."""
 
@@ -74,20 +140,21 @@ class ExchangeServer:
             ledger.load_signer(path, config.ledger_origin)
             for path in (config.ledger_key, *config.extra_ledger_keys)
         ]
-        self.engine = ledger.create_engine(config.database)
-        tables = set(inspect(self.engine).get_table_names())
-        missing = {"ledger_entries", "alerts"} - tables
-        if missing:
-            self.engine.dispose()
-            raise ConfigError(
-                f"database {self.engine.url.render_as_string(hide_password=True)} is not "
-                "initialised: run `sinergi db init` first"
-            )
+        self.engine = open_database(config.database)
+        self.metrics = Metrics()
+        self.metrics.certificate("server", self._identity.certificate.not_valid_after_utc)
         self.ledger = LedgerWriter(
-            self.engine, self._signers, config.ledger_origin, max_batch=config.max_batch
+            self.engine,
+            self._signers,
+            config.ledger_origin,
+            max_batch=config.max_batch,
+            observe=self.metrics.ledger_batch,
         )
+        self.hub = Hub(self.metrics.subscribers)
+        self.health: DatabaseHealth | None = None
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        self.metrics_port = 0
 
     async def start(self) -> int:
         server_id = self._identity.spiffe_id
@@ -104,29 +171,41 @@ class ExchangeServer:
             meta={"policy_digest": self.policy.digest, "origin": self.config.ledger_origin},
         )
         await asyncio.wrap_future(self.ledger.append(start))
+        if self.config.metrics_listen:
+            self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+        guard = Guard(
+            self.ledger,
+            self.config.trust_domain,
+            self.config.stall_seconds,
+            metrics=self.metrics,
+            unrecorded=_UNRECORDED,
+        )
         server = grpc.aio.server(
-            interceptors=[Guard(self.ledger, self.config.trust_domain, self.config.stall_seconds)],
+            interceptors=[guard],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.max_message_bytes),
                 *self.config.options,
             ],
         )
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
-            ExchangeService(self.policy, self.ledger, self.engine, Hub()), server
+            ExchangeService(self.policy, self.ledger, self.engine, self.hub), server
         )
         ledger_pb2_grpc.add_AuditLedgerServicer_to_server(
             AuditLedgerService(self.policy, self.ledger, self.engine), server
         )
-        credentials = grpc.ssl_server_credentials(
-            [(self._identity.key_pem, self._identity.cert_pem)],
-            root_certificates=self._identity.ca_pem,
-            require_client_auth=True,
-        )
-        self.port = server.add_secure_port(self.config.listen, credentials)
+        self.health = DatabaseHealth(self.engine, self.config.health_interval_seconds)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        if self.config.reflection:
+            enable_reflection(server)
+        # Mutual TLS; tls.crt, tls.key, ca.crt and the CRL are reloaded when they change.
+        self.tls = ServerTls(self.config.identity, self.config.trust_domain, crl=self.config.crl)
+        self.tls.bind()  # the guard checks peers against this server's CAs and CRL
+        self.port = server.add_secure_port(self.config.listen, self.tls.credentials())
         if self.port == 0:
             raise ConfigError(f"cannot listen on {self.config.listen}")
         await server.start()
+        await self.health.start()
         self._server = server
         _log.info(
             "serving",
@@ -134,6 +213,8 @@ class ExchangeServer:
             port=self.port,
             policy_digest=self.policy.digest,
             origin=self.config.ledger_origin,
+            reflection=self.config.reflection,
+            metrics_port=self.metrics_port or None,
         )
         return self.port
 
@@ -142,7 +223,14 @@ class ExchangeServer:
         await self._server.wait_for_termination()
 
     async def stop(self) -> None:
+        """Graceful: health NOT_SERVING, subscriptions end with UNAVAILABLE (clients resume from
+        their cursor elsewhere), no new calls, in-flight calls get ``grace_seconds`` to finish,
+        then the ledger writer commits what is queued and stops."""
+        if self.health is not None:
+            await self.health.stop()
+        self.hub.close()
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds)
         await asyncio.to_thread(self.ledger.close)
+        self.metrics.close()
         self.engine.dispose()

@@ -52,6 +52,7 @@ from ledger import (
     Receipt,
     StorageError,
     Work,
+    normalise_identifier,
     prove,
     prove_consistency,
 )
@@ -253,12 +254,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             build=lambda _connection: alert,
         )  # fmt: skip
 
+    @staticmethod
     def _originals_thread(
-        self, connection: Connection, principal: Principal, alert_id: str
+        connection: Connection, principal: Principal, alert_id: str, visibility: _store.Visibility
     ) -> list[_store.StoredAlert] | ExchangeError:
         """The thread of ``alert_id`` if the caller's agency originated it and it is open."""
         messages = _store.thread_of(connection, alert_id)
-        visibility = self._visibility(principal.agency, self._policy.authorize_read)
         if not messages or not _store.visible(connection, messages[0].position, visibility):
             return NotFound("no alert with that id is visible to your agency")
         if SpiffeId.parse(messages[0].alert.sender).agency != principal.agency:
@@ -271,10 +272,11 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self, request: exchange_pb2.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.PublishResponse:
         principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_sender)
         validate_update(request)
 
         def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
-            thread = self._originals_thread(connection, principal, request.alert_id)
+            thread = self._originals_thread(connection, principal, request.alert_id, visibility)
             if isinstance(thread, ExchangeError):
                 return thread
             original = thread[0].alert
@@ -318,10 +320,11 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self, request: exchange_pb2.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.PublishResponse:
         principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_sender)
         validate_cancel(request)
 
         def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
-            thread = self._originals_thread(connection, principal, request.alert_id)
+            thread = self._originals_thread(connection, principal, request.alert_id, visibility)
             if isinstance(thread, ExchangeError):
                 return thread
             original = thread[0].alert
@@ -379,34 +382,37 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         validate_subscribe(request)
         categories = [category_name(c) for c in request.categories]
         cursor = request.after
-        while True:
-            wake = self._hub.waiter()
-            page = await self._query(
-                lambda c, after=cursor: _store.alerts_for(  # type: ignore[misc]
-                    c, principal.agency, after=after, categories=categories, limit=PAGE,
-                    now=datetime.now(UTC),
-                )
-            )  # fmt: skip
-            if not page:
-                await wake.wait()
-                continue
-            # Record before sending: the ledger may say "delivered" for an alert a dropped
-            # connection lost (it is sent again on resume), never the reverse.
-            await self._record(
-                *(
-                    EntryDraft(
-                        Action.DELIVER,
-                        principal.actor,
-                        objects=_objects([stored]),
-                        digest=_digest(stored.body),
-                        meta={"cursor": stored.position},
+        with self._hub.subscription():
+            while True:
+                if self._hub.closing:
+                    raise Unavailable("server shutting down; resume from your last cursor")
+                wake = self._hub.waiter()
+                page = await self._query(
+                    lambda c, after=cursor: _store.alerts_for(  # type: ignore[misc]
+                        c, principal.agency, after=after, categories=categories, limit=PAGE,
+                        now=datetime.now(UTC),
                     )
-                    for stored in page
+                )  # fmt: skip
+                if not page:
+                    await wake.wait()
+                    continue
+                # Record before sending: the ledger may say "delivered" for an alert a dropped
+                # connection lost (it is sent again on resume), never the reverse.
+                await self._record(
+                    *(
+                        EntryDraft(
+                            Action.DELIVER,
+                            principal.actor,
+                            objects=_objects([stored]),
+                            digest=_digest(stored.body),
+                            meta={"cursor": stored.position},
+                        )
+                        for stored in page
+                    )
                 )
-            )
-            for stored in page:
-                yield exchange_pb2.Delivery(cursor=stored.position, alert=stored.alert)
-                cursor = stored.position
+                for stored in page:
+                    yield exchange_pb2.Delivery(cursor=stored.position, alert=stored.alert)
+                    cursor = stored.position
 
     async def Acknowledge(  # noqa: N802
         self, request: exchange_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -555,7 +561,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 Action.SEARCH,
                 principal.actor,
                 objects=tuple(f"alert:{view.id}" for view in response.alerts),
-                digest=_digest(salt + _store.normalise(kind, value)),
+                digest=_digest(salt + normalise_identifier(kind, value)),
                 meta={
                     "method": "SearchAlerts",
                     "kind": kind,

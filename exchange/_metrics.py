@@ -1,0 +1,106 @@
+"""Prometheus metrics of one exchange process, served on their own plain-HTTP port.
+
+Each server has its own ``CollectorRegistry``: tests run several servers in one process, and the
+global registry would mix their numbers (and refuse a second registration of the same name).
+Labels are method names and status codes only, never a principal: cardinality stays bounded and
+the metrics reveal nothing the ledger should be asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from exchange._errors import ConfigError
+from ledger import BatchStats
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._rpcs = Counter(
+            "sinergi_rpc", "RPCs answered, by method and status code.", ["method", "code"],
+            registry=r,
+        )  # fmt: skip
+        self._rpc_seconds = Histogram(
+            "sinergi_rpc_duration_seconds", "Time to answer an RPC (a stream: its whole life).",
+            ["method"], registry=r,
+        )  # fmt: skip
+        self._denied = Counter(
+            "sinergi_denied", "Requests refused (authentication, policy, validation).",
+            ["method", "reason_code"], registry=r,
+        )  # fmt: skip
+        self._entries = Gauge(
+            "sinergi_ledger_entries", "Entries in the ledger after this process's last commit.",
+            registry=r,
+        )  # fmt: skip
+        self._append_seconds = Histogram(
+            "sinergi_ledger_append_seconds", "Time of one group commit, signature included.",
+            buckets=_APPEND_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._batch_size = Histogram(
+            "sinergi_ledger_batch_size", "Works committed together in one group commit.",
+            buckets=_BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._subscribers = Gauge("sinergi_subscribers", "Open Subscribe streams.", registry=r)
+        self._expiry = Gauge(
+            "sinergi_certificate_expiry_seconds", "Seconds until the certificate expires.",
+            ["identity"], registry=r,
+        )  # fmt: skip
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def rpc(self, method: str, code: str, seconds: float) -> None:
+        self._rpcs.labels(method, code).inc()
+        self._rpc_seconds.labels(method).observe(seconds)
+
+    def denied(self, method: str, reason_code: str) -> None:
+        self._denied.labels(method, reason_code).inc()
+
+    def ledger_batch(self, stats: BatchStats) -> None:
+        """The ledger writer's observer: called on its thread after each commit."""
+        self._entries.set(stats.tree_size)
+        self._append_seconds.observe(stats.seconds)
+        self._batch_size.observe(stats.works)
+
+    def subscribers(self, count: int) -> None:
+        self._subscribers.set(count)
+
+    def certificate(self, identity: str, not_after: datetime) -> None:
+        """Expiry counts down by itself at every scrape (a value set once would go stale)."""
+
+        def remaining() -> float:
+            return (not_after - datetime.now(UTC)).total_seconds()
+
+        self._expiry.labels(identity).set_function(remaining)
+
+    def serve(self, listen: str) -> int:
+        """Serve ``/metrics`` on ``host:port``, or on 127.0.0.1 for a bare port: plain HTTP
+        must not face the network unless asked to. Port 0 picks one; returns the port."""
+        host, _, port = listen.rpartition(":")
+        host = host or "127.0.0.1"
+        if not port.isdigit():
+            raise ConfigError(f"metrics_listen {listen!r} is not host:port")
+        try:
+            self._http, self._thread = start_http_server(
+                int(port), addr=host.strip("[]"), registry=self.registry
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
+        return int(self._http.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None

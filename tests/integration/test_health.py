@@ -1,0 +1,136 @@
+"""The standard gRPC health service: over mutual TLS, following the database, not in the ledger."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
+
+from clients import ExchangeClient, new_alert
+from exchange import initialise_database
+from ledger import Action
+from tests.conftest import RunningServer, _postgres_database, wait_for
+from tests.integration.support import channel
+from tests.integration.tcp_proxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = ("", "sinergi.v1.Exchange", "sinergi.v1.AuditLedger")
+
+
+def health(server: RunningServer, who: str = "police") -> health_pb2_grpc.HealthStub:
+    return health_pb2_grpc.HealthStub(channel(server, who))
+
+
+def statuses(stub: health_pb2_grpc.HealthStub) -> set[int]:
+    return {
+        stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+        for name in SERVICES
+    }
+
+
+def nameless_client(pki: Path, name: str) -> None:
+    """A client certificate signed by the deployment CA with a DNS name and no SPIFFE ID."""
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca" / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca" / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"{name}.example")]), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory = pki / name
+    directory.mkdir()
+    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (directory / "ca.crt").write_bytes((pki / "ca.crt").read_bytes())
+
+
+def test_health_is_served_over_mtls_and_not_recorded(server: RunningServer, tmp_path: Path) -> None:
+    before = len(server.entries())
+    stub = health(server)
+    assert statuses(stub) == {SERVING}
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    # Authentication still applies: a client certificate from the deployment CA that names no
+    # principal is refused, and the refusal is logged but not a DENIED entry (a misconfigured
+    # probe must not flood the ledger).
+    nameless_client(server.pki, "probe")
+    with pytest.raises(grpc.RpcError) as refused:
+        health(server, "probe").Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert len(server.entries()) == before
+
+
+def test_watch_turns_not_serving_when_the_server_stops(server: RunningServer) -> None:
+    stream = health(server).Watch(health_pb2.HealthCheckRequest(service="sinergi.v1.Exchange"))
+    assert next(stream).status == SERVING
+    stopper = threading.Thread(target=server.server_thread.stop)
+    stopper.start()
+    try:
+        assert next(stream).status == NOT_SERVING  # enter_graceful_shutdown, before the end
+    finally:
+        stopper.join(30)
+
+
+@pytest.fixture
+def proxied_postgres() -> Iterator[tuple[str, TcpProxy]]:
+    """An initialised PostgreSQL database, reached through a proxy the test can cut."""
+    for url in _postgres_database():
+        initialise_database(url)
+        parsed = make_url(url)
+        proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+        proxy.open()
+        try:
+            yield parsed.set(port=proxy.port).render_as_string(hide_password=False), proxy
+        finally:
+            proxy.shutdown()
+
+
+@pytest.mark.postgres
+def test_health_follows_the_database_and_the_server_recovers(
+    start_server: Callable[..., RunningServer], proxied_postgres: tuple[str, TcpProxy]
+) -> None:
+    url, proxy = proxied_postgres
+    server = start_server(url, health_interval_seconds=0.1)
+    stub = health(server)
+    assert statuses(stub) == {SERVING}
+
+    proxy.close()  # the database is gone: refused connections, pooled ones dropped
+    wait_for(lambda: statuses(stub) == {NOT_SERVING}, what="NOT_SERVING while unreachable")
+
+    proxy.open()
+    wait_for(lambda: statuses(stub) == {SERVING}, what="SERVING once reachable again")
+    with ExchangeClient(server.pki / "immigration", server.address) as client:
+        published = client.publish(
+            new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="after outage")
+        )
+    assert published.receipt.entry.action == Action.PUBLISH
+    assert [e.action for e in server.entries()][-1] == Action.PUBLISH

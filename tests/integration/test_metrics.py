@@ -1,0 +1,87 @@
+"""Prometheus metrics on their own plain-HTTP port: counters move by exactly what happened."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from clients import ExchangeClient, Refused, new_alert
+from exchange._metrics import Metrics
+from tests.conftest import RunningServer, wait_for
+from tests.integration.support import Collector
+
+PUBLISH = "/sinergi.v1.Exchange/Publish"
+
+
+def scrape(server: RunningServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+          **labels: str) -> float:  # fmt: skip
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_counters_move_by_exactly_what_happened(
+    start_server: Callable[..., RunningServer], db_url: str
+) -> None:
+    server = start_server(db_url, metrics_listen="127.0.0.1:0")
+    before = scrape(server)
+    with ExchangeClient(server.pki / "immigration", server.address) as immigration:
+        immigration.publish(
+            new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="counted")
+        )
+    with ExchangeClient(server.pki / "customs", server.address) as customs:
+        with pytest.raises(Refused):
+            customs.publish(
+                new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="refused")
+            )
+    after = scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("sinergi_rpc_total", method=PUBLISH, code="OK") == 1
+    assert moved("sinergi_rpc_total", method=PUBLISH, code="PERMISSION_DENIED") == 1
+    assert moved("sinergi_denied_total", method=PUBLISH, reason_code="PERMISSION_DENIED") == 1
+    assert moved("sinergi_rpc_duration_seconds_count", method=PUBLISH) == 2
+    # Two commits at least (the publish, the DENIED entry); the gauge is the ledger's size.
+    assert moved("sinergi_ledger_append_seconds_count") >= 2
+    assert moved("sinergi_ledger_batch_size_count") == moved("sinergi_ledger_append_seconds_count")
+    assert value(after, "sinergi_ledger_entries") == len(server.entries())
+    expiry = value(after, "sinergi_certificate_expiry_seconds", identity="server")
+    assert 0 < expiry < 400 * 86400
+
+
+def test_subscriber_gauge_follows_open_streams(
+    start_server: Callable[..., RunningServer], sqlite_url: str
+) -> None:
+    server = start_server(sqlite_url, metrics_listen="127.0.0.1:0")
+    assert value(scrape(server), "sinergi_subscribers") == 0
+    police, labour = Collector(server, "police"), Collector(server, "labour")
+    wait_for(lambda: value(scrape(server), "sinergi_subscribers") == 2, what="two subscribers")
+    police.stop()
+    wait_for(lambda: value(scrape(server), "sinergi_subscribers") == 1, what="one left")
+    labour.stop()
+    wait_for(lambda: value(scrape(server), "sinergi_subscribers") == 0, what="none left")
+
+
+def test_a_bare_port_binds_loopback_only() -> None:
+    metrics = Metrics()
+    try:
+        port = metrics.serve("0")
+        assert metrics._http is not None
+        assert metrics._http.server_address[0] == "127.0.0.1"
+        assert port > 0
+    finally:
+        metrics.close()

@@ -1,0 +1,188 @@
+"""`sinergi serve` as operators run it: a configuration file, --check-config, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+import ledger
+from clients import ClientError, ExchangeClient, new_alert
+from ledger import Action
+from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
+from tests.clients.conftest import SINERGI, last_json, run
+from tests.conftest import wait_for
+
+EXAMPLE = Path(__file__).parents[2] / "docs" / "sinergi.example.toml"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A generated PKI and an initialised SQLite database, as `make run` leaves them."""
+    root = tmp_path_factory.mktemp("deployment")
+    assert run("pki", "dev", "--dir", str(root / "certs" / "dev")).returncode == 0
+    db = f"sqlite:///{root / 'sinergi.db'}"
+    assert run("db", "init", "--db", db).returncode == 0
+    return root, db
+
+
+def example_for(root: Path, db: str) -> str:
+    text = EXAMPLE.read_text()
+    assert 'pki = "certs/dev"' in text
+    assert 'database = "sqlite:///var/sinergi.db"' in text
+    return text.replace('pki = "certs/dev"', f'pki = "{root / "certs" / "dev"}"').replace(
+        'database = "sqlite:///var/sinergi.db"', f'database = "{db}"'
+    )
+
+
+def test_the_example_configuration_passes_check_config(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, db = deployment
+    config = tmp_path / "sinergi.toml"
+    config.write_text(example_for(root, db))
+    result = run("serve", "--config", str(config), "--check-config")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("configuration ok: listen 127.0.0.1:50051")
+    summary = last_json(run("serve", "--config", str(config), "--check-config", "--json"))
+    assert summary["ok"] is True
+    assert summary["metrics_listen"] == "127.0.0.1:9464"
+
+
+def test_a_bad_key_fails_with_its_line(deployment: tuple[Path, str], tmp_path: Path) -> None:
+    root, db = deployment
+    config = tmp_path / "sinergi.toml"
+    config.write_text(example_for(root, db).replace("grace_seconds = 5.0", 'grace_seconds = "5"'))
+    line = next(
+        n for n, text in enumerate(config.read_text().splitlines(), 1)
+        if text.startswith("grace_seconds")
+    )  # fmt: skip
+    result = run("serve", "--config", str(config), "--check-config", "--json")
+    assert result.returncode == 2
+    message = f"{config}:{line}: 'grace_seconds' must be a number, not a string"
+    assert json.loads(result.stdout.strip().splitlines()[-1])["error"] == message
+    assert message in result.stderr
+
+
+def test_flags_override_the_file_and_problems_are_precise(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, db = deployment
+    config = tmp_path / "sinergi.toml"
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    config.write_text(example_for(root, db).replace(db, missing))
+    result = run("serve", "--config", str(config), "--check-config")
+    assert result.returncode == 2
+    assert f"database {missing} does not exist: run `sinergi db init` first" in result.stderr
+    assert not (tmp_path / "missing.db").exists()  # checking created nothing
+    assert run("serve", "--config", str(config), "--check-config", "--db", db).returncode == 0
+    no_key = run("serve", "--config", str(config), "--db", db, "--check-config",
+                 "--pki", str(tmp_path / "nowhere"))  # fmt: skip
+    assert no_key.returncode == 2
+    assert str(tmp_path / "nowhere") in no_key.stderr
+
+
+def _serve(root: Path, db: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [*SINERGI, "serve", "--db", db, "--pki", str(root / "certs" / "dev"),
+         "--listen", "127.0.0.1:0", "--json", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line, process.stderr.read() if process.stderr else ""
+    return process, json.loads(line)["listen"]
+
+
+def _raw_subscription(identity: Path, address: str) -> tuple[grpc.Channel, Iterator[Any]]:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(identity / "ca.crt").read_bytes(),
+        private_key=(identity / "tls.key").read_bytes(),
+        certificate_chain=(identity / "tls.crt").read_bytes(),
+    )
+    channel = grpc.secure_channel(address, credentials)
+    stub = exchange_pb2_grpc.ExchangeStub(channel)
+    return channel, stub.Subscribe(exchange_pb2.SubscribeRequest(after=0))
+
+
+def test_sigterm_drains_and_loses_no_acknowledged_publish(tmp_path: Path) -> None:
+    root = tmp_path
+    assert run("pki", "dev", "--dir", str(root / "certs" / "dev")).returncode == 0
+    db = f"sqlite:///{root / 'sinergi.db'}"
+    assert run("db", "init", "--db", db).returncode == 0
+    pki = root / "certs" / "dev"
+    process, address = _serve(root, db, "--grace-seconds", "5")
+    channel, stream = _raw_subscription(pki / "police", address)
+    ended: list[grpc.RpcError] = []
+    received: list[int] = []
+
+    def subscribe() -> None:
+        try:
+            received.extend(delivery.cursor for delivery in stream)
+        except grpc.RpcError as exc:
+            ended.append(exc)
+
+    published: list[str] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        with ExchangeClient(pki / "immigration", address, timeout=5) as client:
+            while not stop.is_set():
+                alert = new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="x")
+                try:
+                    published.append(client.publish(alert).alert_id)
+                except ClientError:
+                    return  # the server is going away
+
+    threads = [threading.Thread(target=subscribe)] + [
+        threading.Thread(target=publish) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(published) >= 10 and received, what="publishes and a delivery")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0, process.stderr.read() if process.stderr else ""
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        channel.close()
+        if process.poll() is None:
+            process.kill()
+
+    assert [e.code() for e in ended] == [grpc.StatusCode.UNAVAILABLE]
+    assert ended[0].details() == "server shutting down; resume from your last cursor"
+    # Every publish that succeeded was committed with its ledger entry, and the chain holds
+    # across the restart.
+    restarted, address = _serve(root, db)
+    try:
+        with ExchangeClient(pki / "immigration", address) as client:
+            client.publish(new_alert(category="OTHER", recipients=["police"], summary="after"))
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(10) == 0
+    engine = ledger.create_engine(db)
+    with engine.connect() as connection:
+        recorded = {
+            obj
+            for _, _, body in ledger.iter_entries(connection)
+            for entry in [ledger.Entry.decode(body)]
+            if entry.action == Action.PUBLISH
+            for obj in entry.objects
+        }
+        stored = {row[0] for row in connection.exec_driver_sql("SELECT id FROM alerts")}
+    engine.dispose()
+    assert {f"alert:{alert_id}" for alert_id in published} <= recorded
+    assert set(published) <= stored
+    verified = run("ledger", "verify", "--db", db, "--ledger-key", str(pki / "ledger.vkey"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
