@@ -8,7 +8,7 @@ DEV_PKI := certs/dev
 DB ?= sqlite:///var/sinergi.db
 PROTOS := $(wildcard proto/sinergi/v1/*.proto)
 
-.PHONY: install run test lint typecheck proto proto-check pytest demo bench clean
+.PHONY: install run test lint typecheck proto proto-check pytest demo bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ pytest: install
 	$(BIN)/pytest -q
 
 test: lint typecheck proto-check pytest
+
+# Benchmarks, each beside its bare primitive (docs/performance.md); not part of `make test`.
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

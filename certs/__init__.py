@@ -4,6 +4,15 @@ Principals are named by SPIFFE IDs in a certificate's single URI subjectAltName,
 ``spiffe://<trust-domain>/agency/<agency>/<kind>/<name>``.
 """
 
+from certs._crl import (
+    REVOCATION_REASONS,
+    RevocationDatabase,
+    RevocationRecord,
+    RevokedSet,
+    build_crl,
+    load_crls,
+    parse_reason,
+)
 from certs._dev import (
     DEV_AGENCIES,
     DEV_AUDITOR_AGENCY,
@@ -20,9 +29,19 @@ from certs._identity import (
     write_ca,
     write_identity,
 )
-from certs._names import KINDS, SpiffeId
+from certs._names import KINDS, CaScope, SpiffeId
+from certs._pki import (
+    EXPIRY_WARNING,
+    CertificateInfo,
+    Pki,
+    describe,
+    expiring,
+    read_certificates,
+)
 from certs._x509 import (
     Issued,
+    ca_scope_of,
+    create_agency_ca,
     create_ca,
     fingerprint,
     identity_of,
@@ -35,24 +54,40 @@ __all__ = [
     "DEV_AGENCIES",
     "DEV_AUDITOR_AGENCY",
     "DEV_TRUST_DOMAIN",
+    "EXPIRY_WARNING",
     "IDENTITY_FILES",
     "KINDS",
+    "REVOCATION_REASONS",
+    "CaScope",
     "CertificateError",
+    "CertificateInfo",
     "CertsError",
     "DevPki",
     "Identity",
     "IdentityError",
     "Issued",
+    "Pki",
+    "RevocationDatabase",
+    "RevocationRecord",
+    "RevokedSet",
     "SpiffeId",
+    "build_crl",
+    "ca_scope_of",
+    "create_agency_ca",
     "create_ca",
     "create_dev_pki",
+    "describe",
+    "expiring",
     "fingerprint",
     "identity_of",
     "issue_client",
     "issue_server",
     "load_ca",
+    "load_crls",
     "load_identity",
     "load_pem_certificate",
+    "parse_reason",
+    "read_certificates",
     "write_ca",
     "write_identity",
 ]

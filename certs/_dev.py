@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certs._errors import CertsError
 from certs._identity import _PUBLIC, _private_dir, _write, write_ca, write_identity
-from certs._names import SpiffeId
+from certs._names import CaScope, SpiffeId
 from certs._x509 import create_ca, issue_client, issue_server
 
 __all__ = [
@@ -78,7 +78,8 @@ def create_dev_pki(
             " refusing to mix two CAs: remove them and run again"
         )
 
-    ca = create_ca("Sinergi Development CA")
+    # The development CA issues every identity itself; its scope says so (CaScope).
+    ca = create_ca("Sinergi Development CA", scope=CaScope(trust_domain, development=True))
     _private_dir(root)
     server = issue_server(
         ca,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,32 +80,46 @@ def load_identity(directory: str | os.PathLike[str]) -> Identity:
 def write_identity(
     directory: str | os.PathLike[str],
     issued: Issued,
-    ca_certificate: x509.Certificate,
+    ca_certificate: x509.Certificate | Sequence[x509.Certificate],
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``issued`` and the CA bundle as an identity directory, created 0700 if absent."""
+    """Write an identity directory, created 0700 if absent: ``tls.crt`` holds the certificate and
+    its intermediates, ``ca.crt`` the trust bundle (one CA certificate or several)."""
     path = _private_dir(directory)
     cert_path, key_path, ca_path = _files(path, IDENTITY_FILES)
     # The key first: if it exists, nothing has been changed when we refuse.
     _write(key_path, issued.key_pem(), _PRIVATE, replace=overwrite)
-    _write(cert_path, issued.cert_pem(), _PUBLIC, replace=True)
-    _write(ca_path, ca_certificate.public_bytes(serialization.Encoding.PEM), _PUBLIC, replace=True)
+    _write(cert_path, issued.chain_pem(), _PUBLIC, replace=True)
+    _write(ca_path, _bundle_pem(ca_certificate), _PUBLIC, replace=True)
     return path
 
 
-def write_ca(directory: str | os.PathLike[str], ca: Issued, *, overwrite: bool = False) -> Path:
-    """Write a CA certificate and its key as ``ca.crt`` and ``ca.key`` (0600)."""
+def _bundle_pem(certificates: x509.Certificate | Sequence[x509.Certificate]) -> bytes:
+    if isinstance(certificates, x509.Certificate):
+        certificates = [certificates]
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates)
+
+
+def write_ca(
+    directory: str | os.PathLike[str],
+    ca: Issued,
+    *,
+    overwrite: bool = False,
+    passphrase: bytes | None = None,
+) -> Path:
+    """Write a CA certificate and its key as ``ca.crt`` and ``ca.key`` (0600, encrypted with
+    ``passphrase`` if given)."""
     if not _is_ca(ca.certificate):
         raise CertificateError(f"{ca.certificate.subject.rfc4514_string()} is not a CA")
     path = _private_dir(directory)
     cert_path, key_path = _files(path, _CA_FILES)
-    _write(key_path, ca.key_pem(), _PRIVATE, replace=overwrite)
+    _write(key_path, ca.key_pem(passphrase), _PRIVATE, replace=overwrite)
     _write(cert_path, ca.cert_pem(), _PUBLIC, replace=True)
     return path
 
 
-def load_ca(directory: str | os.PathLike[str]) -> Issued:
+def load_ca(directory: str | os.PathLike[str], *, passphrase: bytes | None = None) -> Issued:
     """Load a CA directory written by :func:`write_ca`, ready to issue certificates."""
     path = _existing_dir(directory)
     cert_path, key_path = _existing_files(path, _CA_FILES)
@@ -112,7 +127,7 @@ def load_ca(directory: str | os.PathLike[str]) -> Issued:
     certificate = _parse_certificate(cert_path, cert_pem)
     if not _is_ca(certificate):
         raise IdentityError(f"{cert_path}: not a CA certificate (RFC 5280 4.2.1.9)")
-    key = _parse_key(key_path, key_pem)
+    key = _parse_key(key_path, key_pem, passphrase)
     _check_pair(certificate, cert_path, key, key_path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise IdentityError(f"{key_path}: not an EC private key")
@@ -169,11 +184,18 @@ def _parse_certificate(path: Path, data: bytes) -> x509.Certificate:
         raise IdentityError(f"{path}: {exc}") from None
 
 
-def _parse_key(path: Path, data: bytes) -> PrivateKeyTypes:
+def _parse_key(path: Path, data: bytes, passphrase: bytes | None = None) -> PrivateKeyTypes:
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(data, password=passphrase)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        # TypeError: the key is encrypted; a service cannot prompt for a passphrase.
+        if passphrase is not None:
+            raise IdentityError(f"{path}: wrong passphrase, or not a PEM private key") from None
+        if b"ENCRYPTED" in data:
+            raise IdentityError(
+                f"{path}: not an unencrypted PEM private key (it is encrypted: "
+                "pass --passphrase-file)"
+            ) from None
+        # A service cannot prompt for a passphrase: its identity key is never encrypted.
         raise IdentityError(f"{path}: not an unencrypted PEM private key") from None
 
 

@@ -17,10 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs._errors import CertificateError
-from certs._names import SpiffeId
+from certs._names import CaScope, SpiffeId
 
 __all__ = [
     "Issued",
+    "ca_scope_of",
+    "create_agency_ca",
     "create_ca",
     "fingerprint",
     "identity_of",
@@ -39,6 +41,8 @@ class Issued:
 
     certificate: x509.Certificate
     private_key: ec.EllipticCurvePrivateKey
+    #: Intermediates between ``certificate`` and the root, nearest first (the root excluded).
+    chain: tuple[x509.Certificate, ...] = ()
 
     def __post_init__(self) -> None:
         if self.certificate.public_key() != self.private_key.public_key():
@@ -47,12 +51,23 @@ class Issued:
     def cert_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def key_pem(self) -> bytes:
-        """The key as unencrypted PKCS#8 PEM: file permissions, not a passphrase, protect it."""
+    def chain_pem(self) -> bytes:
+        """The certificate then its intermediates, as a TLS peer sends them (RFC 8446 4.4.2)."""
+        return b"".join(
+            cert.public_bytes(serialization.Encoding.PEM)
+            for cert in (self.certificate, *self.chain)
+        )
+
+    def key_pem(self, passphrase: bytes | None = None) -> bytes:
+        """The key as PKCS#8 PEM, encrypted when a passphrase is given (CA keys kept offline);
+        a service's key is unencrypted and protected by its file mode."""
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
         return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
 
 
@@ -77,18 +92,23 @@ def _validity(valid_days: int) -> tuple[datetime, datetime]:
     return now - _CLOCK_SKEW, now + timedelta(days=valid_days)
 
 
-def create_ca(common_name: str, *, valid_days: int = 3650) -> Issued:
+def create_ca(common_name: str, *, valid_days: int = 3650, scope: CaScope | None = None) -> Issued:
     """Create a self-signed root CA for signing certificates and CRLs.
 
     ``path_length=1`` leaves room for one intermediate, such as a per-agency issuing CA, and no
-    more (RFC 5280 4.2.1.9).
+    more (RFC 5280 4.2.1.9). ``scope`` is recorded as the CA's one URI subjectAltName.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     not_before, not_after = _validity(valid_days)
+    builder = x509.CertificateBuilder()
+    if scope is not None:
+        if scope.agency is not None:
+            raise CertificateError("a root CA cannot be an agency CA; use create_agency_ca")
+        uri = x509.UniformResourceIdentifier(str(scope))
+        builder = builder.add_extension(x509.SubjectAlternativeName([uri]), critical=False)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         # RFC 5280 4.1.2.2: positive, at most 20 octets; random so serials are unpredictable.
@@ -103,18 +123,48 @@ def create_ca(common_name: str, *, valid_days: int = 3650) -> Issued:
     return Issued(certificate, key)
 
 
+def create_agency_ca(root: Issued, agency: str, *, valid_days: int = 1825) -> Issued:
+    """An intermediate CA that issues the identities of ``agency`` only.
+
+    ``pathLen 0``: it issues leaves, never another CA (RFC 5280 4.2.1.9). A critical name
+    constraint permits URIs in the trust domain only (4.2.1.10, which binds the host part); the
+    agency itself is the CA's URI subjectAltName, which the exchange checks on every peer.
+    """
+    root_scope = ca_scope_of(root.certificate)
+    if root_scope is None or root_scope.kind != "root":
+        raise CertificateError(
+            f"{root.certificate.subject.rfc4514_string()} is not a deployment root CA "
+            "(created by `sinergi pki init`)"
+        )
+    scope = CaScope(root_scope.trust_domain, agency)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, agency),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Sinergi {agency} CA"),
+        ]
+    )
+    permitted = [x509.UniformResourceIdentifier(root_scope.trust_domain)]
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (_key_usage(cert_sign=True), True),
+        (x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None), True),
+        (x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(scope))]), False),
+    ]
+    return _issue(root, subject, extensions, _validity(valid_days))
+
+
 def _issue(
     ca: Issued,
     subject: x509.Name,
-    san: Sequence[x509.GeneralName],
-    purpose: x509.ObjectIdentifier,
-    valid_days: int,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+    validity: tuple[datetime, datetime],
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> Issued:
     constraints = ca.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
     if not constraints.ca:
         raise CertificateError(f"{ca.certificate.subject.rfc4514_string()} is not a CA")
-    not_before, not_after = _validity(valid_days)
-    # A leaf that outlives its issuer fails path validation anyway (RFC 5280 6.1.3 (a)(2)).
+    not_before, not_after = validity
+    # A certificate that outlives its issuer fails path validation (RFC 5280 6.1.3 (a)(2)).
     not_after = min(not_after, ca.certificate.not_valid_after_utc)
     if not_after <= not_before:
         raise CertificateError("the CA has expired")
@@ -123,8 +173,8 @@ def _issue(
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski.value)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key())
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca.certificate.subject)
@@ -132,17 +182,37 @@ def _issue(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # ECDHE key exchange: the leaf key only signs the handshake (RFC 5280 4.2.1.3).
-        .add_extension(_key_usage(digital_signature=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)  # 4.2.1.12
-        # The subject is never empty, so the SAN is not critical (RFC 5280 4.2.1.6).
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(aki, critical=False)  # 4.2.1.1
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    certificate = (
+        builder.add_extension(aki, critical=False)  # 4.2.1.1
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(ca.private_key, hashes.SHA256())
     )
-    return Issued(certificate, key)
+    self_signed = ca.certificate.issuer == ca.certificate.subject
+    chain = () if self_signed else (ca.certificate, *ca.chain)
+    return Issued(certificate, key, chain)
+
+
+def _leaf(
+    ca: Issued,
+    subject: x509.Name,
+    san: Sequence[x509.GeneralName],
+    purpose: x509.ObjectIdentifier,
+    validity: tuple[datetime, datetime],
+    *,
+    key: ec.EllipticCurvePrivateKey | None = None,
+) -> Issued:
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        # ECDHE key exchange: the leaf key only signs the handshake (RFC 5280 4.2.1.3).
+        (_key_usage(digital_signature=True), True),
+        (x509.ExtendedKeyUsage([purpose]), False),  # 4.2.1.12
+        # The subject is never empty, so the SAN is not critical (RFC 5280 4.2.1.6).
+        (x509.SubjectAlternativeName(san), False),
+    ]
+    return _issue(ca, subject, extensions, validity, key)
 
 
 def issue_server(
@@ -152,8 +222,12 @@ def issue_server(
     dns_names: Sequence[str],
     ip_addresses: Sequence[str],
     valid_days: int = 397,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> Issued:
     """Issue a TLS server certificate; clients match the SAN, never the CN (RFC 6125 6.4.4)."""
+    scope = ca_scope_of(ca.certificate)
+    if scope is not None and scope.agency is not None:
+        raise CertificateError(f"agency CA {scope} does not issue server certificates")
     san: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     for address in ip_addresses:
         try:
@@ -163,14 +237,28 @@ def issue_server(
     if not san:
         raise CertificateError("a server certificate needs at least one DNS name or IP address")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    return _issue(ca, subject, san, ExtendedKeyUsageOID.SERVER_AUTH, valid_days)
+    return _leaf(ca, subject, san, ExtendedKeyUsageOID.SERVER_AUTH, _validity(valid_days), key=key)
 
 
-def issue_client(ca: Issued, identity: SpiffeId, *, valid_days: int = 397) -> Issued:
+def issue_client(
+    ca: Issued,
+    identity: SpiffeId,
+    *,
+    valid_days: int = 397,
+    dns_names: Sequence[str] = (),
+    key: ec.EllipticCurvePrivateKey | None = None,
+) -> Issued:
     """Issue a mutual-TLS client certificate naming ``identity``.
 
-    The SAN holds exactly one URI and nothing else: grpcio reports ``peer_spiffe_id`` only then.
+    The SAN holds exactly one URI (grpcio reports ``peer_spiffe_id`` only then), and any DNS
+    names asked for. A CA with a scope (:class:`CaScope`) issues only identities it may vouch for.
     """
+    scope = ca_scope_of(ca.certificate)
+    # The development CA issues anything asked of it (tests make odd peers with it); the
+    # exchange still refuses what its scope does not cover.
+    refusal = scope.refusal(identity) if scope is not None and not scope.development else None
+    if refusal is not None:
+        raise CertificateError(refusal)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.agency),
@@ -178,8 +266,9 @@ def issue_client(ca: Issued, identity: SpiffeId, *, valid_days: int = 397) -> Is
             x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
         ]
     )
-    san = [x509.UniformResourceIdentifier(str(identity))]
-    return _issue(ca, subject, san, ExtendedKeyUsageOID.CLIENT_AUTH, valid_days)
+    san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(identity))]
+    san += [x509.DNSName(name) for name in dns_names]
+    return _leaf(ca, subject, san, ExtendedKeyUsageOID.CLIENT_AUTH, _validity(valid_days), key=key)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -197,6 +286,26 @@ def identity_of(cert: x509.Certificate) -> SpiffeId:
     if len(uris) != 1:
         raise CertificateError(f"the certificate has {len(uris)} URI subjectAltNames, not one")
     return SpiffeId.parse(uris[0])
+
+
+def ca_scope_of(cert: x509.Certificate) -> CaScope | None:
+    """The scope a CA certificate records in its one URI subjectAltName, or None if it has none.
+
+    A certificate that is no CA (RFC 5280 4.2.1.9) has no scope, whatever its names say.
+    """
+    try:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return None
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        return None
+    try:
+        return CaScope.parse(uris[0])
+    except CertificateError:
+        return None
 
 
 def load_pem_certificate(data: bytes) -> x509.Certificate:

@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from certs import CertsError
 from exchange._config import load_config
+from exchange._database import grant_app_role
+from exchange._database import upgrade as upgrade_database
 from exchange._errors import ConfigError
 from exchange._logging import configure_logging
 from exchange._policy import DEFAULT_POLICY
-from exchange._server import ExchangeServer, ServerConfig, initialise_database
+from exchange._server import ExchangeServer, ServerConfig
 from exchange._server import check_config as check_server_config
 from ledger import LedgerError
 
@@ -64,6 +67,10 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     "--policy", default=None, type=click.Path(dir_okay=False, path_type=Path),
     help="Policy file (TOML). Default: the development policy.",
 )  # fmt: skip
+@click.option(
+    "--crl", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM CRL file(s) (`sinergi pki crl`), re-read when it changes [default none].",
+)  # fmt: skip
 @click.option("--trust-domain", default=None, help="SPIFFE trust domain [default sinergi.dev].")
 @click.option(
     "--extra-ledger-key",
@@ -105,6 +112,8 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     "--check-config", is_flag=True,
     help="Check configuration, policy, PKI files and database, then exit without serving.",
 )  # fmt: skip
+@click.option("--upgrade", is_flag=True,
+              help="Apply pending database migrations first (`sinergi db upgrade`).")  # fmt: skip
 @click.option("--print-next-steps", is_flag=True, help="Print commands to try once listening.")
 @_JSON
 def serve(
@@ -113,6 +122,7 @@ def serve(
     pki: Path | None,
     listen: str | None,
     policy: Path | None,
+    crl: Path | None,
     trust_domain: str | None,
     extra_keys: tuple[Path, ...],
     metrics_listen: str | None,
@@ -122,6 +132,7 @@ def serve(
     health_interval_seconds: float | None,
     max_message_bytes: int | None,
     check_config: bool,
+    upgrade: bool,
     print_next_steps: bool,
     as_json: bool,
 ) -> None:
@@ -138,6 +149,7 @@ def serve(
         "pki": pki,
         "listen": listen,
         "policy": policy,
+        "crl": crl,
         "trust_domain": trust_domain,
         "extra_ledger_keys": [str(k) for k in extra_keys] or None,
         "metrics_listen": metrics_listen,
@@ -151,6 +163,8 @@ def serve(
         values = dict(load_config(config_file).values) if config_file else {}
         values.update({key: value for key, value in flags.items() if value is not None})
         config, pki_dir = _server_config(values)
+        if upgrade:
+            upgrade_database(config.database)
         if check_config:
             summary = check_server_config(config)
             message = (
@@ -185,6 +199,7 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
         database=str(values.get("database", _DEFAULT_DB)),
         listen=str(values.get("listen", "127.0.0.1:50051")),
         policy=Path(str(values.get("policy", DEFAULT_POLICY))),
+        crl=Path(str(values["crl"])) if values.get("crl") else None,
         trust_domain=str(values.get("trust_domain", "sinergi.dev")),
         metrics_listen=str(values.get("metrics_listen", "")),
         **numbers,  # type: ignore[arg-type]  # types checked by load_config and click
@@ -227,15 +242,43 @@ def db() -> None:
 @_DB
 @_JSON
 def init(db: str, as_json: bool) -> None:
-    """Create the tables and the ledger's append-only triggers, if absent.
+    """Create the database, or bring it to the current schema: the same as `db upgrade`.
 
     \b
     Example:
       sinergi db init --db sqlite:///var/sinergi.db
     """
+    _upgrade(db, None, as_json)
+
+
+@db.command()
+@_DB
+@click.option(
+    "--app-role",
+    default=None,
+    help="PostgreSQL: create this role if absent and grant it SELECT and INSERT only.",
+)
+@_JSON
+def upgrade(db: str, app_role: str | None, as_json: bool) -> None:
+    """Apply pending schema migrations (Alembic), with the ledger's append-only triggers.
+
+    \b
+    Example:
+      sinergi db upgrade --db postgresql+psycopg://admin@db/sinergi --app-role sinergi_app
+    """
+    _upgrade(db, app_role, as_json)
+
+
+def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
     try:
-        initialise_database(db)
-    except LedgerError as exc:
-        _fail(str(exc), as_json)
-    message = {"ok": True, "database": db}
-    click.echo(json.dumps(message) if as_json else f"database ready: {db}")
+        before, after = upgrade_database(db)
+        if app_role:
+            grant_app_role(db, app_role)
+    except (LedgerError, ConfigError, SQLAlchemyError) as exc:
+        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
+    message = {"ok": True, "database": db, "from": before, "to": after, "app_role": app_role}
+    text = (f"database ready: {db} (schema {after})" if before == after else
+            f"database ready: {db} (schema {before or 'none'} -> {after})")  # fmt: skip
+    if app_role:
+        text += f"; role {app_role} may SELECT and INSERT only"
+    click.echo(json.dumps(message) if as_json else text)

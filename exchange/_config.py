@@ -25,6 +25,7 @@ _KINDS: dict[str, str] = {
     "ledger_key": "string",
     "extra_ledger_keys": "list of strings",
     "policy": "string",
+    "crl": "string",
     "trust_domain": "string",
     "metrics_listen": "string",
     "reflection": "boolean",

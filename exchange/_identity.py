@@ -13,7 +13,6 @@ here the exchange decides *who* the peer is and whether its CA may say so (feder
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import hashlib
 import os
@@ -243,14 +242,6 @@ class Trust:
             return PeerRejected(result.actor, f"certificate revoked ({reason})")
         return result
 
-    def bind(self) -> None:
-        """Make this the trust :func:`authenticate` uses in this context and in the tasks it
-        starts: grpc.aio runs each call in a task created from the one that started the server."""
-        _trust.set(self)
-
-
-_trust: contextvars.ContextVar[Trust] = contextvars.ContextVar("sinergi_trust")
-
 
 def peer_certificate_pem(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
     for value in context.auth_context().get("x509_pem_cert", ()):
@@ -259,14 +250,11 @@ def peer_certificate_pem(context: grpc.aio.ServicerContext[Any, Any]) -> bytes |
 
 
 def authenticate(
-    context: grpc.aio.ServicerContext[Any, Any], trust_domain: str
+    context: grpc.aio.ServicerContext[Any, Any], trust: Trust
 ) -> Principal | PeerRejected:
     pem = peer_certificate_pem(context)
     if pem is None:  # cannot happen with required client certificates; refuse, never assume
         return PeerRejected(Actor("unknown", ""), "no client certificate")
-    trust = _trust.get(None)
-    if trust is None or trust.trust_domain != trust_domain:  # deny by default
-        return PeerRejected(Actor("unknown", ""), "the exchange has no trust store for its peers")
     return trust.check(pem)
 
 

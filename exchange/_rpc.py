@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from exchange._errors import ExchangeError, Internal, InvalidArgument, ResourceExhausted
-from exchange._identity import PeerRejected, Principal, authenticate, require
+from exchange._identity import PeerRejected, Principal, Trust, authenticate, require
 from exchange._metrics import Metrics
 from ledger import Action, Actor, EntryDraft, LedgerWriter, Outcome
 
@@ -73,14 +73,14 @@ class Guard(_Interceptor):
     def __init__(
         self,
         ledger: LedgerWriter,
-        trust_domain: str,
+        trust: Trust,
         stall_seconds: float = 30.0,
         *,
         metrics: Metrics | None = None,
         unrecorded: Collection[str] = (),
     ) -> None:
         self._ledger = ledger
-        self._trust_domain = trust_domain
+        self._trust = trust  # the server's CAs and CRL, replaced in place on rotation
         self._stall_seconds = stall_seconds
         self._metrics = metrics
         self._unrecorded = frozenset(unrecorded)
@@ -224,7 +224,7 @@ class _Call:
 
     def start(self, parse: Callable[[bytes], Any] | None) -> Any:  # noqa: ANN401
         _request_digest.set(hashlib.sha256(self.raw).hexdigest())
-        self.who = authenticate(self.context, self.guard._trust_domain)
+        self.who = authenticate(self.context, self.guard._trust)
         _principal.set(require(self.who))
         if parse is None:
             return self.raw

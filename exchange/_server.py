@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import ledger
 from certs import load_identity
-from exchange import _store
 from exchange._audit import AuditLedgerService
+from exchange._database import check_revision, upgrade
 from exchange._errors import ConfigError
 from exchange._health import DatabaseHealth
 from exchange._metrics import Metrics
@@ -28,7 +28,7 @@ from exchange._policy import DEFAULT_POLICY, Policy
 from exchange._reflection import enable_reflection
 from exchange._rpc import Guard
 from exchange._service import ExchangeService
-from exchange._subscriptions import Hub
+from exchange._subscriptions import Hub, PostgresWakeups
 from exchange._tls import ServerTls
 from ledger import Action, Actor, EntryDraft, LedgerWriter
 from sinergi.v1 import exchange_pb2_grpc, ledger_pb2_grpc
@@ -68,13 +68,9 @@ class ServerConfig:
 
 
 def initialise_database(url: str) -> None:
-    """Create every table (and the ledger's append-only triggers) if absent."""
-    engine = ledger.create_engine(url)
-    try:
-        ledger.create_schema(engine)
-        _store.create_schema(engine)
-    finally:
-        engine.dispose()
+    """Create every table (and the ledger's append-only triggers), or migrate to the current
+    schema: what `sinergi db init` and `db upgrade` do."""
+    upgrade(url)
 
 
 def open_database(url: str) -> Engine:
@@ -94,6 +90,11 @@ def open_database(url: str) -> Engine:
     if {"ledger_entries", "alerts"} - tables:
         engine.dispose()
         raise ConfigError(f"database {shown} is not initialised: run `sinergi db init` first")
+    try:
+        check_revision(engine)
+    except ConfigError:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -109,6 +110,7 @@ def check_config(config: ServerConfig) -> dict[str, object]:
     except OSError as exc:
         raise ConfigError(f"policy {config.policy}: cannot read: {exc.strerror}") from None
     identity = load_identity(config.identity)
+    ServerTls(config.identity, config.trust_domain, crl=config.crl)  # CA bundle and CRL load
     for path in (config.ledger_key, *config.extra_ledger_keys):
         ledger.load_signer(path, config.ledger_origin)
     engine = open_database(config.database)
@@ -151,6 +153,7 @@ class ExchangeServer:
             observe=self.metrics.ledger_batch,
         )
         self.hub = Hub(self.metrics.subscribers)
+        self.wakeups: PostgresWakeups | None = None
         self.health: DatabaseHealth | None = None
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -173,9 +176,12 @@ class ExchangeServer:
         await asyncio.wrap_future(self.ledger.append(start))
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+        # Mutual TLS; tls.crt, tls.key, ca.crt and the CRL are reloaded when they change, and
+        # the guard checks every peer against this server's CAs and CRL.
+        self.tls = ServerTls(self.config.identity, self.config.trust_domain, crl=self.config.crl)
         guard = Guard(
             self.ledger,
-            self.config.trust_domain,
+            self.tls.trust,
             self.config.stall_seconds,
             metrics=self.metrics,
             unrecorded=_UNRECORDED,
@@ -198,14 +204,17 @@ class ExchangeServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         if self.config.reflection:
             enable_reflection(server)
-        # Mutual TLS; tls.crt, tls.key, ca.crt and the CRL are reloaded when they change.
-        self.tls = ServerTls(self.config.identity, self.config.trust_domain, crl=self.config.crl)
-        self.tls.bind()  # the guard checks peers against this server's CAs and CRL
         self.port = server.add_secure_port(self.config.listen, self.tls.credentials())
         if self.port == 0:
             raise ConfigError(f"cannot listen on {self.config.listen}")
         await server.start()
         await self.health.start()
+        if self.engine.dialect.name == "postgresql":  # other replicas publish too
+            url = self.engine.url.set(drivername="postgresql")
+            self.wakeups = PostgresWakeups(
+                url.render_as_string(hide_password=False), self.hub, asyncio.get_running_loop()
+            )
+            self.wakeups.start()
         self._server = server
         _log.info(
             "serving",
@@ -228,6 +237,8 @@ class ExchangeServer:
         then the ledger writer commits what is queued and stops."""
         if self.health is not None:
             await self.health.stop()
+        if self.wakeups is not None:
+            await asyncio.to_thread(self.wakeups.stop)
         self.hub.close()
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds)

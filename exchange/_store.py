@@ -34,9 +34,11 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from exchange._subscriptions import CHANNEL
 from ledger import normalise_identifier
 from sinergi.v1 import alert_pb2, exchange_pb2
 
@@ -234,6 +236,8 @@ def insert_alert(
         insert(alert_recipients),
         [{"alert_position": position, "agency": agency} for agency in alert.recipients],
     )
+    if connection.dialect.name == "postgresql":  # wake every replica's subscribers at commit
+        connection.execute(text(f"NOTIFY {CHANNEL}"))
     keys = subject_keys(alert)
     if keys:
         connection.execute(

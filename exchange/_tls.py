@@ -46,10 +46,6 @@ class ServerTls:
             require_client_authentication=True,
         )
 
-    def bind(self) -> None:
-        """Make the guard's ``authenticate`` use this server's trust (see :meth:`Trust.bind`)."""
-        self.trust.bind()
-
     def _files_stamp(self) -> _Stamp:
         stamps: list[tuple[int, int, int] | None] = []
         for name in IDENTITY_FILES:

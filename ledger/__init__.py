@@ -19,7 +19,7 @@ from ledger._audit import (
     who_accessed,
 )
 from ledger._canonical import canonical_json, parse_canonical
-from ledger._engine import create_engine
+from ledger._engine import create_engine, lock_ledger, writing
 from ledger._entry import GENESIS_PREV, OK, Action, Actor, Entry, EntryDraft, Outcome
 from ledger._errors import (
     EncodingError,
@@ -64,7 +64,7 @@ from ledger._note import (
     sign_checkpoint,
     sign_note,
 )
-from ledger._schema import create_schema, missing_triggers
+from ledger._schema import APPEND_ONLY_TABLES, create_schema, install_triggers, missing_triggers
 from ledger._store import (
     BatchStats,
     Committed,
@@ -83,6 +83,7 @@ from ledger._store import (
 from ledger._verify import Report, verify_ledger
 
 __all__ = [
+    "APPEND_ONLY_TABLES",
     "ED25519_ALG",
     "EMPTY_ROOT",
     "GENESIS_PREV",
@@ -131,6 +132,7 @@ __all__ = [
     "export_entries",
     "generate_signing_key",
     "inclusion_proof",
+    "install_triggers",
     "iter_checkpoints",
     "iter_entries",
     "key_id",
@@ -139,6 +141,7 @@ __all__ = [
     "load_private_key_pem",
     "load_public_key_pem",
     "load_signer",
+    "lock_ledger",
     "missing_triggers",
     "node_hash",
     "node_reader",
@@ -162,4 +165,5 @@ __all__ = [
     "who_accessed",
     "write_export",
     "write_signing_key",
+    "writing",
 ]

@@ -68,13 +68,19 @@ def trigger_names(table: str) -> tuple[str, ...]:
 
 
 def _create_triggers(target: Table, connection: Connection, **_: object) -> None:
-    no_update, no_delete = trigger_names(target.name)
+    install_triggers(connection, target.name)
+
+
+def install_triggers(connection: Connection, table: str) -> None:
+    """Make ``table`` refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); migrations call it
+    for each of :data:`APPEND_ONLY_TABLES`."""
+    no_update, no_delete = trigger_names(table)
     if connection.dialect.name == "sqlite":
         for name, op in ((no_update, "UPDATE"), (no_delete, "DELETE")):
             connection.execute(
                 text(
-                    f"CREATE TRIGGER {name} BEFORE {op} ON {target.name} "
-                    f"BEGIN SELECT RAISE(ABORT, '{target.name} is append-only'); END"
+                    f"CREATE TRIGGER {name} BEFORE {op} ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
                 )
             )
     elif connection.dialect.name == "postgresql":
@@ -82,13 +88,13 @@ def _create_triggers(target: Table, connection: Connection, **_: object) -> None
         for name, op in ((no_update, "UPDATE"), (no_delete, "DELETE")):
             connection.execute(
                 text(
-                    f"CREATE TRIGGER {name} BEFORE {op} ON {target.name} "
+                    f"CREATE TRIGGER {name} BEFORE {op} ON {table} "
                     "FOR EACH ROW EXECUTE FUNCTION sinergi_append_only()"
                 )
             )
         connection.execute(
             text(
-                f"CREATE TRIGGER {target.name}_no_truncate BEFORE TRUNCATE ON {target.name} "
+                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION sinergi_append_only()"
             )
         )

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import grpc
 from google.rpc import error_details_pb2
@@ -44,10 +51,45 @@ def violations(error: grpc.RpcError) -> dict[str, str]:
     return found
 
 
+class Endpoint(Protocol):
+    """Where a client connects: an in-process server, or a `sinergi serve` process."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def pki(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class ServeProcess:
+    """A real `sinergi serve` process (a replica, as deployed)."""
+
+    address: str
+    pki: Path
+    process: subprocess.Popen[str]
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+def serve_process(database: str, pki: Path, *flags: str) -> ServeProcess:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clients", "serve", "--db", database, "--pki", str(pki),
+         "--listen", "127.0.0.1:0", "--json", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the first line says where it listens, once it does
+    assert line, f"sinergi serve exited with {process.wait(10)}"
+    return ServeProcess(json.loads(line)["listen"], pki, process)
+
+
 class Collector:
     """A subscriber on its own thread, collecting deliveries until cancelled."""
 
-    def __init__(self, server: RunningServer, agency: str, after: int = 0) -> None:
+    def __init__(self, server: Endpoint, agency: str, after: int = 0) -> None:
         self.client = ExchangeClient(server.pki / agency, server.address)
         self.deliveries: list[exchange_pb2.Delivery] = []
         self._stream: Iterator[exchange_pb2.Delivery] = self.client.subscribe(after=after)

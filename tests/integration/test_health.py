@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,12 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy.engine import make_url
 
 from clients import ExchangeClient, new_alert
-from exchange import initialise_database
 from ledger import Action
-from tests.conftest import RunningServer, _postgres_database, wait_for
+from tests.conftest import RunningServer, wait_for
 from tests.integration.support import channel
 from tests.integration.tcp_proxy import TcpProxy
 
@@ -98,20 +96,6 @@ def test_watch_turns_not_serving_when_the_server_stops(server: RunningServer) ->
         assert next(stream).status == NOT_SERVING  # enter_graceful_shutdown, before the end
     finally:
         stopper.join(30)
-
-
-@pytest.fixture
-def proxied_postgres() -> Iterator[tuple[str, TcpProxy]]:
-    """An initialised PostgreSQL database, reached through a proxy the test can cut."""
-    for url in _postgres_database():
-        initialise_database(url)
-        parsed = make_url(url)
-        proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
-        proxy.open()
-        try:
-            yield parsed.set(port=proxy.port).render_as_string(hide_password=False), proxy
-        finally:
-            proxy.shutdown()
 
 
 @pytest.mark.postgres

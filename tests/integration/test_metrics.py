@@ -46,7 +46,15 @@ def test_counters_move_by_exactly_what_happened(
             customs.publish(
                 new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="refused")
             )
-    after = scrape(server)
+    # A refusal reaches the client as the guard aborts; it counts the call just after.
+    refused = ("sinergi_rpc_total", frozenset({("method", PUBLISH), ("code", "PERMISSION_DENIED")}))
+
+    def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        now = scrape(server)
+        return now if now.get(refused) else None
+
+    after = wait_for(counted, what="the refusal to be counted")
+    assert after is not None
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

@@ -89,6 +89,12 @@ def test_flags_override_the_file_and_problems_are_precise(
                  "--pki", str(tmp_path / "nowhere"))  # fmt: skip
     assert no_key.returncode == 2
     assert str(tmp_path / "nowhere") in no_key.stderr
+    not_a_crl = tmp_path / "crl.pem"
+    not_a_crl.write_text("not a CRL")
+    bad_crl = run("serve", "--config", str(config), "--db", db, "--check-config",
+                  "--crl", str(not_a_crl))  # fmt: skip
+    assert bad_crl.returncode == 2
+    assert str(not_a_crl) in bad_crl.stderr
 
 
 def _serve(root: Path, db: str, *extra: str) -> tuple[subprocess.Popen[str], str]:

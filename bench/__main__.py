@@ -1,0 +1,88 @@
+"""Run the benchmarks, each beside its bare primitive, and print the table.
+
+    python -m bench            # make bench: full sizes (1,000,000-entry ledgers)
+    python -m bench --quick    # make bench-quick: smaller sizes, under two minutes
+    python -m bench --only 4,5 # some benchmarks only
+
+Results go to bench/results/<timestamp>-<sizes>.json with a description of the machine.
+Exit status 0 even when a target is missed: the table says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench import _append, _exchange, _ledger
+from bench._common import FULL, QUICK, RESULTS, Result, dev_pki, machine, write_json
+
+ALL = ("1", "2", "3", "4", "5", "6")
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if value >= 1 else f"{value:.3f}"
+
+
+def table(results: list[Result]) -> str:
+    header = ("#", "figure", "unit", "project", "baseline", "ratio", "target", "pass")
+    rows = [
+        (
+            r.benchmark,
+            r.figure,
+            r.unit,
+            _fmt(r.project),
+            _fmt(r.baseline),
+            f"{r.ratio:.3f}",
+            f"{'>=' if r.higher else '<='} {r.target:g}",
+            "PASS" if r.passed else "miss",
+        )
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (make bench-quick)")
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated benchmarks")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    only = set(args.only.split(","))
+    began = time.monotonic()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    pki = dev_pki(RESULTS / "cache" / "pki")
+    results: list[Result] = []
+    if only & {"3"}:
+        results += _append.run(sizes)
+    if only & {"4", "5"}:
+        results += [r for r in _ledger.run(sizes) if r.benchmark in only]
+    if only & {"1", "2", "6"}:
+        results += [r for r in _exchange.run(pki, sizes, only) if r.benchmark in only]
+    results.sort(key=lambda r: r.benchmark)
+    elapsed = time.monotonic() - began
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = RESULTS / f"{stamp}-{sizes.name}.json"
+    write_json(out, {
+        "sizes": sizes.name,
+        "started": stamp,
+        "seconds": elapsed,
+        "machine": machine(),
+        "results": [r.to_json() for r in results],
+    })  # fmt: skip
+    print(table(results))
+    shown = Path(out).relative_to(RESULTS.parent.parent)
+    print(f"\n{sizes.name} run: {elapsed:.0f} s; results in {shown}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""Publishing end to end, with and without subscribers, beside a bare mTLS echo; server memory.
+
+The exchange runs as deployed: ``sinergi serve`` in its own process, on SQLite (WAL,
+synchronous=FULL), with its JSON log lines going to a file. The baseline is ``bench._echo`` in its
+own process with the same server certificate, driven the same way: 8 client threads, each with its
+own mTLS channel and agency certificate, sending requests of the size of a ``PublishRequest``.
+
+A publish is the whole path: the client library builds the request, the server checks the
+certificate (identity, revocation), the policy and the alert, stores it and its ledger entry in one
+group-committed, durable transaction with a signed checkpoint, and answers with a receipt that the
+client verifies (signature, inclusion proof, witnessed consistency) before ``publish`` returns.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import grpc
+
+from bench._build import cached_ledger, copy_database
+from bench._common import (
+    RESULTS,
+    Child,
+    Result,
+    Sizes,
+    fresh_copy,
+    log,
+    percentile,
+    rss_bytes,
+    wait_for,
+)
+from bench._echo import METHOD
+from clients import ExchangeClient, new_alert, parse_subjects
+from sinergi.v1 import alert_pb2, exchange_pb2
+
+PUBLISHERS = 8
+AGENCIES = ("immigration", "police", "customs", "labour")
+SINERGI = str(Path(sys.executable).with_name("sinergi"))
+
+
+def _alert(agency: str, n: int) -> alert_pb2.Alert:
+    """An alert of about the size the reference measurements use (300 bytes)."""
+    return new_alert(
+        category="OTHER",
+        recipients=[a for a in AGENCIES if a != agency],
+        summary=f"Benchmark alert {n}: applicant recruited by an unlicensed agent",
+        details="Reported at the Soekarno-Hatta immigration office; documents held for review.",
+        subjects=parse_subjects([f"passport=C{n % 10_000_000:07d},nationality=ID"]),
+        handling="GREEN",
+    )
+
+
+def _request_size() -> int:
+    request = exchange_pb2.PublishRequest(idempotency_key=secrets.token_urlsafe(24),
+                                          alert=_alert("immigration", 1234567))  # fmt: skip
+    return request.ByteSize()
+
+
+@contextmanager
+def _server(pki: Path, database: str, work: Path, name: str) -> Iterator[tuple[Child, str]]:
+    child = Child(
+        [SINERGI, "serve", "--db", database, "--pki", str(pki), "--listen", "127.0.0.1:0",
+         "--json"],
+        stderr=work / f"{name}.log",
+        name=f"sinergi serve ({name})",
+    )  # fmt: skip
+    try:
+        ready = child.ready_json(timeout=120)
+        yield child, f"127.0.0.1:{ready['port']}"
+    finally:
+        child.stop()
+
+
+@contextmanager
+def _echo_server(pki: Path) -> Iterator[tuple[Child, str]]:
+    child = Child([sys.executable, "-m", "bench._echo", "--identity", str(pki / "server")],
+                  name="echo server")  # fmt: skip
+    try:
+        ready = child.ready_json(timeout=60)
+        yield child, f"127.0.0.1:{ready['port']}"
+    finally:
+        child.stop()
+
+
+def _closed_loop(
+    calls: list[Callable[[], object]], seconds: float
+) -> tuple[int, float, list[float]]:
+    """Each call in its own thread, as fast as it goes, for ``seconds``: (calls, elapsed,
+    latencies). Every thread makes two calls first (handshake, caches), then all start together.
+    """
+    barrier = threading.Barrier(len(calls) + 1)
+    latencies: list[list[float]] = [[] for _ in calls]
+    stop_at = [0.0]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            calls[i]()
+            calls[i]()
+        except BaseException as exc:
+            errors.append(exc)
+        barrier.wait()
+        if errors:
+            return
+        mine = latencies[i]
+        while True:
+            started = time.perf_counter()
+            if started >= stop_at[0]:
+                return
+            calls[i]()
+            mine.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + 3600
+    barrier.wait()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    flat = [x for mine in latencies for x in mine]
+    return len(flat), elapsed, flat
+
+
+def _clients(pki: Path, address: str, state: Path) -> list[ExchangeClient]:
+    """One client per publisher; witness state in ``state`` (one directory per ledger)."""
+    state.mkdir(parents=True, exist_ok=True)
+    return [
+        ExchangeClient(
+            pki / AGENCIES[i % 4], address, witness_state=state / f"witness-publisher-{i}.json"
+        )
+        for i in range(PUBLISHERS)
+    ]
+
+
+Calls = list[Callable[[], object]]
+
+
+def _publishers(clients: list[ExchangeClient]) -> tuple[Calls, list[dict[str, float]]]:
+    """A publish call per client, recording when each alert left (monotonic ns) by id."""
+    sent: list[dict[str, float]] = [{} for _ in clients]
+    counters = [0] * len(clients)
+
+    def make(i: int) -> Callable[[], object]:
+        agency = AGENCIES[i % 4]
+
+        def call() -> object:
+            counters[i] += 1
+            alert = _alert(agency, i * 1_000_000 + counters[i])
+            started = time.monotonic_ns()
+            published = clients[i].publish(alert)
+            sent[i][published.alert_id] = started
+            return published
+
+        return call
+
+    return [make(i) for i in range(len(clients))], sent
+
+
+def echo_rate(pki: Path, seconds: float) -> tuple[float, dict[str, object]]:
+    size = _request_size()
+    payload = secrets.token_bytes(size)
+    with _echo_server(pki) as (child, address):
+        channels = []
+        calls: list[Callable[[], object]] = []
+        for i in range(PUBLISHERS):
+            identity = pki / AGENCIES[i % 4]
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=(identity / "ca.crt").read_bytes(),
+                private_key=(identity / "tls.key").read_bytes(),
+                certificate_chain=(identity / "tls.crt").read_bytes(),
+            )
+            channel = grpc.secure_channel(address, credentials)
+            channels.append(channel)
+            stub: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                METHOD, request_serializer=None, response_deserializer=None
+            )
+            calls.append(partial(stub, payload, timeout=10))
+        cpu = child.cpu_seconds()
+        count, elapsed, latencies = _closed_loop(calls, seconds)
+        cpu = child.cpu_seconds() - cpu
+        for channel in channels:
+            channel.close()
+    rate = count / elapsed
+    return rate, {
+        "message_bytes": size,
+        "calls": count,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "server_cpu_us_per_call": 1e6 * cpu / count,
+    }
+
+
+def _init_database(path: Path) -> str:
+    from exchange import initialise_database  # noqa: PLC0415
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    initialise_database(url)
+    return url
+
+
+def publish_rate(pki_template: Path, work: Path, seconds: float) -> tuple[float, dict[str, object]]:
+    pki = fresh_copy(pki_template, work / "pki-publish")
+    url = _init_database(work / "publish.db")
+    with _server(pki, url, work, "publish") as (child, address):
+        clients = _clients(pki, address, work / "witness-publish")
+        calls, _sent = _publishers(clients)
+        cpu = child.cpu_seconds()
+        count, elapsed, latencies = _closed_loop(calls, seconds)
+        cpu = child.cpu_seconds() - cpu
+        for client in clients:
+            client.close()
+    return count / elapsed, {
+        "publishes": count,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "server_cpu_us_per_publish": 1e6 * cpu / count,
+    }
+
+
+class _Deliveries:
+    """What the subscriber process reports: when each agency got each alert."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def covers(self, expected: set[tuple[str, str]]) -> bool:
+        self.drain()
+        return expected <= self.seen.keys()
+
+    def drain(self) -> int:
+        while True:
+            try:
+                line = self.child.lines.get_nowait()
+            except Exception:  # queue.Empty
+                return len(self.seen)
+            if line.startswith("D "):
+                _d, agency, alert_id, ns = line.split()
+                self.seen.setdefault((agency, alert_id), int(ns))
+
+
+def _expected(sent: list[dict[str, float]]) -> set[tuple[str, str]]:
+    """(agency, alert id) of every delivery due: each alert goes to the three other agencies."""
+    return {
+        (agency, alert_id)
+        for i, ids in enumerate(sent)
+        for alert_id in ids
+        for agency in AGENCIES
+        if agency != AGENCIES[i % 4]
+    }
+
+
+def _open_loop(calls: list[Callable[[], object]], rate: float, seconds: float) -> tuple[int, float]:
+    """Publish at ``rate`` per second overall, spread evenly over the threads (each thread sends
+    on its own schedule; a late call does not make the next one early)."""
+    interval = len(calls) / rate
+    began = time.perf_counter() + 0.05
+    done = [0] * len(calls)
+
+    def run(i: int) -> None:
+        due = began + i / rate
+        end = began + seconds
+        while due < end:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)  # pacing an open-loop load, not waiting for a condition
+            calls[i]()
+            done[i] += 1
+            due += interval
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done), time.perf_counter() - began
+
+
+def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dict[str, object]]:
+    """Publish rate with every agency subscribed, then p99 publish-to-delivery at half of it."""
+    pki = fresh_copy(pki_template, work / "pki-deliver")
+    url = _init_database(work / "deliver.db")
+    with _server(pki, url, work, "deliver") as (server, address):
+        subscribers = Child(
+            [sys.executable, "-m", "bench._subscribers", "--pki", str(pki), "--server", address,
+             "--agencies", ",".join(AGENCIES)],
+            name="subscribers",
+        )  # fmt: skip
+        deliveries = _Deliveries(subscribers)
+        try:
+            subscribers.next_line(60)  # "started"
+            clients = _clients(pki, address, work / "witness-deliver")
+            calls, sent = _publishers(clients)
+            for call in calls[:2]:  # immigration's and police's alerts reach all four agencies
+                call()
+            wait_for(lambda: deliveries.drain() >= 6, 60, "every subscription to be live")
+
+            cpu = server.cpu_seconds()
+            count, elapsed, latencies = _closed_loop(calls, seconds)
+            cpu = server.cpu_seconds() - cpu
+            max_rate = count / elapsed
+            expected = _expected(sent)
+            wait_for(lambda: deliveries.covers(expected), 120, "the backlog delivered")
+
+            for ids in sent:
+                ids.clear()
+            half = max_rate / 2
+            sent_count, sent_elapsed = _open_loop(calls, half, seconds)
+            expected = _expected(sent)
+            wait_for(lambda: deliveries.covers(expected), 120, "every delivery of the paced run")
+            starts = {alert_id: t for ids in sent for alert_id, t in ids.items()}
+            lag = [
+                (deliveries.seen[key] - starts[key[1]]) / 1e6
+                for key in expected
+            ]  # fmt: skip
+            for client in clients:
+                client.close()
+        finally:
+            subscribers.stop()
+    return max_rate, {
+        "publishes": count,
+        "publish_p50_ms": 1000 * percentile(latencies, 50),
+        "publish_p99_ms": 1000 * percentile(latencies, 99),
+        "server_cpu_us_per_publish": 1e6 * cpu / count,
+        "paced_rate": sent_count / sent_elapsed,
+        "paced_target_rate": half,
+        "deliveries_measured": len(lag),
+        "delivery_p50_ms": percentile(lag, 50),
+        "delivery_p99_ms": percentile(lag, 99),
+        "delivery_max_ms": max(lag),
+    }
+
+
+def _memory_run(pki_template: Path, work: Path, entries: int, name: str) -> dict[str, object]:
+    """The server on a ledger of ``entries`` entries under a fixed workload: its RSS after."""
+    source, key_pki = cached_ledger(entries)
+    pki = fresh_copy(key_pki, work / f"pki-{name}")
+    database = copy_database(source, work / f"{name}.db")
+    rng = random.Random(7)
+    with _server(pki, f"sqlite:///{database}", work, name) as (server, address):
+        started = rss_bytes(server.pid)
+        clients = _clients(pki, address, work / f"witness-{name}")
+        calls, _sent = _publishers(clients)
+        per_thread = 150
+
+        def publish_some(i: int) -> None:
+            for _ in range(per_thread):
+                calls[i]()
+
+        threads = [threading.Thread(target=publish_some, args=(i,)) for i in range(PUBLISHERS)]
+        for thread in threads:
+            thread.start()
+        witness = work / f"witness-auditor-{name}.json"
+        with ExchangeClient(pki / "internal-affairs", address, witness_state=witness) as auditor:
+            size = auditor.checkpoint().size
+            for _ in range(200):
+                auditor.inclusion(rng.randint(1, size))
+                first = rng.randint(1, size - 1)
+                auditor.consistency(first, auditor.checkpoint().size)
+            rows = sum(1 for _ in auditor.entries(max(1, size - 20_000), size))
+        for thread in threads:
+            thread.join()
+        witness = work / f"witness-police-{name}.json"
+        with ExchangeClient(pki / "police", address, witness_state=witness) as police:
+            got = 0
+            for _delivery in police.subscribe(after=0):
+                got += 1
+                if got >= per_thread * PUBLISHERS * 3 // 4:
+                    break
+        for client in clients:
+            client.close()
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        peak = next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                    if line.startswith("VmHWM:"))  # fmt: skip
+        return {"entries": entries, "rss_start": started, "rss_end": rss_bytes(server.pid),
+                "rss_peak": peak, "entries_read": rows, "deliveries": got}  # fmt: skip
+
+
+def memory(pki_template: Path, work: Path, small: int, large: int) -> Result:
+    low = _memory_run(pki_template, work, small, "memory-small")
+    high = _memory_run(pki_template, work, large, "memory-large")
+    for name in ("memory-small", "memory-large"):
+        Path(work / f"{name}.db").unlink(missing_ok=True)
+    mib = 1024 * 1024
+    return Result(
+        "6", f"server RSS at {large:,} vs {small:,} entries", "MiB",
+        high["rss_peak"] / mib, low["rss_peak"] / mib,  # type: ignore[operator]
+        1.2, higher=False,
+        notes="peak RSS of `sinergi serve` after the same workload (1,200 publishes, 200 "
+        "inclusion and 200 consistency proofs, 20,000 entries streamed to an auditor, a "
+        "subscriber's backlog)",
+        details={"small": low, "large": high},
+    )  # fmt: skip
+
+
+def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
+    work = Path(tempfile.mkdtemp(prefix="exchange-", dir=RESULTS))
+    results: list[Result] = []
+    try:
+        if only & {"1", "2"}:
+            log("1. bare mTLS echo, 8 client threads")
+            echo, echo_details = echo_rate(pki_template, sizes.seconds)
+            log(f"   {echo:,.0f} calls/s")
+        if "1" in only:
+            log("1. publish end to end, 8 publishers, SQLite")
+            publish, details = publish_rate(pki_template, work, sizes.seconds)
+            log(f"   {publish:,.0f} publishes/s")
+            results.append(Result(
+                "1", "publish, 8 publishers, SQLite", "calls/s", publish, echo, 0.5,
+                notes="baseline: bare grpc.aio mTLS echo, 8 client threads",
+                details={"echo": echo_details, "publish": details},
+            ))  # fmt: skip
+        if "2" in only:
+            log("2. publish with 4 agencies subscribed; latency at half that rate")
+            subscribed, details = delivery(pki_template, work, sizes.seconds)
+            log(f"   {subscribed:,.0f} publishes/s, p99 delivery "
+                f"{details['delivery_p99_ms']:.1f} ms")  # fmt: skip
+            results.append(Result(
+                "2", "publish, 4 agencies subscribed", "calls/s", subscribed, echo, 0.4,
+                notes="baseline: the same echo rate", details=details,
+            ))  # fmt: skip
+            p99 = details["delivery_p99_ms"]
+            assert isinstance(p99, float)
+            results.append(Result(
+                "2", "p99 publish-to-delivery at half rate", "ms", p99, 50.0, 1.0, higher=False,
+                notes="baseline: the 50 ms limit", details=details,
+            ))  # fmt: skip
+        if "6" in only:
+            log("6. server memory at two ledger sizes")
+            results.append(memory(pki_template, work, sizes.memory_small, sizes.memory_large))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results

@@ -1,0 +1,115 @@
+"""Verifying a large ledger beside bare hashing; proofs at 1,000,000 entries beside 10,000.
+
+Verify runs what ``sinergi ledger verify --db`` runs: the append-only trigger check, then
+``verify_ledger(iter_entries(...), iter_checkpoints(...), [verifier])`` (every entry's canonical
+form, hash, link and seq; the RFC 6962 root at every stored checkpoint; every signature). The
+baseline is SHA-256 of each entry's bytes, already in memory, in a Python loop.
+
+Proofs are ``ledger.prove`` (an inclusion proof in the newest checkpoint, with the entry) and
+``ledger.prove_consistency`` (from a random earlier size to the newest), from the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from pathlib import Path
+
+import ledger
+from bench._build import cached_ledger
+from bench._common import Result, Sizes, log
+
+PROOFS = 400
+
+
+def _verify(path: Path, pki: Path) -> tuple[float, float, dict[str, object]]:
+    verifier = ledger.Verifier.from_vkey((pki / "ledger.vkey").read_text().strip())
+    engine = ledger.create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        # Warm the page cache the same way for both sides: read everything once.
+        bodies = [body for _seq, _hash, body in ledger.iter_entries(connection)]
+        checkpoints = sum(1 for _ in ledger.iter_checkpoints(connection))
+        began = time.perf_counter()
+        for body in bodies:
+            hashlib.sha256(body).digest()
+        bare = time.perf_counter() - began
+
+        began = time.perf_counter()
+        read_only = sum(1 for _ in ledger.iter_entries(connection))
+        reading = time.perf_counter() - began
+
+        began = time.perf_counter()
+        missing = ledger.missing_triggers(connection)
+        report = ledger.verify_ledger(
+            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+        )
+        verifying = time.perf_counter() - began
+    engine.dispose()
+    assert not missing
+    assert report.entries == len(bodies) == read_only
+    return (
+        len(bodies) / verifying,
+        len(bodies) / bare,
+        {
+            "entries": len(bodies),
+            "checkpoints": checkpoints,
+            "mean_entry_bytes": sum(map(len, bodies)) / len(bodies),
+            "verify_seconds": verifying,
+            "sha256_seconds": bare,
+            "iter_entries_seconds": reading,
+        },
+    )
+
+
+def _proof_times(path: Path, seed: int) -> tuple[float, float]:
+    """Mean seconds of one inclusion proof and one consistency proof."""
+    rng = random.Random(seed)
+    engine = ledger.create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        size = ledger.entry_count(connection)
+        seqs = [rng.randint(1, size) for _ in range(PROOFS)]
+        firsts = [rng.randint(1, size - 1) for _ in range(PROOFS)]
+        for seq in seqs[:20]:  # warm the statement caches
+            ledger.prove(connection, seq)
+            ledger.prove_consistency(connection, seq if seq < size else 1, size)
+        began = time.perf_counter()
+        for seq in seqs:
+            ledger.prove(connection, seq)
+        inclusion = (time.perf_counter() - began) / PROOFS
+        began = time.perf_counter()
+        for first in firsts:
+            ledger.prove_consistency(connection, first, size)
+        consistency = (time.perf_counter() - began) / PROOFS
+    engine.dispose()
+    return inclusion, consistency
+
+
+def run(sizes: Sizes) -> list[Result]:
+    large, pki = cached_ledger(sizes.verify_entries)
+    log(f"4. verify a {sizes.verify_entries:,}-entry ledger")
+    project, baseline, details = _verify(large, pki)
+    log(f"   {project:,.0f} entries/s vs {baseline:,.0f} SHA-256/s")
+    results = [
+        Result("4", f"verify {sizes.verify_entries:,} entries", "entries/s", project, baseline,
+               0.25, notes="baseline: SHA-256 of each entry's bytes", details=details),
+    ]  # fmt: skip
+    small, _ = cached_ledger(sizes.proof_small)
+    big, _ = cached_ledger(sizes.proof_large)
+    log(f"5. proofs at {sizes.proof_large:,} vs {sizes.proof_small:,} entries")
+    small_inclusion, small_consistency = _proof_times(small, 1)
+    big_inclusion, big_consistency = _proof_times(big, 2)
+    log(
+        f"   inclusion {1e6 * big_inclusion:,.0f} vs {1e6 * small_inclusion:,.0f} us, "
+        f"consistency {1e6 * big_consistency:,.0f} vs {1e6 * small_consistency:,.0f} us"
+    )
+    for name, big_t, small_t in (
+        ("inclusion proof (prove)", big_inclusion, small_inclusion),
+        ("consistency proof (prove_consistency)", big_consistency, small_consistency),
+    ):
+        results.append(Result(
+            "5", f"{name} at {sizes.proof_large:,} vs {sizes.proof_small:,}", "us",
+            1e6 * big_t, 1e6 * small_t, 2.0, higher=False,
+            notes=f"mean of {PROOFS} random proofs from the database",
+        ))  # fmt: skip
+    return results
