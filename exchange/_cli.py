@@ -106,8 +106,20 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     default=None,
     help="How often health probes the database [default 2].",
 )
-@click.option("--max-message-bytes", type=click.IntRange(1), default=None,
-              help="Largest request or response [default 4 MiB].")  # fmt: skip
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(1),
+    default=None,
+    help="Largest request or response [default 4 MiB].",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(0),
+    default=None,
+    help="Requests per second per principal; 0 = none [default 0].",
+)
+@click.option("--rate-burst", type=click.IntRange(1), default=None,
+              help="Requests at once above the rate [default 100].")  # fmt: skip
 @click.option(
     "--check-config", is_flag=True,
     help="Check configuration, policy, PKI files and database, then exit without serving.",
@@ -131,6 +143,8 @@ def serve(
     grace_seconds: float | None,
     health_interval_seconds: float | None,
     max_message_bytes: int | None,
+    rate_limit: float | None,
+    rate_burst: int | None,
     check_config: bool,
     upgrade: bool,
     print_next_steps: bool,
@@ -158,6 +172,8 @@ def serve(
         "grace_seconds": grace_seconds,
         "health_interval_seconds": health_interval_seconds,
         "max_message_bytes": max_message_bytes,
+        "rate_limit": rate_limit,
+        "rate_burst": rate_burst,
     }
     try:
         values = dict(load_config(config_file).values) if config_file else {}
@@ -189,7 +205,8 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
     numbers = {
         key: values[key]
         for key in ("stall_seconds", "grace_seconds", "health_interval_seconds",
-                    "max_message_bytes", "reflection")
+                    "max_message_bytes", "reflection", "rate_limit", "rate_burst",
+                    "keepalive_seconds", "max_connection_age_seconds")
         if key in values
     }  # fmt: skip
     config = ServerConfig(

@@ -33,9 +33,16 @@ _KINDS: dict[str, str] = {
     "grace_seconds": "number",
     "health_interval_seconds": "number",
     "max_message_bytes": "integer",
+    "rate_limit": "number",
+    "rate_burst": "integer",
+    "keepalive_seconds": "number",
+    "max_connection_age_seconds": "number",
 }
 KEYS = tuple(_KINDS)
-_POSITIVE = ("stall_seconds", "health_interval_seconds", "max_message_bytes")
+_POSITIVE = (
+    "stall_seconds", "health_interval_seconds", "max_message_bytes", "rate_burst",
+    "keepalive_seconds",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

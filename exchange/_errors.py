@@ -79,6 +79,12 @@ class ResourceExhausted(ExchangeError):
     denied = False
 
 
+class RateLimited(ExchangeError):
+    """The caller sent more requests than its rate limit allows; it should back off."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(ExchangeError):
     code = grpc.StatusCode.UNAVAILABLE
     denied = False

@@ -23,8 +23,15 @@ import structlog
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from exchange._errors import ExchangeError, Internal, InvalidArgument, ResourceExhausted
+from exchange._errors import (
+    ExchangeError,
+    Internal,
+    InvalidArgument,
+    RateLimited,
+    ResourceExhausted,
+)
 from exchange._identity import PeerRejected, Principal, Trust, authenticate, require
+from exchange._limits import RateLimiter
 from exchange._metrics import Metrics
 from ledger import Action, Actor, EntryDraft, LedgerWriter, Outcome
 
@@ -78,12 +85,14 @@ class Guard(_Interceptor):
         *,
         metrics: Metrics | None = None,
         unrecorded: Collection[str] = (),
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._ledger = ledger
         self._trust = trust  # the server's CAs and CRL, replaced in place on rotation
         self._stall_seconds = stall_seconds
         self._metrics = metrics
         self._unrecorded = frozenset(unrecorded)
+        self._limiter = limiter
 
     async def intercept_service(
         self,
@@ -225,7 +234,16 @@ class _Call:
     def start(self, parse: Callable[[bytes], Any] | None) -> Any:  # noqa: ANN401
         _request_digest.set(hashlib.sha256(self.raw).hexdigest())
         self.who = authenticate(self.context, self.guard._trust)
-        _principal.set(require(self.who))
+        principal = require(self.who)
+        _principal.set(principal)
+        limiter = self.guard._limiter
+        if limiter is not None and self.service not in self.guard._unrecorded:
+            allowed, record = limiter.take(str(principal.id))
+            if not allowed:
+                raise RateLimited(
+                    f"more than {limiter.rate:g} requests per second; retry later",
+                    recorded=not record,  # only the first refusal of each second is recorded
+                )
         if parse is None:
             return self.raw
         try:

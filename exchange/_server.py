@@ -23,6 +23,7 @@ from exchange._audit import AuditLedgerService
 from exchange._database import check_revision, upgrade
 from exchange._errors import ConfigError
 from exchange._health import DatabaseHealth
+from exchange._limits import RateLimiter
 from exchange._metrics import Metrics
 from exchange._policy import DEFAULT_POLICY, Policy
 from exchange._reflection import enable_reflection
@@ -61,6 +62,10 @@ class ServerConfig:
     metrics_listen: str = ""  # Prometheus /metrics on plain HTTP, e.g. 127.0.0.1:9464; "" = off
     options: tuple[tuple[str, int], ...] = field(default=())
     crl: Path | None = None  # PEM CRL file(s) (`sinergi pki crl`), re-read when it changes
+    rate_limit: float = 0.0  # requests per second per principal; 0 = no limit
+    rate_burst: int = 100  # requests a principal may send at once above the rate
+    keepalive_seconds: float = 60.0  # ping idle connections, so dead peers free their streams
+    max_connection_age_seconds: float = 0.0  # 0 = unlimited; else GOAWAY, then a 5-minute grace
 
     @property
     def ledger_origin(self) -> str:
@@ -185,15 +190,11 @@ class ExchangeServer:
             self.config.stall_seconds,
             metrics=self.metrics,
             unrecorded=_UNRECORDED,
+            limiter=RateLimiter(self.config.rate_limit, self.config.rate_burst)
+            if self.config.rate_limit > 0
+            else None,
         )
-        server = grpc.aio.server(
-            interceptors=[guard],
-            options=[
-                ("grpc.max_receive_message_length", self.config.max_message_bytes),
-                ("grpc.max_send_message_length", self.config.max_message_bytes),
-                *self.config.options,
-            ],
-        )
+        server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
             ExchangeService(self.policy, self.ledger, self.engine, self.hub), server
         )
@@ -226,6 +227,27 @@ class ExchangeServer:
             metrics_port=self.metrics_port or None,
         )
         return self.port
+
+    def _channel_options(self) -> list[tuple[str, int]]:
+        """Message size limits, keepalive (a vanished subscriber's stream is freed), and an
+        optional maximum connection age (clients reconnect, and resume streams from their
+        cursor, so connections can be moved across replicas)."""
+        config = self.config
+        keepalive = int(config.keepalive_seconds * 1000)
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.keepalive_time_ms", keepalive),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        if config.max_connection_age_seconds > 0:
+            options += [
+                ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", 300_000),
+            ]
+        return [*options, *config.options]
 
     async def wait(self) -> None:
         assert self._server is not None
