@@ -6,21 +6,24 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from certs import CertsError
+from certs import CertsError, load_identity
 from exchange._config import load_config
 from exchange._database import grant_app_role
 from exchange._database import upgrade as upgrade_database
 from exchange._errors import ConfigError
 from exchange._logging import configure_logging
-from exchange._policy import DEFAULT_POLICY
-from exchange._server import ExchangeServer, ServerConfig
+from exchange._policy import DEFAULT_POLICY, Policy
+from exchange._retention import candidates
+from exchange._retention import purge as purge_threads
+from exchange._server import ExchangeServer, ServerConfig, open_database
 from exchange._server import check_config as check_server_config
-from ledger import LedgerError
+from ledger import Actor, LedgerError, LedgerWriter, load_signer
 
 _DB = click.option(
     "--db", envvar="SINERGI_DB", default="sqlite:///var/sinergi.db", show_default=True,
@@ -299,3 +302,56 @@ def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
     if app_role:
         text += f"; role {app_role} may SELECT and INSERT only"
     click.echo(json.dumps(message) if as_json else text)
+
+
+@db.command()
+@_DB
+@click.option(
+    "--pki", default="certs/dev", show_default=True, type=click.Path(path_type=Path),
+    help="PKI directory: the ledger key (ledger.key) and the server identity (server/).",
+)  # fmt: skip
+@click.option(
+    "--policy", default=str(DEFAULT_POLICY), type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy file with the [retention] periods. Default: the development policy.",
+)  # fmt: skip
+@click.option("--trust-domain", default="sinergi.dev", show_default=True)
+@click.option("--older-than", type=click.IntRange(0), default=None,
+              help="Days since an alert stopped being in force, for every category, instead of "
+                   "the policy's retention periods.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="List what would be purged; change nothing.")
+@_JSON
+def purge(
+    db: str, pki: Path, policy: Path, trust_domain: str, older_than: int | None, dry_run: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Remove the personal data of alerts past retention (expired or cancelled, and older than
+    their category's period); one REDACT ledger entry per alert; the ledger stays verifiable.
+
+    \b
+    Example:
+      sinergi db purge --db sqlite:///var/sinergi.db --pki certs/dev --dry-run
+    """
+    try:
+        rules = Policy.load(policy)
+        engine = open_database(db)
+        override = timedelta(days=older_than) if older_than is not None else None
+        found = candidates(engine, rules, datetime.now(UTC), override)
+        if not dry_run and found:
+            identity = load_identity(pki / "server")
+            origin = f"{trust_domain}/ledger"
+            writer = LedgerWriter(engine, load_signer(pki / "ledger.key", origin), origin)
+            actor = Actor(str(identity.spiffe_id), identity.fingerprint)
+            try:
+                purge_threads(engine, writer, actor, found,
+                              str(older_than) if older_than is not None else "policy")  # fmt: skip
+            finally:
+                writer.close()
+        engine.dispose()
+    except (ConfigError, CertsError, LedgerError, OSError, SQLAlchemyError) as exc:
+        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
+    listed = [{"alert": c.thread_id, "category": c.category,
+               "ended": c.ended.isoformat(timespec="seconds")} for c in found]  # fmt: skip
+    verb = "would purge" if dry_run else "purged"
+    lines = [f"  {a['alert']} {a['category']} ended {a['ended']}" for a in listed]
+    text = "\n".join([f"{verb} {len(found)} alerts", *lines])
+    click.echo(json.dumps({"ok": True, "dry_run": dry_run, "alerts": listed}) if as_json else text)

@@ -11,7 +11,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange._errors import ConfigError, InvalidArgument, PermissionDenied
@@ -43,6 +43,12 @@ class AgencyPolicy:
 class Policy:
     agencies: Mapping[str, AgencyPolicy]
     digest: str
+    #: days an alert's personal data is kept after it stops being in force, per category
+    retention: Mapping[str, int] = field(default_factory=dict)
+    default_retention: int = 365
+
+    def retention_days(self, category: str) -> int:
+        return self.retention.get(category, self.default_retention)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -55,7 +61,7 @@ class Policy:
 
     @classmethod
     def parse(cls, doc: Mapping[str, object], digest: str, source: str = "policy") -> Policy:
-        _keys(doc, {"version", "agencies"}, source)
+        _keys(doc, {"version", "agencies", "retention"}, source)
         if doc.get("version") != 1:
             raise ConfigError(f"{source}: 'version' must be 1")
         agencies_doc = doc.get("agencies")
@@ -81,7 +87,8 @@ class Policy:
                 receive=_categories(entry.get("receive", []), f"{where}.receive"),
                 amber_shares_with=shares_with,
             )
-        return cls(agencies, digest)
+        default, retention = _retention(doc.get("retention", {}), f"{source}: retention")
+        return cls(agencies, digest, retention, default)
 
     def _agency(self, agency: str, role: str) -> AgencyPolicy:
         policy = self.agencies.get(agency)
@@ -148,6 +155,20 @@ class Policy:
         if policy is None or not policy.roles:
             raise PermissionDenied(f"agency {agency!r} is not a member of this exchange")
         return policy
+
+
+def _retention(value: object, where: str) -> tuple[int, dict[str, int]]:
+    """``[retention]``: ``default_days`` and one ``<CATEGORY> = days`` per category to differ."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    _keys(value, {"default_days", *CATEGORIES}, where)
+    days = {}
+    for key, n in value.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"{where}.{key}: must be a whole number of days, 0 or more")
+        days[key] = n
+    default = days.pop("default_days", 365)
+    return default, days
 
 
 def _keys(doc: Mapping[str, object], allowed: set[str], where: str) -> None:

@@ -54,6 +54,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:  # noqa: AN
         "journal_mode=WAL",
         "synchronous=FULL",
         "foreign_keys=ON",
+        "secure_delete=ON",  # freed pages are zeroed: a purge leaves no personal data behind
         "busy_timeout=30000",
     ):
         cursor.execute(f"PRAGMA {pragma}")
