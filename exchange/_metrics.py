@@ -50,6 +50,12 @@ class Metrics:
             buckets=_BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self._subscribers = Gauge("sinergi_subscribers", "Open Subscribe streams.", registry=r)
+        self._lag = Histogram(
+            "sinergi_delivery_lag_seconds",
+            "Time from publish to delivery: how far behind subscribers are (a resumed backlog "
+            "shows as a long tail).",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400), registry=r,
+        )  # fmt: skip
         self._expiry = Gauge(
             "sinergi_certificate_expiry_seconds", "Seconds until the certificate expires.",
             ["identity"], registry=r,
@@ -72,6 +78,9 @@ class Metrics:
 
     def subscribers(self, count: int) -> None:
         self._subscribers.set(count)
+
+    def delivered(self, lag_seconds: float) -> None:
+        self._lag.observe(max(lag_seconds, 0.0))
 
     def certificate(self, identity: str, not_after: datetime) -> None:
         """Expiry counts down by itself at every scrape (a value set once would go stale)."""

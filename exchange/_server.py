@@ -157,7 +157,7 @@ class ExchangeServer:
             max_batch=config.max_batch,
             observe=self.metrics.ledger_batch,
         )
-        self.hub = Hub(self.metrics.subscribers)
+        self.hub = Hub(self.metrics.subscribers, self.metrics.delivered)
         self.wakeups: PostgresWakeups | None = None
         self.health: DatabaseHealth | None = None
         self._server: grpc.aio.Server | None = None

@@ -413,6 +413,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 for stored in page:
                     yield exchange_pb2.Delivery(cursor=stored.position, alert=stored.alert)
                     cursor = stored.position
+                    sent = stored.alert.sent.ToDatetime(UTC)
+                    self._hub.delivered((datetime.now(UTC) - sent).total_seconds())
 
     async def Acknowledge(  # noqa: N802
         self, request: exchange_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -21,9 +21,14 @@ _log = structlog.get_logger("sinergi.subscriptions")
 
 
 class Hub:
-    def __init__(self, observe: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        observe: Callable[[int], None] | None = None,
+        lag: Callable[[float], None] | None = None,
+    ) -> None:
         self._event = asyncio.Event()
         self._observe = observe
+        self._lag = lag
         self.open = 0
         self.closing = False
 
@@ -46,6 +51,11 @@ class Hub:
             yield
         finally:
             self._count(-1)
+
+    def delivered(self, lag_seconds: float) -> None:
+        """One message sent to a subscriber ``lag_seconds`` after it was published."""
+        if self._lag is not None:
+            self._lag(lag_seconds)
 
     def _count(self, delta: int) -> None:
         self.open += delta

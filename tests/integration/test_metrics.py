@@ -78,6 +78,14 @@ def test_subscriber_gauge_follows_open_streams(
     assert value(scrape(server), "sinergi_subscribers") == 0
     police, labour = Collector(server, "police"), Collector(server, "labour")
     wait_for(lambda: value(scrape(server), "sinergi_subscribers") == 2, what="two subscribers")
+    with ExchangeClient(server.pki / "immigration", server.address) as immigration:
+        immigration.publish(new_alert(category="PASSPORT_HOLD", recipients=["police", "labour"],
+                                      summary="lag"))  # fmt: skip
+    wait_for(lambda: len(police.ids()) == len(labour.ids()) == 1, what="both deliveries")
+    lag = "sinergi_delivery_lag_seconds"
+    # counted once each write completes, which may be just after the client has the message
+    wait_for(lambda: value(scrape(server), f"{lag}_count") == 2, what="one lag per delivery")
+    assert value(scrape(server), f"{lag}_bucket", le="5.0") == 2  # both within seconds
     police.stop()
     wait_for(lambda: value(scrape(server), "sinergi_subscribers") == 1, what="one left")
     labour.stop()
