@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -99,9 +100,44 @@ class _Head:
         return cls(frontier, last)
 
 
-def node_reader(connection: Connection) -> NodeReader:
-    """Perfect-subtree hashes from the ``ledger_nodes`` table, one indexed lookup each."""
-    return lambda level, index: read_node(connection, level, index)
+class NodeCache:
+    """Recently read tree nodes. A stored node never changes (the table is append-only), so a
+    cache of them is always right for its database; consecutive proofs share most nodes, so
+    receipts mostly skip the database. Bounded, least recently used first out; thread-safe."""
+
+    def __init__(self, size: int = 1 << 16) -> None:
+        self._size = size
+        self._nodes: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        with self._lock:
+            node = self._nodes.get(key)
+            if node is not None:
+                self._nodes.move_to_end(key)
+            return node
+
+    def put(self, key: tuple[int, int], node: bytes) -> None:
+        with self._lock:
+            self._nodes[key] = node
+            if len(self._nodes) > self._size:
+                self._nodes.popitem(last=False)
+
+
+def node_reader(connection: Connection, cache: NodeCache | None = None) -> NodeReader:
+    """Perfect-subtree hashes from the ``ledger_nodes`` table, one indexed lookup each (none for
+    a node in ``cache``)."""
+    if cache is None:
+        return lambda level, index: read_node(connection, level, index)
+
+    def cached(level: int, index: int) -> bytes:
+        node = cache.get((level, index))
+        if node is None:
+            node = read_node(connection, level, index)
+            cache.put((level, index), node)
+        return node
+
+    return cached
 
 
 def read_node(connection: Connection, level: int, index: int) -> bytes:
@@ -147,7 +183,9 @@ class LedgerWriter:
         return self._origin
 
     def submit(self, work: Work[T]) -> Future[Committed[T]]:
-        """Queue ``work`` for the next commit batch."""
+        """Queue ``work`` for the next commit batch. A work may run twice (when another work of
+        its batch raises, the batch is rolled back and rerun with savepoints): it must touch
+        nothing but the connection it is given, and rebuild anything it returns."""
         if self._closed:
             raise StorageError("the ledger writer is closed")
         future: Future[Committed[T]] = Future()
@@ -191,7 +229,13 @@ class LedgerWriter:
             return
         started = time.perf_counter()
         try:
-            size, note, known = self._write(batch)
+            try:
+                size, note, known = self._write(batch, careful=False)
+            except _WorkFailed:
+                # A work raised: nothing was committed. Run the batch again with a savepoint
+                # around each work, so that the others still commit (works are re-runnable:
+                # they read and write only inside the transaction).
+                size, note, known = self._write(batch, careful=True)
         except Exception as exc:  # the transaction failed as a whole: nothing was committed
             self._head = None
             _log.exception("ledger batch of %d failed", len(batch))
@@ -231,8 +275,11 @@ class LedgerWriter:
             item.future.set_result(Committed(item.value, receipts))
 
     def _write(
-        self, batch: list[_Pending[object]]
+        self, batch: list[_Pending[object]], *, careful: bool
     ) -> tuple[int, bytes, dict[tuple[int, int], bytes]]:
+        """One transaction for the whole batch. Savepoints cost a round trip each, so the first
+        attempt runs the works without them; only a work that raises makes the batch ``careful``
+        (a savepoint per work, the failing one rolled back alone)."""
         with self._engine.connect() as connection, writing(connection).begin():
             lock_ledger(connection)
             head = self._current_head(connection)
@@ -244,7 +291,7 @@ class LedgerWriter:
             entry_rows: list[dict[str, object]] = []
             node_rows: list[dict[str, object]] = []
             for item in batch:
-                savepoint = connection.begin_nested()
+                savepoint = connection.begin_nested() if careful else None
                 try:
                     value, drafts = item.work(connection, frontier.size + 1)
                     now = self._clock()
@@ -253,8 +300,11 @@ class LedgerWriter:
                         body = draft.at(frontier.size + 1 + offset, now, link).encode()
                         placed.append(body)
                         link = leaf_hash(body).hex()
-                    savepoint.commit()
+                    if savepoint is not None:
+                        savepoint.commit()
                 except Exception as exc:
+                    if savepoint is None:
+                        raise _WorkFailed from exc  # roll back all; rerun the batch carefully
                     savepoint.rollback()
                     item.error = exc
                     continue
@@ -286,6 +336,10 @@ class LedgerWriter:
             self._head = _Head.load(connection)  # first batch, or another replica appended
         return _Head(Frontier(self._head.frontier.size, self._head.frontier.hashes),
                      self._head.last_hash)  # fmt: skip
+
+
+class _WorkFailed(Exception):
+    """A work raised in a batch run without savepoints: roll the transaction back."""
 
 
 def _reader(known: dict[tuple[int, int], bytes]) -> Callable[[int, int], bytes]:
@@ -351,7 +405,12 @@ def checkpoint_at(connection: Connection, size: int | None) -> tuple[int, bytes]
     return (int(row.size), _blob(row.note)) if row else None
 
 
-def prove(connection: Connection, seq: int, tree_size: int | None = None) -> Receipt:
+def prove(
+    connection: Connection,
+    seq: int,
+    tree_size: int | None = None,
+    cache: NodeCache | None = None,
+) -> Receipt:
     """A receipt for entry ``seq`` in a stored checkpoint (the newest for None): O(log n) reads."""
     found = checkpoint_at(connection, tree_size)
     row = connection.execute(
@@ -362,13 +421,15 @@ def prove(connection: Connection, seq: int, tree_size: int | None = None) -> Rec
     size, note = found
     if row is None or not 1 <= seq <= size:
         raise StorageError(f"entry {seq} is not covered by the checkpoint of size {size}")
-    proof = inclusion_proof(seq - 1, size, node_reader(connection))
+    proof = inclusion_proof(seq - 1, size, node_reader(connection, cache))
     return Receipt(seq, _blob(row.hash), _blob(row.body), note, size, tuple(proof))
 
 
-def prove_consistency(connection: Connection, first: int, second: int) -> list[bytes]:
+def prove_consistency(
+    connection: Connection, first: int, second: int, cache: NodeCache | None = None
+) -> list[bytes]:
     """RFC 6962 PROOF(first, D[second]) from stored nodes, O(log n) reads; 0 < first <= second."""
     size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
     if not 0 < first <= second <= size:
         raise StorageError(f"no consistency proof from {first} to {second} (ledger size {size})")
-    return consistency_proof(first, second, node_reader(connection))
+    return consistency_proof(first, second, node_reader(connection, cache))
