@@ -11,9 +11,11 @@ from clients._alerts import (
 )
 from clients._client import (
     DEFAULT_SERVER,
+    NO_RETRY,
     Acknowledged,
     ExchangeClient,
     Published,
+    RetryPolicy,
     VerifiedReceipt,
     find_ledger_key,
     load_verifier,
@@ -31,12 +33,14 @@ from clients._witness import ForkDetected, Witness
 __all__ = [
     "ALL_MEMBERS",
     "DEFAULT_SERVER",
+    "NO_RETRY",
     "Acknowledged",
     "ClientError",
     "ExchangeClient",
     "ForkDetected",
     "Published",
     "Refused",
+    "RetryPolicy",
     "Unreachable",
     "UsageError",
     "VerificationFailed",

@@ -6,6 +6,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TypeVar
 import grpc
 
 from certs import CertsError, Identity, SpiffeId, load_identity
-from clients._errors import UsageError, VerificationFailed, from_rpc_error
+from clients._errors import Unreachable, UsageError, VerificationFailed, from_rpc_error
 from clients._witness import Witness
 from ledger import Checkpoint as LedgerCheckpoint
 from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, verify_inclusion
@@ -29,6 +30,40 @@ LEDGER_KEY_FILE = "ledger.vkey"
 WITNESS_FILE = "witness.json"
 WITNESSED_SIZE = "sinergi-witnessed-size"
 Reply = TypeVar("Reply")
+_JITTER = secrets.SystemRandom()
+# The channel's own reconnection backoff (gRPC's default starts at 1s and grows to 120s): short,
+# so that a retry after a dropped connection finds the channel reconnecting, not idling.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of UNAVAILABLE only: exponential backoff with full jitter, within the deadline.
+
+    Other codes are answers, not outages, and are never retried. Writes are retried with the
+    idempotency key of the first attempt, so a retry can only return the first result."""
+
+    attempts: int = 6  # the first and five retries
+    initial: float = 0.1
+    maximum: float = 2.0
+
+    def delay(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1, 2, ...): uniform in [0, cap]."""
+        return _JITTER.uniform(0, self._cap(retry))
+
+    def patience(self) -> float:
+        """The longest the retries can wait in all: how long an outage they ride out."""
+        return sum(self._cap(n) for n in range(1, self.attempts))
+
+    def _cap(self, retry: int) -> float:
+        return min(self.maximum, self.initial * 2.0 ** (retry - 1))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True)
@@ -85,7 +120,10 @@ class ExchangeClient:
         ledger_key: str | os.PathLike[str] | None = None,
         witness_state: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
+        """``timeout`` is the deadline of each call, retries included (not of ``subscribe``,
+        which runs until the caller stops reading)."""
         try:
             self.identity = identity if isinstance(identity, Identity) else load_identity(identity)
         except CertsError as exc:
@@ -95,12 +133,13 @@ class ExchangeClient:
             witness_state or self.identity.directory / WITNESS_FILE, [self._verifier]
         )
         self._timeout = timeout
+        self._retry = retry
         credentials = grpc.ssl_channel_credentials(
             root_certificates=self.identity.ca_pem,
             private_key=self.identity.key_pem,
             certificate_chain=self.identity.cert_pem,
         )
-        self._channel = grpc.secure_channel(server, credentials)
+        self._channel = grpc.secure_channel(server, credentials, options=CHANNEL_OPTIONS)
         self._stub = exchange_pb2_grpc.ExchangeStub(self._channel)
         self._audit = ledger_pb2_grpc.AuditLedgerStub(self._channel)
 
@@ -120,12 +159,7 @@ class ExchangeClient:
         request = exchange_pb2.PublishRequest(
             idempotency_key=idempotency_key or secrets.token_urlsafe(24), alert=alert
         )
-        try:
-            response = self._stub.Publish(
-                request, timeout=self._timeout, metadata=self._witnessed()
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        response = self._call(self._stub.Publish, request, witnessed=True)
         receipt = self.verify_receipt(response.receipt, "PUBLISH", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
@@ -141,10 +175,7 @@ class ExchangeClient:
             alert_id=alert_id,
             alert=alert,
         )
-        try:
-            response = self._stub.Update(request, timeout=self._timeout, metadata=self._witnessed())
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        response = self._call(self._stub.Update, request, witnessed=True)
         receipt = self.verify_receipt(response.receipt, "UPDATE", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
@@ -159,10 +190,7 @@ class ExchangeClient:
             alert_id=alert_id,
             reason=reason,
         )
-        try:
-            response = self._stub.Cancel(request, timeout=self._timeout, metadata=self._witnessed())
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        response = self._call(self._stub.Cancel, request, witnessed=True)
         receipt = self.verify_receipt(response.receipt, "CANCEL", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
@@ -174,15 +202,17 @@ class ExchangeClient:
         case_reference: str = "",
         note: str = "",
     ) -> Acknowledged:
+        """Acknowledge ``alert_id``, sent at most once.
+
+        AcknowledgeRequest has no idempotency key and the exchange records every acknowledgement
+        it receives, so a blind retry could record two. The client therefore waits (within the
+        deadline, with the retry policy's patience) for a connection before it sends, and does
+        not resend: :class:`Unreachable` after sending means the outcome is unknown, and
+        :meth:`acknowledgements` tells."""
         request = exchange_pb2.AcknowledgeRequest(
             alert_id=alert_id, response=response, case_reference=case_reference, note=note
         )
-        try:
-            reply = self._stub.Acknowledge(
-                request, timeout=self._timeout, metadata=self._witnessed()
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        reply = self._call(self._stub.Acknowledge, request, witnessed=True, resend=False)
         receipt = self.verify_receipt(reply.receipt, "ACK", f"alert:{alert_id}")
         return Acknowledged(reply.acknowledgement, receipt)
 
@@ -198,14 +228,14 @@ class ExchangeClient:
         On a dropped connection, and when the exchange sheds this subscriber for reading too
         slowly (RESOURCE_EXHAUSTED), it reconnects and resumes after the last cursor yielded, so
         nothing is lost; a message may come twice (delivery is at least once)."""
-        cursor, backoff = after, 0.2
+        cursor, retry = after, 0
         while True:
             call = self._stub.Subscribe(
                 exchange_pb2.SubscribeRequest(after=cursor, categories=list(categories))
             )
             try:
                 for delivery in call:
-                    backoff = 0.2
+                    retry = 0
                     cursor = delivery.cursor
                     yield delivery
                 return
@@ -213,8 +243,8 @@ class ExchangeClient:
                 error = from_rpc_error(exc)
                 if not reconnect or exc.code() not in RESUMABLE:
                     raise error from None
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                retry += 1
+                time.sleep(self._retry.delay(min(retry, 30)))
             finally:
                 call.cancel()  # type: ignore[no-untyped-call]
 
@@ -288,10 +318,58 @@ class ExchangeClient:
         return list(self._unary(self._stub.ListAcknowledgements, request).acknowledgements)
 
     def _unary(self, method: Callable[..., Reply], request: object) -> Reply:
+        return self._call(method, request)
+
+    def _call(
+        self,
+        method: Callable[..., Reply],
+        request: object,
+        *,
+        witnessed: bool = False,
+        resend: bool = True,
+    ) -> Reply:
+        """One unary call within one deadline, retried on UNAVAILABLE per the retry policy.
+
+        With ``resend=False`` (a request that is not idempotent) only the wait for a connection
+        is retried; once the request may have left, it is not sent again."""
+        deadline = time.monotonic() + self._timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            if not resend:
+                self._connected(deadline)
+            metadata = self._witnessed() if witnessed else ()
+            try:
+                return method(
+                    request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata
+                )
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                if not resend and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise Unreachable(
+                        f"{error.message}; the request may or may not have been recorded"
+                    ) from None
+                pause = self._retry.delay(attempt)
+                if (
+                    exc.code() != grpc.StatusCode.UNAVAILABLE
+                    or attempt >= self._retry.attempts
+                    or time.monotonic() + pause >= deadline
+                ):
+                    raise error from None
+            time.sleep(pause)
+
+    def _connected(self, deadline: float) -> None:
+        """Wait until the channel is connected; :class:`Unreachable` (nothing sent) if it is
+        not within the retry policy's patience or the deadline."""
+        patience = max(self._retry.patience(), 0.5)
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            return method(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            ready.result(timeout=max(min(deadline - time.monotonic(), patience), 0.001))
+        except grpc.FutureTimeoutError:
+            raise Unreachable("exchange unreachable: no connection (nothing was sent)") from None
+        finally:
+            with suppress(Exception):
+                ready.cancel()
 
     def _pages(
         self,
@@ -312,13 +390,10 @@ class ExchangeClient:
 
     def _consistency(self, first: int, second: int) -> Sequence[bytes]:
         """For the witness: a proof to a size it already holds a signed checkpoint of."""
-        try:
-            reply = self._audit.GetConsistencyProof(
-                ledger_pb2.ConsistencyProofRequest(first=first, second=second),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        reply = self._call(
+            self._audit.GetConsistencyProof,
+            ledger_pb2.ConsistencyProofRequest(first=first, second=second),
+        )
         cp = self._open(reply.checkpoint.note)
         if cp.size != second:
             raise VerificationFailed(f"asked for a proof to size {second}, got size {cp.size}")
@@ -332,12 +407,7 @@ class ExchangeClient:
 
     def checkpoint(self) -> LedgerCheckpoint:
         """The exchange's newest checkpoint, verified and witnessed (a rollback is an error)."""
-        try:
-            reply = self._audit.GetCheckpoint(
-                ledger_pb2.GetCheckpointRequest(), timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        reply = self._call(self._audit.GetCheckpoint, ledger_pb2.GetCheckpointRequest())
         cp = self._open(reply.note)
         self.witness.observe(cp, reply.note, fetch=self._consistency, latest=True)
         return cp
@@ -357,12 +427,7 @@ class ExchangeClient:
         """Entry ``seq`` with its inclusion proof in the newest checkpoint, verified and witnessed.
 
         Auditors only."""
-        try:
-            reply = self._audit.GetInclusionProof(
-                ledger_pb2.InclusionProofRequest(seq=seq), timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        reply = self._call(self._audit.GetInclusionProof, ledger_pb2.InclusionProofRequest(seq=seq))
         cp = self._open(reply.checkpoint.note)
         try:
             entry = Entry.decode(reply.entry)
@@ -378,13 +443,10 @@ class ExchangeClient:
 
     def consistency(self, first: int, second: int) -> tuple[LedgerCheckpoint, list[bytes]]:
         """The checkpoint at ``second`` and the proof that size ``first`` is its prefix."""
-        try:
-            reply = self._audit.GetConsistencyProof(
-                ledger_pb2.ConsistencyProofRequest(first=first, second=second),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        reply = self._call(
+            self._audit.GetConsistencyProof,
+            ledger_pb2.ConsistencyProofRequest(first=first, second=second),
+        )
         cp = self._open(reply.checkpoint.note)
         self.witness.observe(cp, reply.checkpoint.note, fetch=self._consistency)
         return cp, list(reply.proof)

@@ -7,6 +7,7 @@ import click
 from clients._cli._alert import alert
 from clients._cli._audit import audit
 from clients._cli._common import LazyGroup
+from clients._cli._config import config
 from clients._cli._ledger import ledger
 from clients._cli._pki import pki
 
@@ -26,6 +27,7 @@ def cli() -> None:
 
 cli.add_command(alert)
 cli.add_command(audit)
+cli.add_command(config)
 cli.add_command(ledger)
 cli.add_command(pki)
 

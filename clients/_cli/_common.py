@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -17,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from certs import CertsError
+from clients._config import file_setting
 from clients._errors import ClientError
 from ledger import LedgerError
 
@@ -24,6 +27,29 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_DB = "sqlite:///var/sinergi.db"
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+
+class ConfigFileError(click.ClickException):
+    """A broken configuration file, met while click fills in defaults: exit 2, one line."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:  # noqa: ANN401 - click's signature
+        click.echo(f"sinergi: {self.format_message()}", err=True)
+
+
+def from_file(name: str, default: str | None = None) -> Callable[[], str | None]:
+    """An option's default: the configuration file's value, else ``default``. Click calls it
+    only when neither the flag nor the environment gave a value, which is the precedence."""
+
+    def value() -> str | None:
+        try:
+            return file_setting(name) or default
+        except ClientError as exc:
+            raise ConfigFileError(exc.message) from None
+
+    return value
 
 
 class LazyGroup(click.Group):
@@ -49,15 +75,29 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+# Words that say a check passed, shown in green on a terminal.
+_VERIFIED = re.compile(r"\((?:receipt|proof|[0-9]+ hash(?:es)?) verified\)|^ledger intact")
+
+
+def colour() -> bool | None:
+    """Click's ``color`` argument: None lets click colour a terminal and strip styles in a
+    pipe; False when NO_COLOR is set to anything (https://no-color.org)."""
+    return False if os.environ.get("NO_COLOR") else None
+
+
 def emit(as_json: bool, obj: dict[str, Any], human: str) -> None:
     """Print a result: ``human`` text, or ``obj`` as one JSON line with --json."""
-    click.echo(json.dumps(obj, sort_keys=True) if as_json else human)
+    if as_json:
+        click.echo(json.dumps(obj, sort_keys=True))
+    else:
+        painted = _VERIFIED.sub(lambda m: click.style(m.group(0), fg="green"), human)
+        click.echo(painted, color=colour())
     sys.stdout.flush()
 
 
 def fail(as_json: bool, message: str, code: int, details: dict[str, Any] | None = None) -> None:
     """Report a failure on stderr (and as the last JSON line with --json), then exit ``code``."""
-    click.echo(f"sinergi: {message}", err=True)
+    click.echo(click.style(f"sinergi: {message}", fg="red", bold=True), err=True, color=colour())
     if as_json:
         click.echo(json.dumps({"ok": False, "error": message, **(details or {})}, sort_keys=True))
     sys.exit(code)
@@ -95,27 +135,30 @@ identity_option = click.option(
     "--identity",
     envvar="SINERGI_IDENTITY",
     required=True,
+    default=from_file("identity"),
     type=click.Path(file_okay=False, path_type=str),
-    help="Identity directory with tls.crt, tls.key and ca.crt [env SINERGI_IDENTITY].",
+    help="Identity directory with tls.crt, tls.key and ca.crt [env SINERGI_IDENTITY; config "
+    "file: identity].",
 )
 server_option = click.option(
     "--server",
     envvar="SINERGI_SERVER",
-    default="127.0.0.1:50051",
-    show_default=True,
-    help="Exchange address [env SINERGI_SERVER].",
+    default=from_file("server", DEFAULT_SERVER),
+    show_default=DEFAULT_SERVER,
+    help="Exchange address [env SINERGI_SERVER; config file: server].",
 )
 ledger_key_option = click.option(
     "--ledger-key",
     envvar="SINERGI_LEDGER_KEY",
     type=click.Path(dir_okay=False, path_type=str),
-    default=None,
-    help="The ledger's verifier key (ledger.vkey); default: beside the identity or its parent.",
+    default=from_file("ledger_key"),
+    help="The ledger's verifier key (ledger.vkey); default: beside the identity or its parent "
+    "[env SINERGI_LEDGER_KEY; config file: ledger_key].",
 )
 db_option = click.option(
     "--db",
     envvar="SINERGI_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="SQLAlchemy database URL [env SINERGI_DB].",
+    default=from_file("db", DEFAULT_DB),
+    show_default=DEFAULT_DB,
+    help="SQLAlchemy database URL [env SINERGI_DB; config file: db].",
 )

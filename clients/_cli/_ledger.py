@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from sqlalchemy import Connection
 
-from clients._cli._common import db_option, emit, fail, handle_errors, json_option
+from clients._cli._common import db_option, emit, fail, from_file, handle_errors, json_option
 from clients._client import ExchangeClient, load_verifier
 from clients._errors import UsageError, VerificationFailed
 from ledger import (
@@ -45,16 +45,18 @@ from ledger import (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+DEV_LEDGER_KEY = "certs/dev/ledger.vkey"
 
 
 def _vkey_option(fn: Callable[P, R]) -> Callable[P, R]:
     return click.option(
         "--ledger-key",
         envvar="SINERGI_LEDGER_KEY",
-        default="certs/dev/ledger.vkey",
-        show_default=True,
+        default=from_file("ledger_key", DEV_LEDGER_KEY),
+        show_default=DEV_LEDGER_KEY,
         type=click.Path(dir_okay=False, path_type=Path),
-        help="The ledger's verifier key (ledger.vkey) [env SINERGI_LEDGER_KEY].",
+        help="The ledger's verifier key (ledger.vkey) [env SINERGI_LEDGER_KEY; config file: "
+        "ledger_key].",
     )(fn)
 
 
@@ -62,8 +64,10 @@ def _server_options(fn: Callable[P, R]) -> Callable[P, R]:
     fn = click.option(
         "--identity",
         envvar="SINERGI_IDENTITY",
+        default=from_file("identity"),
         type=click.Path(file_okay=False, path_type=str),
-        help="With --server: your identity directory [env SINERGI_IDENTITY].",
+        help="With --server: your identity directory [env SINERGI_IDENTITY; config file: "
+        "identity].",
     )(fn)
     return click.option(
         "--server",
@@ -182,7 +186,8 @@ def verify(
             "checkpoints": report.checkpoints,
             "checkpoint_size": latest_cp.size if latest_cp else 0,
         },
-        f"ledger intact: {report.entries} entries, {report.checkpoints} signed checkpoints, "
+        f"ledger intact: {report.entries} entries, {report.checkpoints} signed "
+        f"checkpoint{'' if report.checkpoints == 1 else 's'}, "
         f"root {report.root.hex()}",
     )
 
@@ -332,8 +337,8 @@ def consistency(
     if server is not None:
         if old_note is None:
             raise UsageError("with --server, pass your kept checkpoint of size OLD (--checkpoint)")
-        old_cp = _open(old_note.read_bytes(), verifier, str(old_note))
         with _client(server, identity, ledger_key) as client:
+            old_cp = _open(old_note.read_bytes(), verifier, str(old_note))
             new_cp, proof = client.consistency(old, new)
     else:
         with _database(db) as connection:

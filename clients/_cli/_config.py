@@ -1,0 +1,112 @@
+"""`sinergi config show`: which server, identity, database and ledger key a command would use, and
+why (a flag, the environment, the configuration file, or the default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from clients._cli._common import (
+    DEFAULT_DB,
+    DEFAULT_SERVER,
+    emit,
+    from_file,
+    handle_errors,
+    json_option,
+)
+from clients._config import SETTINGS, load_config
+
+_DEFAULTS = {
+    "server": DEFAULT_SERVER,
+    "db": DEFAULT_DB,
+    "identity": None,
+    "ledger_key": None,  # alert commands: beside the identity or its parent
+}
+
+
+@click.group()
+def config() -> None:
+    """Show the client settings in force."""
+
+
+@config.command()
+@click.option("--server", envvar="SINERGI_SERVER", default=from_file("server", DEFAULT_SERVER))
+@click.option("--identity", envvar="SINERGI_IDENTITY", default=from_file("identity"))
+@click.option("--db", envvar="SINERGI_DB", default=from_file("db", DEFAULT_DB))
+@click.option("--ledger-key", envvar="SINERGI_LEDGER_KEY", default=from_file("ledger_key"))
+@json_option
+@click.pass_context
+@handle_errors
+def show(
+    ctx: click.Context,
+    server: str,
+    identity: str | None,
+    db: str,
+    ledger_key: str | None,
+    as_json: bool,
+) -> None:
+    """Print each client setting in force and where it came from: flag, env, file or default.
+
+    Precedence, highest first: a flag, the environment (SINERGI_SERVER, SINERGI_IDENTITY,
+    SINERGI_DB, SINERGI_LEDGER_KEY), the configuration file (SINERGI_CONFIG, else
+    ~/.config/sinergi/config.toml: keys server, identity, db, ledger_key; relative paths are
+    relative to the file), then the default. Give the same flags as to another command to see
+    what it would use.
+
+    \b
+    Examples:
+      sinergi config show
+      SINERGI_SERVER=10.0.0.5:50051 sinergi config show --identity certs/dev/police --json
+    """
+    file = load_config()
+    values = {"server": server, "identity": identity, "db": db, "ledger_key": ledger_key}
+    settings: dict[str, dict[str, Any]] = {}
+    for name, given in values.items():
+        value = given
+        source = ctx.get_parameter_source(name)
+        if source is ParameterSource.COMMANDLINE:
+            origin = "flag"
+        elif source is ParameterSource.ENVIRONMENT:
+            origin = f"env {SETTINGS[name][0]}"
+        elif name in file.values:
+            origin = "file"
+        else:
+            origin = "default"
+            value = _DEFAULTS[name]
+        settings[name] = {"value": value, "source": origin.split()[0]}
+        if origin.startswith("env"):
+            settings[name]["env"] = SETTINGS[name][0]
+    width = max(len(n) for n in settings)
+    rows = [
+        f"{name.ljust(width)}  {_shown(name, s['value'])}  ({_origin(s, file.path)})"
+        for name, s in settings.items()
+    ]
+    state = "" if file.exists else " (absent)"
+    emit(
+        as_json,
+        {
+            "ok": True,
+            "config_file": {"path": str(file.path), "exists": file.exists},
+            "settings": settings,
+        },
+        "\n".join([f"config file: {file.path}{state}", *rows]),
+    )
+
+
+def _shown(name: str, value: str | None) -> str:
+    if value is not None:
+        return value
+    if name == "ledger_key":
+        return "ledger.vkey beside the identity, or in its parent"
+    return "(none)"
+
+
+def _origin(setting: dict[str, Any], path: object) -> str:
+    source = str(setting["source"])
+    if source == "env":
+        return f"env {setting['env']}"
+    if source == "file":
+        return f"file {path}"
+    return source

@@ -1,0 +1,1 @@
+"""Examples of using Sinergi: the `make demo` story (demo.py) and a Node.js client (node/)."""

@@ -1,0 +1,211 @@
+"""The client library across a network that fails: a real exchange over mTLS on 127.0.0.1, reached
+through a TCP proxy the test cuts, so the client meets real dropped connections."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clients import NO_RETRY, ExchangeClient, Refused, RetryPolicy, Unreachable, new_alert
+from ledger import Action
+from sinergi.v1 import alert_pb2
+from tests.clients.cutting_proxy import CuttingProxy
+from tests.conftest import RunningServer, wait_for
+from tests.integration.support import Collector
+
+Start = Callable[..., RunningServer]
+
+
+@dataclass(frozen=True)
+class Via:
+    """The exchange as reached through the proxy (an endpoint for :class:`Collector`)."""
+
+    address: str
+    pki: Path
+
+
+@pytest.fixture
+def exchange(start_server: Start, sqlite_url: str) -> RunningServer:
+    return start_server(sqlite_url)
+
+
+@pytest.fixture
+def proxy(exchange: RunningServer) -> Iterator[CuttingProxy]:
+    host, port = exchange.address.rsplit(":", 1)
+    cutter = CuttingProxy(host, int(port))
+    cutter.open()
+    yield cutter
+    cutter.shutdown()
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as executor:
+        yield executor
+
+
+def _alert(summary: str = "Applicant recruited by an unlicensed agent") -> alert_pb2.Alert:
+    return new_alert(category="PASSPORT_HOLD", recipients=["police"], summary=summary)
+
+
+def _actions(server: RunningServer, action: Action) -> list[tuple[str, ...]]:
+    return [e.objects for e in server.entries() if e.action is action]
+
+
+def _alert_rows(server: RunningServer) -> int:
+    with sqlite3.connect(server.database.removeprefix("sqlite:///")) as connection:
+        (count,) = connection.execute("SELECT COUNT(*) FROM alerts").fetchone()
+    return int(count)
+
+
+def _cut_after_the_server_acted(
+    proxy: CuttingProxy, server: RunningServer, action: Action, count: int
+) -> None:
+    """Wait until the exchange has recorded the act whose reply is being lost, then cut the
+    connection and let new ones through: the client sees UNAVAILABLE for a write that happened."""
+    wait_for(lambda: len(_actions(server, action)) == count, what=f"{count} {action} entries")
+    proxy.close()
+    proxy.lose_replies = False
+    proxy.open()
+
+
+def test_publish_whose_reply_was_lost_is_retried_and_stored_once(
+    exchange: RunningServer, proxy: CuttingProxy, pool: ThreadPoolExecutor
+) -> None:
+    via = f"127.0.0.1:{proxy.port}"
+    with ExchangeClient(exchange.pki / "immigration", via, timeout=30) as client:
+        client.checkpoint()  # connected before the replies go missing
+        proxy.lose_replies = True
+        publishing = pool.submit(client.publish, _alert())
+        _cut_after_the_server_acted(proxy, exchange, Action.PUBLISH, 1)
+        result = publishing.result(30)
+
+    assert _actions(exchange, Action.PUBLISH) == [(f"alert:{result.alert_id}",)]
+    assert _alert_rows(exchange) == 1
+    assert result.receipt.entry.objects == (f"alert:{result.alert_id}",)
+
+
+def test_without_retries_the_outcome_is_unknown_until_the_same_key_is_sent_again(
+    exchange: RunningServer, proxy: CuttingProxy, pool: ThreadPoolExecutor
+) -> None:
+    """The counterpart of the test above: the lost reply really is lost, and the idempotency key
+    is what makes the second attempt safe."""
+    via = f"127.0.0.1:{proxy.port}"
+    with ExchangeClient(exchange.pki / "immigration", via, retry=NO_RETRY) as client:
+        client.checkpoint()
+        proxy.lose_replies = True
+        publishing: Future[object] = pool.submit(client.publish, _alert(), idempotency_key="k-1")
+        _cut_after_the_server_acted(proxy, exchange, Action.PUBLISH, 1)
+        with pytest.raises(Unreachable):
+            publishing.result(30)
+        again = client.publish(_alert(), idempotency_key="k-1")
+
+    assert _actions(exchange, Action.PUBLISH) == [(f"alert:{again.alert_id}",)]
+    assert _alert_rows(exchange) == 1
+
+
+@dataclass(frozen=True)
+class ReopenOnFirstRetry(RetryPolicy):
+    """The default policy, except that the first retry reopens the proxy: the first attempt
+    surely met a closed port, and a later one an open port."""
+
+    proxy: CuttingProxy | None = None
+
+    def delay(self, retry: int) -> float:
+        if retry == 1:
+            assert self.proxy is not None
+            self.proxy.open()
+        return super().delay(retry)
+
+
+def test_publish_rides_out_a_short_outage(exchange: RunningServer, proxy: CuttingProxy) -> None:
+    via = f"127.0.0.1:{proxy.port}"
+    with ExchangeClient(
+        exchange.pki / "immigration", via, retry=ReopenOnFirstRetry(proxy=proxy)
+    ) as client:
+        proxy.close()
+        result = client.publish(_alert())
+    assert _actions(exchange, Action.PUBLISH) == [(f"alert:{result.alert_id}",)]
+
+
+def test_refusals_are_answers_and_are_not_retried(exchange: RunningServer) -> None:
+    with ExchangeClient(exchange.pki / "customs", exchange.address) as client:
+        with pytest.raises(Refused) as refused:
+            client.publish(_alert())
+    assert refused.value.code.name == "PERMISSION_DENIED"
+    assert len(_actions(exchange, Action.DENIED)) == 1
+
+
+def test_unreachable_exchange_fails_within_the_retry_budget(pki: Path) -> None:
+    policy = RetryPolicy()
+    started = time.monotonic()
+    with ExchangeClient(pki / "immigration", "127.0.0.1:1", timeout=30) as client:
+        with pytest.raises(Unreachable, match="exchange unreachable"):
+            client.publish(_alert())
+        with pytest.raises(Unreachable, match="nothing was sent"):
+            client.acknowledge("00000000-0000-4000-8000-000000000000", alert_pb2.RESPONSE_RECEIVED)
+    assert time.monotonic() - started < 2 * policy.patience() + 5
+
+
+def test_acknowledge_waits_for_a_connection_and_is_sent_once(
+    exchange: RunningServer, proxy: CuttingProxy, pool: ThreadPoolExecutor
+) -> None:
+    with ExchangeClient(exchange.pki / "immigration", exchange.address) as immigration:
+        alert_id = immigration.publish(_alert()).alert_id
+    via = f"127.0.0.1:{proxy.port}"
+    patient = RetryPolicy(attempts=30, initial=0.05, maximum=0.5)
+    with ExchangeClient(exchange.pki / "police", via, timeout=30, retry=patient) as police:
+        proxy.close()
+        acking = pool.submit(police.acknowledge, alert_id, alert_pb2.RESPONSE_ACCEPTED)
+        proxy.open()
+        assert acking.result(30).acknowledgement.alert_id == alert_id
+    assert _actions(exchange, Action.ACK) == [(f"alert:{alert_id}",)]
+
+
+def test_acknowledge_whose_reply_was_lost_is_not_resent(
+    exchange: RunningServer, proxy: CuttingProxy, pool: ThreadPoolExecutor
+) -> None:
+    """AcknowledgeRequest has no idempotency key: resending could record a second
+    acknowledgement, so the client reports an unknown outcome instead."""
+    with ExchangeClient(exchange.pki / "immigration", exchange.address) as immigration:
+        alert_id = immigration.publish(_alert()).alert_id
+    via = f"127.0.0.1:{proxy.port}"
+    with ExchangeClient(exchange.pki / "police", via, timeout=30) as police:
+        police.checkpoint()
+        proxy.lose_replies = True
+        acking = pool.submit(police.acknowledge, alert_id, alert_pb2.RESPONSE_ACCEPTED)
+        _cut_after_the_server_acted(proxy, exchange, Action.ACK, 1)
+        with pytest.raises(Unreachable, match="may or may not have been recorded"):
+            acking.result(30)
+        assert [a.response for a in police.acknowledgements(alert_id)] == [
+            alert_pb2.RESPONSE_ACCEPTED
+        ]
+    assert len(_actions(exchange, Action.ACK)) == 1
+
+
+def test_subscription_cut_mid_stream_resumes_from_its_cursor_and_loses_nothing(
+    exchange: RunningServer, proxy: CuttingProxy
+) -> None:
+    collector = Collector(Via(f"127.0.0.1:{proxy.port}", exchange.pki), "police")
+    try:
+        with ExchangeClient(exchange.pki / "immigration", exchange.address) as immigration:
+            first = immigration.publish(_alert("before the cut")).alert_id
+            wait_for(lambda: first in collector.ids(), what="the first delivery")
+            proxy.close()  # the subscription's connection is dropped
+            during = [immigration.publish(_alert(f"during the cut {n}")).alert_id for n in (1, 2)]
+            proxy.open()
+            wait_for(lambda: set(during) <= set(collector.ids()), what="deliveries after the cut")
+            after = immigration.publish(_alert("after the cut")).alert_id
+            wait_for(lambda: after in collector.ids(), what="a live delivery after resuming")
+    finally:
+        collector.stop()
+    ids = list(dict.fromkeys(collector.ids()))  # at least once: a repeat is allowed, a gap is not
+    assert ids == [first, *during, after]
+    cursors = [d.cursor for d in collector.deliveries]
+    assert cursors == sorted(cursors)
