@@ -135,10 +135,35 @@ def build_ledger(path: Path, key_dir: Path, entries: int, *, batch: int = BATCH)
     connection.close()
 
 
+def schema_fingerprint() -> str:
+    """A digest of the schema ``initialise_database`` creates today: a cached database built
+    under another schema (an older migration) is built anew, not served to a newer server."""
+    from exchange import initialise_database  # noqa: PLC0415
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    probe = CACHE / "schema-probe.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{probe}{suffix}").unlink(missing_ok=True)
+    initialise_database(f"sqlite:///{probe}")
+    connection = sqlite3.connect(probe)
+    rows = connection.execute(
+        "SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+    connection.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{probe}{suffix}").unlink(missing_ok=True)
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:12]
+
+
+_SCHEMA: list[str] = []
+
+
 def cached_ledger(entries: int, *, batch: int = BATCH) -> tuple[Path, Path]:
     """(database, PKI directory) of a cached ledger of ``entries`` entries, built if absent."""
     pki = dev_pki(CACHE / "pki")
-    path = CACHE / f"ledger-{entries}-b{batch}.db"
+    if not _SCHEMA:
+        _SCHEMA.append(schema_fingerprint())
+    path = CACHE / f"ledger-{entries}-b{batch}-{_SCHEMA[0]}.db"
     stamp = path.with_suffix(".ok")  # written last: a half-built database is never reused
     if not stamp.exists():
         log(f"building a {entries:,}-entry ledger (cached in {path.relative_to(CACHE.parent)})")

@@ -197,6 +197,7 @@ def echo_rate(pki: Path, seconds: float) -> tuple[float, dict[str, object]]:
             channel.close()
     rate = count / elapsed
     return rate, {
+        "rate": rate,
         "message_bytes": size,
         "calls": count,
         "p50_ms": 1000 * percentile(latencies, 50),
@@ -348,7 +349,7 @@ def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dic
     }
 
 
-def _memory_run(pki_template: Path, work: Path, entries: int, name: str) -> dict[str, object]:
+def _memory_run(work: Path, entries: int, name: str, amount: int) -> dict[str, object]:
     """The server on a ledger of ``entries`` entries under a fixed workload: its RSS after."""
     source, key_pki = cached_ledger(entries)
     pki = fresh_copy(key_pki, work / f"pki-{name}")
@@ -357,12 +358,16 @@ def _memory_run(pki_template: Path, work: Path, entries: int, name: str) -> dict
     with _server(pki, f"sqlite:///{database}", work, name) as (server, address):
         started = rss_bytes(server.pid)
         clients = _clients(pki, address, work / f"witness-{name}")
-        calls, _sent = _publishers(clients)
-        per_thread = 150
+        calls, sent = _publishers(clients)
+        per_thread = amount
+        failures: list[BaseException] = []
 
         def publish_some(i: int) -> None:
-            for _ in range(per_thread):
-                calls[i]()
+            try:
+                for _ in range(per_thread):
+                    calls[i]()
+            except BaseException as exc:
+                failures.append(exc)
 
         threads = [threading.Thread(target=publish_some, args=(i,)) for i in range(PUBLISHERS)]
         for thread in threads:
@@ -370,32 +375,44 @@ def _memory_run(pki_template: Path, work: Path, entries: int, name: str) -> dict
         witness = work / f"witness-auditor-{name}.json"
         with ExchangeClient(pki / "internal-affairs", address, witness_state=witness) as auditor:
             size = auditor.checkpoint().size
-            for _ in range(200):
+            for _ in range(amount):
                 auditor.inclusion(rng.randint(1, size))
                 first = rng.randint(1, size - 1)
                 auditor.consistency(first, auditor.checkpoint().size)
-            rows = sum(1 for _ in auditor.entries(max(1, size - 20_000), size))
+            rows = sum(1 for _ in auditor.entries(max(1, size - 100 * amount), size))
         for thread in threads:
             thread.join()
+        if failures:
+            raise RuntimeError(f"publishing failed on the {entries:,}-entry ledger: "
+                               f"{failures[0]!r} (server log: {work / name}.log)")  # fmt: skip
+        due = sum(1 for i, ids in enumerate(sent) if AGENCIES[i % 4] != "police" for _ in ids)
         witness = work / f"witness-police-{name}.json"
-        with ExchangeClient(pki / "police", address, witness_state=witness) as police:
-            got = 0
-            for _delivery in police.subscribe(after=0):
-                got += 1
-                if got >= per_thread * PUBLISHERS * 3 // 4:
-                    break
+        got = [0]
+
+        def backlog() -> None:
+            with ExchangeClient(pki / "police", address, witness_state=witness) as police:
+                for _delivery in police.subscribe(after=0):
+                    got[0] += 1
+                    if got[0] >= due:
+                        return
+
+        reader = threading.Thread(target=backlog, daemon=True)
+        reader.start()
+        reader.join(120)
+        if got[0] < due:
+            raise RuntimeError(f"the subscriber got {got[0]} of {due} deliveries in 120 s")
         for client in clients:
             client.close()
         status = Path(f"/proc/{server.pid}/status").read_text()
         peak = next(int(line.split()[1]) * 1024 for line in status.splitlines()
                     if line.startswith("VmHWM:"))  # fmt: skip
         return {"entries": entries, "rss_start": started, "rss_end": rss_bytes(server.pid),
-                "rss_peak": peak, "entries_read": rows, "deliveries": got}  # fmt: skip
+                "rss_peak": peak, "entries_read": rows, "deliveries": got[0]}  # fmt: skip
 
 
-def memory(pki_template: Path, work: Path, small: int, large: int) -> Result:
-    low = _memory_run(pki_template, work, small, "memory-small")
-    high = _memory_run(pki_template, work, large, "memory-large")
+def memory(work: Path, small: int, large: int, amount: int) -> Result:
+    low = _memory_run(work, small, "memory-small", amount)
+    high = _memory_run(work, large, "memory-large", amount)
     for name in ("memory-small", "memory-large"):
         Path(work / f"{name}.db").unlink(missing_ok=True)
     mib = 1024 * 1024
@@ -403,9 +420,9 @@ def memory(pki_template: Path, work: Path, small: int, large: int) -> Result:
         "6", f"server RSS at {large:,} vs {small:,} entries", "MiB",
         high["rss_peak"] / mib, low["rss_peak"] / mib,  # type: ignore[operator]
         1.2, higher=False,
-        notes="peak RSS of `sinergi serve` after the same workload (1,200 publishes, 200 "
-        "inclusion and 200 consistency proofs, 20,000 entries streamed to an auditor, a "
-        "subscriber's backlog)",
+        notes=f"peak RSS of `sinergi serve` after the same workload ({PUBLISHERS * amount:,} "
+        f"publishes, {amount} inclusion and {amount} consistency proofs, {100 * amount:,} "
+        "entries streamed to an auditor, a subscriber's backlog)",
         details={"small": low, "large": high},
     )  # fmt: skip
 
@@ -442,9 +459,19 @@ def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
                 "2", "p99 publish-to-delivery at half rate", "ms", p99, 50.0, 1.0, higher=False,
                 notes="baseline: the 50 ms limit", details=details,
             ))  # fmt: skip
+        if only & {"1", "2"}:
+            log("1. bare mTLS echo again (the baseline is the mean of both runs)")
+            again, again_details = echo_rate(pki_template, sizes.seconds)
+            log(f"   {again:,.0f} calls/s")
+            for result in results:
+                if result.unit == "calls/s":
+                    result.baseline = (echo + again) / 2
+                    result.details["echo_runs"] = [echo_details, again_details]
         if "6" in only:
             log("6. server memory at two ledger sizes")
-            results.append(memory(pki_template, work, sizes.memory_small, sizes.memory_large))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            results.append(memory(work, sizes.memory_small, sizes.memory_large, sizes.memory_work))
+    except BaseException:
+        log(f"kept {work} (server logs, databases) for a look")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     return results

@@ -33,6 +33,17 @@ from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
 
 T = TypeVar("T")
 PAGE = 1000
+#: Ledger positions are canonical-JSON integers (docs/ledger-format.md): at most 2^53 - 1. A
+#: larger one cannot name an entry, and could not be recorded in the LEDGER_READ entry either.
+MAX_POSITION = 2**53 - 1
+
+
+def _positions(**values: int) -> None:
+    """Refuse positions no ledger can reach, before they are recorded or queried."""
+    bad = [(name, f"must be at most {MAX_POSITION}") for name, v in values.items()
+           if v > MAX_POSITION]  # fmt: skip
+    if bad:
+        raise InvalidArgument("position out of range", bad)
 
 
 class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
@@ -91,6 +102,7 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         self, request: ledger_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[ledger_pb2.LedgerEntry]:
         self._authorize()
+        _positions(start=request.start, end=request.end)
         if request.start < 1 or request.end < 0 or (request.end and request.end < request.start):
             raise InvalidArgument(
                 "invalid range", [("start", "must be >= 1"), ("end", "must be 0 or >= start")]
@@ -111,6 +123,7 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         self, request: ledger_pb2.InclusionProofRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ledger_pb2.InclusionProof:
         self._authorize()
+        _positions(seq=request.seq, tree_size=request.tree_size)
         if request.seq < 1 or request.tree_size < 0:
             raise InvalidArgument("invalid proof request", [("seq", "must be >= 1")])
         await self._record("GetInclusionProof", seq=request.seq, tree_size=request.tree_size)
@@ -128,6 +141,7 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> ledger_pb2.ConsistencyProof:
         self._authorize(witness=True)
+        _positions(first=request.first, second=request.second)
         if request.first < 1 or request.second < 0:
             raise InvalidArgument("invalid proof request", [("first", "must be >= 1")])
         await self._record("GetConsistencyProof", first=request.first, second=request.second)

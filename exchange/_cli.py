@@ -16,13 +16,15 @@ from certs import CertsError, load_identity
 from exchange._config import load_config
 from exchange._database import grant_app_role
 from exchange._database import upgrade as upgrade_database
-from exchange._errors import ConfigError
+from exchange._errors import ConfigError, Internal
 from exchange._logging import configure_logging
 from exchange._policy import DEFAULT_POLICY, Policy
 from exchange._retention import candidates
 from exchange._retention import purge as purge_threads
+from exchange._sealing import Keyring, write_kek_file
 from exchange._server import ExchangeServer, ServerConfig, open_database
 from exchange._server import check_config as check_server_config
+from exchange._store import with_keyring
 from ledger import Actor, LedgerError, LedgerWriter, load_signer
 
 _DB = click.option(
@@ -75,6 +77,11 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     help="PEM CRL file(s) (`sinergi pki crl`), re-read when it changes [default none].",
 )  # fmt: skip
 @click.option("--trust-domain", default=None, help="SPIFFE trust domain [default sinergi.dev].")
+@click.option(
+    "--kek-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="Key-encryption keys for alert bodies at rest (`sinergi db kek`) [default: env "
+    "SINERGI_KEK, else bodies are stored unencrypted].",
+)  # fmt: skip
 @click.option(
     "--extra-ledger-key",
     "extra_keys",
@@ -139,6 +146,7 @@ def serve(
     policy: Path | None,
     crl: Path | None,
     trust_domain: str | None,
+    kek_file: Path | None,
     extra_keys: tuple[Path, ...],
     metrics_listen: str | None,
     reflection: bool | None,
@@ -167,6 +175,7 @@ def serve(
         "listen": listen,
         "policy": policy,
         "crl": crl,
+        "kek_file": kek_file,
         "trust_domain": trust_domain,
         "extra_ledger_keys": [str(k) for k in extra_keys] or None,
         "metrics_listen": metrics_listen,
@@ -220,6 +229,7 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
         listen=str(values.get("listen", "127.0.0.1:50051")),
         policy=Path(str(values.get("policy", DEFAULT_POLICY))),
         crl=Path(str(values["crl"])) if values.get("crl") else None,
+        kek_file=Path(str(values["kek_file"])) if values.get("kek_file") else None,
         trust_domain=str(values.get("trust_domain", "sinergi.dev")),
         metrics_listen=str(values.get("metrics_listen", "")),
         **numbers,  # type: ignore[arg-type]  # types checked by load_config and click
@@ -305,10 +315,45 @@ def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
 
 
 @db.command()
+@click.option(
+    "--kek-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The key-encryption key file to create (mode 0600) or rotate.",
+)  # fmt: skip
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Put a new key first (it wraps new data keys); old keys stay for reading.",
+)
+@_JSON
+def kek(kek_file: Path, rotate: bool, as_json: bool) -> None:
+    """Create the key-encryption key file for alert bodies at rest, if absent; or rotate it.
+    Keep it outside the database and its backups: whoever holds both can read every alert.
+
+    \b
+    Example:
+      sinergi db kek --kek-file var/sinergi.kek
+      sinergi serve --kek-file var/sinergi.kek ...
+    """
+    try:
+        written, current = write_kek_file(kek_file, rotate=rotate)
+    except (ConfigError, OSError) as exc:
+        _fail(str(exc), as_json)
+        return
+    verb = ("rotated" if rotate else "created") if written else "kept"
+    text = f"{verb} {kek_file}: new bodies are sealed under key {current}"
+    click.echo(json.dumps({"ok": True, "written": written, "key_id": current}) if as_json
+               else text)  # fmt: skip
+
+
+@db.command()
 @_DB
 @click.option(
     "--pki", default="certs/dev", show_default=True, type=click.Path(path_type=Path),
     help="PKI directory: the ledger key (ledger.key) and the server identity (server/).",
+)  # fmt: skip
+@click.option(
+    "--kek-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="The server's key-encryption keys, when bodies are encrypted [default: env SINERGI_KEK].",
 )  # fmt: skip
 @click.option(
     "--policy", default=str(DEFAULT_POLICY), type=click.Path(dir_okay=False, path_type=Path),
@@ -321,8 +366,8 @@ def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be purged; change nothing.")
 @_JSON
 def purge(
-    db: str, pki: Path, policy: Path, trust_domain: str, older_than: int | None, dry_run: bool,
-    as_json: bool,
+    db: str, pki: Path, kek_file: Path | None, policy: Path, trust_domain: str,
+    older_than: int | None, dry_run: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Remove the personal data of alerts past retention (expired or cancelled, and older than
     their category's period); one REDACT ledger entry per alert; the ledger stays verifiable.
@@ -333,7 +378,8 @@ def purge(
     """
     try:
         rules = Policy.load(policy)
-        engine = open_database(db)
+        database = open_database(db)
+        engine = with_keyring(database, Keyring.configured(kek_file))
         override = timedelta(days=older_than) if older_than is not None else None
         found = candidates(engine, rules, datetime.now(UTC), override)
         if not dry_run and found:
@@ -346,7 +392,9 @@ def purge(
                               str(older_than) if older_than is not None else "policy")  # fmt: skip
             finally:
                 writer.close()
-        engine.dispose()
+        database.dispose()
+    except Internal:  # a sealed body that does not open: the detail is in the log
+        _fail("stored alerts cannot be decrypted: give the server's --kek-file", as_json)
     except (ConfigError, CertsError, LedgerError, OSError, SQLAlchemyError) as exc:
         _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
     listed = [{"alert": c.thread_id, "category": c.category,

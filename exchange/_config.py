@@ -26,6 +26,7 @@ _KINDS: dict[str, str] = {
     "extra_ledger_keys": "list of strings",
     "policy": "string",
     "crl": "string",
+    "kek_file": "string",
     "trust_domain": "string",
     "metrics_listen": "string",
     "reflection": "boolean",

@@ -94,11 +94,13 @@ def purge(
         ]:  # fmt: skip
             originals = b"".join(m.body for m in c.messages)
             for message in c.messages:
+                redacted = _redacted(message.alert)  # sealed anew when bodies are encrypted
                 connection.execute(
                     update(_store.alerts)
                     .where(_store.alerts.c.position == message.position)
-                    .values(body=_redacted(message.alert))
-                )
+                    .values(**_store.stored_body(
+                        connection, redacted, _store.alert_context(message.alert.id)))
+                )  # fmt: skip
             connection.execute(
                 delete(_store.alert_subjects).where(
                     _store.alert_subjects.c.thread_id == c.thread_id
@@ -123,18 +125,18 @@ def purge(
 
 def _clear_notes(connection: Connection, position: int) -> None:
     rows = connection.execute(
-        select(_store.acknowledgements.c.id, _store.acknowledgements.c.body).where(
-            _store.acknowledgements.c.alert_position == position
-        )
+        select(*_store.ACK_COLUMNS).where(_store.acknowledgements.c.alert_position == position)
     ).all()
     for row in rows:
-        ack = alert_pb2.Acknowledgement.FromString(row.body)
+        ack = alert_pb2.Acknowledgement.FromString(_store.opened_ack(connection, row))
         if ack.note:
             ack.note = ""
+            context = _store.ack_context(row.alert_position, row.agency, row.principal)
+            body = ack.SerializeToString(deterministic=True)
             connection.execute(
                 update(_store.acknowledgements)
                 .where(_store.acknowledgements.c.id == row.id)
-                .values(body=ack.SerializeToString(deterministic=True))
+                .values(**_store.stored_body(connection, body, context))
             )
 
 

@@ -28,7 +28,9 @@ from exchange._metrics import Metrics
 from exchange._policy import DEFAULT_POLICY, Policy
 from exchange._reflection import enable_reflection
 from exchange._rpc import Guard
+from exchange._sealing import Keyring
 from exchange._service import ExchangeService
+from exchange._store import with_keyring
 from exchange._subscriptions import Hub, PostgresWakeups
 from exchange._tls import ServerTls
 from ledger import Action, Actor, EntryDraft, LedgerWriter
@@ -66,6 +68,9 @@ class ServerConfig:
     rate_burst: int = 100  # requests a principal may send at once above the rate
     keepalive_seconds: float = 60.0  # ping idle connections, so dead peers free their streams
     max_connection_age_seconds: float = 0.0  # 0 = unlimited; else GOAWAY, then a 5-minute grace
+    # Key-encryption keys for bodies at rest (exchange/_sealing.py); None: SINERGI_KEK if set,
+    # else bodies are stored in plain (a warning at start).
+    kek_file: Path | None = None
 
     @property
     def ledger_origin(self) -> str:
@@ -118,6 +123,7 @@ def check_config(config: ServerConfig) -> dict[str, object]:
     ServerTls(config.identity, config.trust_domain, crl=config.crl)  # CA bundle and CRL load
     for path in (config.ledger_key, *config.extra_ledger_keys):
         ledger.load_signer(path, config.ledger_origin)
+    keys = Keyring.configured(config.kek_file)
     engine = open_database(config.database)
     try:
         with engine.connect() as connection:
@@ -133,6 +139,7 @@ def check_config(config: ServerConfig) -> dict[str, object]:
         "ledger_entries": size,
         "metrics_listen": config.metrics_listen,
         "reflection": config.reflection,
+        "encryption_at_rest": keys.current_id if keys else None,
     }
 
 
@@ -147,7 +154,9 @@ class ExchangeServer:
             ledger.load_signer(path, config.ledger_origin)
             for path in (config.ledger_key, *config.extra_ledger_keys)
         ]
-        self.engine = open_database(config.database)
+        self.keys = Keyring.configured(config.kek_file)
+        self._database = open_database(config.database)
+        self.engine = with_keyring(self._database, self.keys)
         self.metrics = Metrics()
         self.metrics.certificate("server", self._identity.certificate.not_valid_after_utc)
         self.ledger = LedgerWriter(
@@ -225,7 +234,10 @@ class ExchangeServer:
             origin=self.config.ledger_origin,
             reflection=self.config.reflection,
             metrics_port=self.metrics_port or None,
+            kek=self.keys.current_id if self.keys else None,
         )
+        if self.keys is None:
+            _log.warning("alert bodies are stored unencrypted: no --kek-file and no SINERGI_KEK")
         return self.port
 
     def _channel_options(self) -> list[tuple[str, int]]:
@@ -266,4 +278,4 @@ class ExchangeServer:
             await self._server.stop(self.config.grace_seconds)
         await asyncio.to_thread(self.ledger.close)
         self.metrics.close()
-        self.engine.dispose()
+        self._database.dispose()

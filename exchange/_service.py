@@ -49,6 +49,7 @@ from ledger import (
     EntryDraft,
     LedgerError,
     LedgerWriter,
+    NodeCache,
     Receipt,
     StorageError,
     Work,
@@ -110,7 +111,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self._policy = policy
         self._ledger = ledger
         self._engine = engine
+        self._keys = _store.keyring_of(engine)  # None: bodies stored in plain
         self._hub = hub
+        self._nodes = NodeCache()  # receipts' consistency proofs mostly reread the same nodes
 
     async def _commit(self, work: Work[T]) -> Committed[T]:
         try:
@@ -358,12 +361,16 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
 
         def build() -> ledger_pb2.Receipt:
             with self._engine.connect() as connection:
-                fresh = prove(connection, receipt) if isinstance(receipt, int) else receipt
+                fresh = (
+                    prove(connection, receipt, cache=self._nodes)
+                    if isinstance(receipt, int)
+                    else receipt
+                )
                 first, second = sorted((witnessed, fresh.tree_size))
                 proof: list[bytes] = []
                 if 0 < first < second:
                     try:
-                        proof = prove_consistency(connection, first, second)
+                        proof = prove_consistency(connection, first, second, self._nodes)
                     except StorageError:
                         proof = []  # a size this ledger never had: the client detects it
                 return receipt_message(fresh, witnessed, proof)
@@ -550,7 +557,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         visibility = self._visibility(principal.agency, self._policy.authorize_search)
         kind, value = validate_search(request)
         query = _store.ListQuery(
-            thread_ids=_store.matching_threads(_store.search_key(kind, value)),
+            thread_ids=_store.matching_threads(_store.search_keys(kind, value, self._keys)),
             before=int(request.page_token or 0),
             limit=request.page_size or DEFAULT_PAGE,
         )

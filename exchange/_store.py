@@ -38,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from exchange._errors import Internal
+from exchange._sealing import OPTION, Keyring
 from exchange._subscriptions import CHANNEL
 from ledger import normalise_identifier
 from sinergi.v1 import alert_pb2, exchange_pb2
@@ -62,14 +64,17 @@ alerts = Table(
     Column("idempotency_key", String(128), nullable=False),
     Column("request_digest", String(64), nullable=False),
     Column("publish_seq", BigInteger, nullable=False),
-    Column("body", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),  # plaintext, or sealed (exchange/_sealing.py)
+    Column("key_id", String(16), nullable=True),  # the KEK that wrapped the data key; NULL: plain
+    Column("wrapped_key", LargeBinary, nullable=True),
     UniqueConstraint("sender_agency", "idempotency_key", name="uq_alerts_idempotency"),
     Index("ix_alerts_thread", "thread_id", "position"),
     sqlite_autoincrement=True,
 )
 
-# Search keys: a SHA-256 of each normalised subject identifier (see :func:`subject_keys`), so the
-# index is exact-match only and a retention purge removes it with the alert.
+# Search keys: a keyed hash (a blind index: HMAC-SHA256 under a key derived from the KEK) of each
+# normalised subject identifier, or its plain SHA-256 without a KEK (see :func:`subject_keys`);
+# exact-match only, and a retention purge removes it with the alert.
 alert_subjects = Table(
     "alert_subjects",
     metadata,
@@ -97,6 +102,8 @@ acknowledgements = Table(
     Column("response", String(20), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("time", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(16), nullable=True),
+    Column("wrapped_key", LargeBinary, nullable=True),
 )
 
 
@@ -170,26 +177,78 @@ def _utc(timestamp: Timestamp) -> datetime:
     return timestamp.ToDatetime(UTC)
 
 
-def search_key(kind: str, value: str) -> str:
-    """The index key of one identifier: SHA-256 of its normalised form."""
-    return hashlib.sha256(normalise_identifier(kind, value)).hexdigest()
+def keyring_of(connection: Connection | Engine) -> Keyring | None:
+    """The server's keyring, carried by its engine's execution options (None: no encryption)."""
+    keys = connection.get_execution_options().get(OPTION)
+    assert keys is None or isinstance(keys, Keyring)
+    return keys
 
 
-def subject_keys(alert: alert_pb2.Alert) -> set[str]:
-    keys = set()
+def with_keyring(engine: Engine, keys: Keyring | None) -> Engine:
+    """``engine`` whose connections seal and open bodies with ``keys``."""
+    return engine.execution_options(**{OPTION: keys}) if keys is not None else engine
+
+
+def search_key(kind: str, value: str, keys: Keyring | None = None) -> str:
+    """The index key of one identifier for a new row: a blind index (HMAC under the current
+    KEK's index key), or SHA-256 of its normalised form without a keyring."""
+    identifier = normalise_identifier(kind, value)
+    return keys.index_key(identifier) if keys else hashlib.sha256(identifier).hexdigest()
+
+
+def search_keys(kind: str, value: str, keys: Keyring | None) -> list[str]:
+    """Every key a row about the identifier may carry: one per KEK, and plain SHA-256 (rows
+    written before encryption was turned on)."""
+    identifier = normalise_identifier(kind, value)
+    return [*(keys.index_keys(identifier) if keys else []), hashlib.sha256(identifier).hexdigest()]
+
+
+def subject_keys(alert: alert_pb2.Alert, keys: Keyring | None = None) -> set[str]:
+    found = set()
     for subject in alert.subjects:
         kind = subject.WhichOneof("kind")
         if kind == "person":
             person = subject.person
             if person.passport_number:
-                keys.add(search_key("passport", person.passport_number))
+                found.add(search_key("passport", person.passport_number, keys))
             if person.nik:
-                keys.add(search_key("nik", person.nik))
+                found.add(search_key("nik", person.nik, keys))
             if person.name and person.birth_date:
-                keys.add(search_key("person", f"{person.name}|{person.birth_date}"))
+                found.add(search_key("person", f"{person.name}|{person.birth_date}", keys))
         elif kind == "device":
-            keys.add(search_key("imei", subject.device.imei))
-    return keys
+            found.add(search_key("imei", subject.device.imei, keys))
+    return found
+
+
+def alert_context(alert_id: str) -> bytes:
+    """What a sealed alert body is bound to (AES-GCM associated data)."""
+    return f"sinergi/v1/alert:{alert_id}".encode()
+
+
+def ack_context(position: int, agency: str, principal: str) -> bytes:
+    return f"sinergi/v1/ack:{position}:{agency}:{principal}".encode()
+
+
+def stored_body(connection: Connection, body: bytes, context: bytes) -> dict[str, object]:
+    """The column values that store ``body``: sealed when the connection has a keyring."""
+    keys = keyring_of(connection)
+    if keys is None:
+        return {"body": body, "key_id": None, "wrapped_key": None}
+    sealed = keys.seal(body, context)
+    return {"body": sealed.body, "key_id": sealed.key_id, "wrapped_key": sealed.wrapped_key}
+
+
+def opened_body(
+    connection: Connection, body: bytes, key_id: str | None, wrapped: bytes | None,
+    context: bytes,
+) -> bytes:  # fmt: skip
+    """The plaintext of a stored body (plain rows pass through)."""
+    if key_id is None:
+        return bytes(body)
+    keys = keyring_of(connection)
+    if keys is None or wrapped is None:
+        raise Internal("stored data is encrypted and this process has no key-encryption key")
+    return keys.open(key_id, bytes(wrapped), bytes(body), context)
 
 
 def find_by_idempotency_key(connection: Connection, agency: str, key: str) -> Existing | None:
@@ -229,7 +288,7 @@ def insert_alert(
             "idempotency_key": idempotency_key,
             "request_digest": request_digest,
             "publish_seq": publish_seq,
-            "body": body,
+            **stored_body(connection, body, alert_context(alert.id)),
         },
     ).scalar_one()
     connection.execute(
@@ -238,7 +297,7 @@ def insert_alert(
     )
     if connection.dialect.name == "postgresql":  # wake every replica's subscribers at commit
         connection.execute(text(f"NOTIFY {CHANNEL}"))
-    keys = subject_keys(alert)
+    keys = subject_keys(alert, keyring_of(connection))
     if keys:
         connection.execute(
             insert(alert_subjects),
@@ -247,33 +306,37 @@ def insert_alert(
     return position
 
 
-def _messages(rows: Iterable[Any]) -> list[StoredAlert]:
-    return [
-        StoredAlert(row.position, alert_pb2.Alert.FromString(row.body), bytes(row.body))
-        for row in rows
-    ]
+#: The columns :func:`_messages` needs to open a stored message.
+_MESSAGE = (alerts.c.position, alerts.c.id, alerts.c.body, alerts.c.key_id, alerts.c.wrapped_key)
+
+
+def _messages(connection: Connection, rows: Iterable[Any]) -> list[StoredAlert]:
+    found = []
+    for row in rows:
+        body = opened_body(connection, row.body, row.key_id, row.wrapped_key, alert_context(row.id))
+        found.append(StoredAlert(row.position, alert_pb2.Alert.FromString(body), body))
+    return found
 
 
 def thread_of(connection: Connection, alert_id: str) -> list[StoredAlert]:
     """Every message of the thread that ``alert_id`` belongs to, oldest first; [] if unknown."""
     thread = select(alerts.c.thread_id).where(alerts.c.id == alert_id).scalar_subquery()
     return _messages(
+        connection,
         connection.execute(
-            select(alerts.c.position, alerts.c.body)
-            .where(alerts.c.thread_id == thread)
-            .order_by(alerts.c.position)
-        )
+            select(*_MESSAGE).where(alerts.c.thread_id == thread).order_by(alerts.c.position)
+        ),
     )
 
 
 def threads(connection: Connection, thread_ids: Sequence[str]) -> dict[str, list[StoredAlert]]:
     found: dict[str, list[StoredAlert]] = {thread_id: [] for thread_id in thread_ids}
     rows = connection.execute(
-        select(alerts.c.position, alerts.c.body, alerts.c.thread_id)
+        select(*_MESSAGE, alerts.c.thread_id)
         .where(alerts.c.thread_id.in_(list(thread_ids)))
         .order_by(alerts.c.position)
     ).all()
-    for message, row in zip(_messages(rows), rows, strict=True):
+    for message, row in zip(_messages(connection, rows), rows, strict=True):
         found[row.thread_id].append(message)
     return found
 
@@ -384,19 +447,19 @@ def list_threads(
     return [found[row.id] for row in page], (page[-1].position if more else 0)
 
 
-def matching_threads(key: str) -> Select[tuple[str]]:
-    return select(alert_subjects.c.thread_id).where(alert_subjects.c.key == key)
+def matching_threads(keys: Sequence[str]) -> Select[tuple[str]]:
+    return select(alert_subjects.c.thread_id).where(alert_subjects.c.key.in_(list(keys)))
 
 
 def addressed_to(connection: Connection, alert_id: str, agency: str) -> StoredAlert | None:
     """The original of ``alert_id``'s thread if it is addressed to ``agency``, else None."""
     thread = select(alerts.c.thread_id).where(alerts.c.id == alert_id).scalar_subquery()
     row = connection.execute(
-        select(alerts.c.position, alerts.c.body)
+        select(*_MESSAGE)
         .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
         .where(alerts.c.id == thread, alert_recipients.c.agency == agency)
     ).first()
-    return _messages([row])[0] if row else None
+    return _messages(connection, [row])[0] if row else None
 
 
 def insert_acknowledgement(
@@ -413,8 +476,8 @@ def insert_acknowledgement(
             "agency": ack.agency,
             "principal": ack.principal,
             "response": alert_pb2.Response.Name(ack.response).removeprefix("RESPONSE_"),
-            "body": body,
             "time": time,
+            **stored_body(connection, body, ack_context(position, ack.agency, ack.principal)),
         },
     )
 
@@ -424,13 +487,33 @@ def acknowledgements_of(
 ) -> list[alert_pb2.Acknowledgement]:
     """Acknowledgements of the alert at ``position``, oldest first; only ``agency``'s if given."""
     query = (
-        select(acknowledgements.c.body)
+        select(*ACK_COLUMNS)
         .where(acknowledgements.c.alert_position == position)
         .order_by(acknowledgements.c.id)
     )
     if agency is not None:
         query = query.where(acknowledgements.c.agency == agency)
-    return [alert_pb2.Acknowledgement.FromString(row.body) for row in connection.execute(query)]
+    return [
+        alert_pb2.Acknowledgement.FromString(opened_ack(connection, row))
+        for row in connection.execute(query)
+    ]
+
+
+#: The columns :func:`opened_ack` needs.
+ACK_COLUMNS = (
+    acknowledgements.c.id,
+    acknowledgements.c.alert_position,
+    acknowledgements.c.agency,
+    acknowledgements.c.principal,
+    acknowledgements.c.body,
+    acknowledgements.c.key_id,
+    acknowledgements.c.wrapped_key,
+)
+
+
+def opened_ack(connection: Connection, row: Any) -> bytes:  # noqa: ANN401 - a result row
+    context = ack_context(row.alert_position, row.agency, row.principal)
+    return opened_body(connection, row.body, row.key_id, row.wrapped_key, context)
 
 
 def alerts_for(
@@ -444,7 +527,7 @@ def alerts_for(
 ) -> list[StoredAlert]:
     """Messages addressed to ``agency`` after cursor ``after``, oldest first, unexpired."""
     query = (
-        select(alerts.c.position, alerts.c.body)
+        select(*_MESSAGE)
         .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
         .where(alert_recipients.c.agency == agency, alerts.c.position > after)
         .where(or_(alerts.c.expires.is_(None), alerts.c.expires > now))
@@ -453,4 +536,4 @@ def alerts_for(
     )
     if categories:
         query = query.where(alerts.c.category.in_(categories))
-    return _messages(connection.execute(query))
+    return _messages(connection, connection.execute(query))

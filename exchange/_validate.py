@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange._errors import InvalidArgument
 from exchange._policy import AGENCY_NAME
@@ -25,6 +27,7 @@ MAX_RECIPIENTS = 32
 MAX_SUBJECTS = 64
 MAX_REFERENCES = 32
 MAX_PAGE = 200
+MAX_FILTERS = 16  # categories or states in one list or subscribe request
 DEFAULT_PAGE = 50
 ALL_MEMBERS = "*"  # the recipient list that means every member agency that may receive it
 _PASSPORT = re.compile(r"[A-Z0-9]{6,9}")
@@ -37,6 +40,10 @@ _COUNTRIES = frozenset(
 )
 _REGION = re.compile(r"[A-Z]{2}-[A-Z0-9]{1,3}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# google.protobuf.Timestamp's valid range (0001-01-01 to 9999-12-31, UTC); outside it the
+# conversion to a datetime raises, so a request must be refused before any code converts it.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 _ALERT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 Violations = list[tuple[str, str]]
@@ -70,6 +77,27 @@ def _enum(out: Violations, path: str, value: int, enum: _EnumTypeWrapper[Any]) -
         out.append((path, "is required"))
 
 
+def timestamp_ok(value: Timestamp) -> bool:
+    """Whether ``value`` is a valid Timestamp (seconds and nanos in range)."""
+    return _MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos <= 999_999_999
+
+
+def _timestamp(out: Violations, path: str, value: Timestamp) -> bool:
+    if timestamp_ok(value):
+        return True
+    out.append((path, "is not a valid timestamp (years 1 to 9999, nanos 0 to 999999999)"))
+    return False
+
+
+def _enums(out: Violations, path: str, values: Sequence[int], enum: _EnumTypeWrapper[Any]) -> None:
+    """A repeated enum filter: a few known values (a million of them is an attack)."""
+    if len(values) > MAX_FILTERS:
+        out.append((path, f"at most {MAX_FILTERS} values"))
+        return
+    for i, value in enumerate(values):
+        _enum(out, f"{path}[{i}]", value, enum)
+
+
 def _person(out: Violations, path: str, person: alert_pb2.Person) -> None:
     if not (person.passport_number or person.nik or (person.name and person.birth_date)):
         out.append((path, "needs a passport number, a NIK, or a name with a birth date"))
@@ -87,6 +115,8 @@ def _birth_date(out: Violations, path: str, value: str) -> None:
     if not value:
         return
     try:
+        if not _DATE.fullmatch(value):  # fromisoformat also takes 2020-W01-1 and 20200101
+            raise ValueError(value)
         born = dt.date.fromisoformat(value)
     except ValueError:
         out.append((path, "must be a date as YYYY-MM-DD"))
@@ -160,7 +190,11 @@ def _content(out: Violations, alert: alert_pb2.Alert, *, update: bool) -> None:
         out.append(("alert.references", f"at most {MAX_REFERENCES} references"))
     for i, ref in enumerate(alert.references[:MAX_REFERENCES]):
         _alert_id(out, f"alert.references[{i}]", ref)
-    if alert.HasField("expires") and alert.expires.ToDatetime(dt.UTC) <= dt.datetime.now(dt.UTC):
+    if (
+        alert.HasField("expires")
+        and _timestamp(out, "alert.expires", alert.expires)
+        and alert.expires.ToDatetime(dt.UTC) <= dt.datetime.now(dt.UTC)
+    ):
         out.append(("alert.expires", "must be in the future"))
 
 
@@ -174,11 +208,14 @@ def _recipients(out: Violations, alert: alert_pb2.Alert, *, required: bool) -> N
         out.append(("alert.recipients", "name at least one recipient agency, or '*'"))
     elif len(recipients) > MAX_RECIPIENTS:
         out.append(("alert.recipients", f"at most {MAX_RECIPIENTS} agencies"))
+        return  # checking each of a huge list is the attack (and each would be a violation)
+    seen: set[str] = set()
     for i, agency in enumerate(recipients):
         if not AGENCY_NAME.fullmatch(agency):
             out.append((f"alert.recipients[{i}]", "is not a valid agency name"))
-        elif agency in recipients[:i]:
+        elif agency in seen:
             out.append((f"alert.recipients[{i}]", "is named twice"))
+        seen.add(agency)
 
 
 def validate_publish(request: exchange_pb2.PublishRequest) -> None:
@@ -230,14 +267,18 @@ def _page(out: Violations, page_size: int, page_token: str) -> None:
 
 def validate_list(request: exchange_pb2.ListAlertsRequest) -> None:
     out: Violations = []
-    for i, category in enumerate(request.categories):
-        _enum(out, f"categories[{i}]", category, alert_pb2.Category)
+    _enums(out, "categories", request.categories, alert_pb2.Category)
     if request.sender_agency and not AGENCY_NAME.fullmatch(request.sender_agency):
         out.append(("sender_agency", "is not a valid agency name"))
-    for i, state in enumerate(request.states):
-        _enum(out, f"states[{i}]", state, alert_pb2.AlertState)
+    _enums(out, "states", request.states, alert_pb2.AlertState)
+    after = not request.HasField("sent_after") or _timestamp(out, "sent_after", request.sent_after)
+    before = not request.HasField("sent_before") or _timestamp(
+        out, "sent_before", request.sent_before
+    )
     if (
-        request.HasField("sent_after")
+        after
+        and before
+        and request.HasField("sent_after")
         and request.HasField("sent_before")
         and request.sent_after.ToDatetime() >= request.sent_before.ToDatetime()
     ):
@@ -281,8 +322,7 @@ def validate_subscribe(request: exchange_pb2.SubscribeRequest) -> None:
     out: Violations = []
     if request.after < 0:
         out.append(("after", "must be a cursor received earlier, or 0"))
-    for i, category in enumerate(request.categories):
-        _enum(out, f"categories[{i}]", category, alert_pb2.Category)
+    _enums(out, "categories", request.categories, alert_pb2.Category)
     if out:
         raise InvalidArgument("invalid subscribe request", out)
 
