@@ -55,7 +55,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto  # one worker per core: every test has its own port, files and database
 
 test: lint typecheck proto-check pytest
 
