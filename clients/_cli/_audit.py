@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 from google.protobuf import json_format
-from sqlalchemy import text
 
 from clients._cli._alert_io import parse_moment, table
 from clients._cli._audit_report import render_report
@@ -34,6 +33,7 @@ from ledger import (
     VerificationError,
     activity,
     anomalies,
+    create_engine,
     denied,
     entry_time,
     export_checkpoints,
@@ -262,18 +262,34 @@ def anomalies_command(
     )  # fmt: skip
 
 
-def _stored_alert(db: str, alert_id: str) -> bytes:
-    with _database(db) as connection:
-        row = connection.execute(
-            text("SELECT body FROM alerts WHERE id = :id"), {"id": alert_id}
-        ).first()
-    if row is None:
-        raise UsageError(f"no alert {alert_id} in {db} (purged, or another database)")
-    return bytes(row[0])
+def _stored_alert(db: str, alert_id: str, kek_file: Path | None) -> bytes:
+    """The message as the exchange stores it, opened with its key-encryption key if sealed.
+
+    The alert tables are the exchange's: read them with its code (docs/security.md)."""
+    from exchange import ExchangeError  # noqa: PLC0415 - server code, needed only here
+    from exchange._sealing import Keyring  # noqa: PLC0415
+    from exchange._store import thread_of, with_keyring  # noqa: PLC0415
+
+    engine = create_engine(db)
+    try:
+        if kek_file is not None:
+            engine = with_keyring(engine, Keyring.load(kek_file))
+        with engine.connect() as connection:
+            messages = thread_of(connection, alert_id)
+    except ExchangeError as exc:
+        raise UsageError(f"{exc.reason}: pass the exchange's --kek-file") from None
+    finally:
+        engine.dispose()
+    for message in messages:
+        if message.alert.id == alert_id:
+            return message.body
+    raise UsageError(f"no alert {alert_id} in {db} (purged, or another database)")
 
 
 @audit.command("match")
 @click.option("--alert", "alert_id", default=None, help="An alert as stored in --db.")
+@click.option("--kek-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="With --alert: the exchange's key-encryption key.")  # fmt: skip
 @click.option("--alert-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="A retained copy: the alert as JSON (`alert show --json`'s "
                                  "current or history item).")  # fmt: skip
@@ -286,7 +302,8 @@ def _stored_alert(db: str, alert_id: str) -> bytes:
 @json_option
 @handle_errors
 def match_command(
-    alert_id: str | None, alert_file: Path | None, passport: str | None, nik: str | None,
+    alert_id: str | None, kek_file: Path | None, alert_file: Path | None, passport: str | None,
+    nik: str | None,
     imei: str | None, name: str | None, birth_date: str | None, db: str,
     export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
     as_json: bool,
@@ -311,7 +328,7 @@ def match_command(
         rows = searches_for(verified.entries, kind, str(identifiers[kind]))
         what = f"searches for that {kind}"
     else:
-        body = _stored_alert(db, alert_id) if alert_id else _read_copy(alert_file)
+        body = _stored_alert(db, alert_id, kek_file) if alert_id else _read_copy(alert_file)
         digest = hashlib.sha256(body).hexdigest()
         rows = [e for e in verified.entries if e.digest == digest]
         what = f"entries with digest {digest}"

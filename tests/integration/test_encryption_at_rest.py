@@ -216,3 +216,22 @@ def test_retention_purges_sealed_alerts_and_seals_what_it_keeps(
         )).scalar_one()  # fmt: skip
     engine.dispose()
     assert unsealed == 0
+
+
+def test_an_auditor_matches_a_sealed_alert_with_the_kek(
+    start_server: Callable[..., RunningServer], sqlite_url: str, tmp_path: Path
+) -> None:
+    kek = tmp_path / "sinergi.kek"
+    write_kek_file(kek)
+    server = start_server(sqlite_url, kek_file=kek)
+    with ExchangeClient(server.pki / "immigration", server.address) as client:
+        alert_id = client.publish(
+            new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="sealed")
+        ).alert_id
+    key = ["--db", sqlite_url, "--ledger-key", str(server.pki / "ledger.vkey"), "--json"]
+    without = run("audit", "match", "--alert", alert_id, *key)
+    assert without.returncode == 2
+    assert "--kek-file" in without.stderr
+    found = run("audit", "match", "--alert", alert_id, "--kek-file", str(kek), *key)
+    assert found.returncode == 0, found.stderr
+    assert [e["action"] for e in last_json(found)["entries"]] == ["PUBLISH"]  # type: ignore[index, union-attr]
