@@ -201,18 +201,15 @@ class ExchangeClient:
         *,
         case_reference: str = "",
         note: str = "",
+        idempotency_key: str | None = None,
     ) -> Acknowledged:
-        """Acknowledge ``alert_id``, sent at most once.
-
-        AcknowledgeRequest has no idempotency key and the exchange records every acknowledgement
-        it receives, so a blind retry could record two. The client therefore waits (within the
-        deadline, with the retry policy's patience) for a connection before it sends, and does
-        not resend: :class:`Unreachable` after sending means the outcome is unknown, and
-        :meth:`acknowledgements` tells."""
+        """Acknowledge ``alert_id``; retried like a publish, with one idempotency key for every
+        attempt, so it is recorded once."""
         request = exchange_pb2.AcknowledgeRequest(
-            alert_id=alert_id, response=response, case_reference=case_reference, note=note
-        )
-        reply = self._call(self._stub.Acknowledge, request, witnessed=True, resend=False)
+            alert_id=alert_id, response=response, case_reference=case_reference, note=note,
+            idempotency_key=idempotency_key or secrets.token_urlsafe(24),
+        )  # fmt: skip
+        reply = self._call(self._stub.Acknowledge, request, witnessed=True)
         receipt = self.verify_receipt(reply.receipt, "ACK", f"alert:{alert_id}")
         return Acknowledged(reply.acknowledgement, receipt)
 

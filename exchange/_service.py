@@ -440,15 +440,33 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         ack.time.FromDatetime(now)
         asked = f"alert:{request.alert_id}"
         received = request_digest()
+        key = request.idempotency_key or None
+        content = exchange_pb2.AcknowledgeRequest()
+        content.CopyFrom(request)
+        content.ClearField("idempotency_key")
+        content_digest = message_digest(content)
 
-        def work(connection: Connection, _seq: int) -> tuple[object, Sequence[EntryDraft]]:
+        def work(connection: Connection, seq: int) -> tuple[object, Sequence[EntryDraft]]:
+            if key is not None:
+                existing = _store.find_acknowledgement(connection, principal.agency, key)
+                if existing is not None:
+                    if existing.request_digest == content_digest:
+                        return existing, ()
+                    error = AlreadyExists(
+                        "idempotency key already used for a different acknowledgement",
+                        [("idempotency_key", "was used before with different content")],
+                    )
+                    return self._denied(principal, "Acknowledge", received, error, (asked,))
             original = _store.addressed_to(connection, request.alert_id, principal.agency)
             if original is None:
-                error = NotFound("no alert with that id is addressed to your agency")
-                return self._denied(principal, "Acknowledge", received, error, (asked,))
+                missing = NotFound("no alert with that id is addressed to your agency")
+                return self._denied(principal, "Acknowledge", received, missing, (asked,))
             ack.alert_id = original.alert.id  # the thread, whichever message was answered
             body = ack.SerializeToString(deterministic=True)
-            _store.insert_acknowledgement(connection, original.position, ack, body, now)
+            _store.insert_acknowledgement(
+                connection, original.position, ack, body, now,
+                idempotency_key=key, request_digest=content_digest, seq=seq,
+            )  # fmt: skip
             response = alert_pb2.Response.Name(request.response).removeprefix("RESPONSE_")
             objects = tuple(dict.fromkeys((f"alert:{ack.alert_id}", asked)))
             return ack, [
@@ -464,6 +482,11 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         committed = await self._commit(work)
         if isinstance(committed.value, ExchangeError):
             raise committed.value
+        if isinstance(committed.value, _store.ExistingAck):  # a retry: the first, proven anew
+            return exchange_pb2.AcknowledgeResponse(
+                acknowledgement=committed.value.acknowledgement,
+                receipt=await self._receipt(context, committed.value.seq),
+            )
         return exchange_pb2.AcknowledgeResponse(
             acknowledgement=ack, receipt=await self._receipt(context, committed.receipts[0])
         )

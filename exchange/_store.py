@@ -104,6 +104,11 @@ acknowledgements = Table(
     Column("time", DateTime(timezone=True), nullable=False),
     Column("key_id", String(16), nullable=True),
     Column("wrapped_key", LargeBinary, nullable=True),
+    # a retried acknowledgement (same agency and key) is answered with the first one
+    Column("idempotency_key", String(128), nullable=True),
+    Column("request_digest", String(64), nullable=True),
+    Column("ack_seq", BigInteger, nullable=True),
+    Index("uq_acknowledgements_idempotency", "agency", "idempotency_key", unique=True),
 )
 
 
@@ -468,6 +473,10 @@ def insert_acknowledgement(
     ack: alert_pb2.Acknowledgement,
     body: bytes,
     time: datetime,
+    *,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
+    seq: int | None = None,
 ) -> None:
     connection.execute(
         insert(acknowledgements),
@@ -477,9 +486,33 @@ def insert_acknowledgement(
             "principal": ack.principal,
             "response": alert_pb2.Response.Name(ack.response).removeprefix("RESPONSE_"),
             "time": time,
+            "idempotency_key": idempotency_key,
+            "request_digest": request_digest,
+            "ack_seq": seq,
             **stored_body(connection, body, ack_context(position, ack.agency, ack.principal)),
         },
     )
+
+
+@dataclass(frozen=True)
+class ExistingAck:
+    """An acknowledgement already recorded under an idempotency key."""
+
+    acknowledgement: alert_pb2.Acknowledgement
+    request_digest: str
+    seq: int
+
+
+def find_acknowledgement(connection: Connection, agency: str, key: str) -> ExistingAck | None:
+    row = connection.execute(
+        select(*ACK_COLUMNS, acknowledgements.c.request_digest, acknowledgements.c.ack_seq).where(
+            acknowledgements.c.agency == agency, acknowledgements.c.idempotency_key == key
+        )
+    ).first()
+    if row is None:
+        return None
+    ack = alert_pb2.Acknowledgement.FromString(opened_ack(connection, row))
+    return ExistingAck(ack, row.request_digest, row.ack_seq)
 
 
 def acknowledgements_of(

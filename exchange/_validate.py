@@ -330,6 +330,8 @@ def validate_subscribe(request: exchange_pb2.SubscribeRequest) -> None:
 def validate_acknowledge(request: exchange_pb2.AcknowledgeRequest) -> None:
     out: Violations = []
     _alert_id(out, "alert_id", request.alert_id)
+    if request.idempotency_key:
+        _key(out, request.idempotency_key)
     _enum(out, "response", request.response, alert_pb2.Response)
     if request.response == alert_pb2.RESPONSE_ACTION_TAKEN and not request.case_reference:
         out.append(("case_reference", "is required when the response is ACTION_TAKEN"))

@@ -254,3 +254,27 @@ def test_an_agency_without_the_publisher_role_may_not_update(server: RunningServ
     last = server.entries()[-1]
     assert last.action == Action.DENIED
     assert "/agency/internal-affairs/" in last.actor.id
+
+
+def test_a_retried_acknowledgement_is_recorded_once(server: RunningServer) -> None:
+    original = publish(server)
+    police = stub(server, "police")
+
+    def ack(note: str) -> exchange_pb2.AcknowledgeResponse:
+        return police.Acknowledge(exchange_pb2.AcknowledgeRequest(
+            alert_id=original, response=alert_pb2.RESPONSE_ACCEPTED, note=note,
+            idempotency_key="ack-1"))  # fmt: skip
+
+    first, retry = ack("on it"), ack("on it")
+    assert retry.acknowledgement == first.acknowledgement
+    assert retry.receipt.seq == first.receipt.seq
+    with pytest.raises(grpc.RpcError) as reused:
+        ack("something else")
+    assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    entries = server.entries()
+    assert [e.action for e in entries].count(Action.ACK) == 1
+    assert entries[-1].action == Action.DENIED
+    listed = police.ListAcknowledgements(
+        exchange_pb2.ListAcknowledgementsRequest(alert_id=original)
+    )
+    assert len(listed.acknowledgements) == 1

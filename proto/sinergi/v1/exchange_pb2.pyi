@@ -169,10 +169,15 @@ class AcknowledgeRequest(google.protobuf.message.Message):
     RESPONSE_FIELD_NUMBER: builtins.int
     CASE_REFERENCE_FIELD_NUMBER: builtins.int
     NOTE_FIELD_NUMBER: builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: builtins.int
     alert_id: builtins.str
     response: sinergi.v1.alert_pb2.Response.ValueType
     case_reference: builtins.str
     note: builtins.str
+    idempotency_key: builtins.str
+    """Optional, recommended: 1-128 printable ASCII characters. A retry with the same key returns
+    the first acknowledgement; the same key with different content is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
@@ -180,8 +185,9 @@ class AcknowledgeRequest(google.protobuf.message.Message):
         response: sinergi.v1.alert_pb2.Response.ValueType = ...,
         case_reference: builtins.str = ...,
         note: builtins.str = ...,
+        idempotency_key: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id", "case_reference", b"case_reference", "note", b"note", "response", b"response"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id", "case_reference", b"case_reference", "idempotency_key", b"idempotency_key", "note", b"note", "response", b"response"]) -> None: ...
 
 Global___AcknowledgeRequest: typing_extensions.TypeAlias = AcknowledgeRequest
 
