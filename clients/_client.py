@@ -6,7 +6,6 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TypeVar
 import grpc
 
 from certs import CertsError, Identity, SpiffeId, load_identity
-from clients._errors import Unreachable, UsageError, VerificationFailed, from_rpc_error
+from clients._errors import UsageError, VerificationFailed, from_rpc_error
 from clients._witness import Witness
 from ledger import Checkpoint as LedgerCheckpoint
 from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, verify_inclusion
@@ -323,18 +322,13 @@ class ExchangeClient:
         request: object,
         *,
         witnessed: bool = False,
-        resend: bool = True,
     ) -> Reply:
         """One unary call within one deadline, retried on UNAVAILABLE per the retry policy.
-
-        With ``resend=False`` (a request that is not idempotent) only the wait for a connection
-        is retried; once the request may have left, it is not sent again."""
+        Every write carries an idempotency key, so a retry never records anything twice."""
         deadline = time.monotonic() + self._timeout
         attempt = 0
         while True:
             attempt += 1
-            if not resend:
-                self._connected(deadline)
             metadata = self._witnessed() if witnessed else ()
             try:
                 return method(
@@ -342,10 +336,6 @@ class ExchangeClient:
                 )
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                if not resend and exc.code() == grpc.StatusCode.UNAVAILABLE:
-                    raise Unreachable(
-                        f"{error.message}; the request may or may not have been recorded"
-                    ) from None
                 pause = self._retry.delay(attempt)
                 if (
                     exc.code() != grpc.StatusCode.UNAVAILABLE
@@ -354,19 +344,6 @@ class ExchangeClient:
                 ):
                     raise error from None
             time.sleep(pause)
-
-    def _connected(self, deadline: float) -> None:
-        """Wait until the channel is connected; :class:`Unreachable` (nothing sent) if it is
-        not within the retry policy's patience or the deadline."""
-        patience = max(self._retry.patience(), 0.5)
-        ready = grpc.channel_ready_future(self._channel)
-        try:
-            ready.result(timeout=max(min(deadline - time.monotonic(), patience), 0.001))
-        except grpc.FutureTimeoutError:
-            raise Unreachable("exchange unreachable: no connection (nothing was sent)") from None
-        finally:
-            with suppress(Exception):
-                ready.cancel()
 
     def _pages(
         self,

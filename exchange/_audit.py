@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 from exchange._errors import InvalidArgument, NotFound, Unavailable
 from exchange._policy import Policy
 from exchange._rpc import current_principal
+from exchange._store import read
 from ledger import (
     Action,
     EntryDraft,
@@ -75,12 +76,8 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
             raise Unavailable("the ledger is unavailable; retry later") from exc
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._engine.connect() as connection:
-                return fn(connection)
-
         try:
-            return await asyncio.to_thread(run)
+            return await read(self._engine, fn)
         except StorageError as exc:
             raise NotFound(str(exc)) from None
 

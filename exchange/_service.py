@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from certs import SpiffeId
 from exchange import _store
@@ -133,16 +132,6 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         await self._record(denied_entry(principal.actor, _SERVICE + method, digest, error, objects))
         error.recorded = True
         return error
-
-    async def _query(self, query: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._engine.connect() as connection:
-                return query(connection)
-
-        try:
-            return await asyncio.to_thread(run)
-        except SQLAlchemyError as exc:
-            raise Unavailable("the database is unavailable; retry later") from exc
 
     # -- writing: publish, update, cancel ------------------------------------------------------
 
@@ -394,7 +383,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 if self._hub.closing:
                     raise Unavailable("server shutting down; resume from your last cursor")
                 wake = self._hub.waiter()
-                page = await self._query(
+                page = await _store.read(self._engine,
                     lambda c, after=cursor: _store.alerts_for(  # type: ignore[misc]
                         c, principal.agency, after=after, categories=categories, limit=PAGE,
                         now=datetime.now(UTC),
@@ -512,7 +501,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 return messages
             return []
 
-        messages = await self._query(query)
+        messages = await _store.read(self._engine, query)
         if not messages:
             raise await self._refuse(
                 principal, "GetAlert",
@@ -535,8 +524,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self, principal: Principal, visibility: _store.Visibility, query: _store.ListQuery
     ) -> exchange_pb2.ListAlertsResponse:
         now = datetime.now(UTC)
-        found, next_token = await self._query(
-            lambda c: _store.list_threads(c, visibility, query, now)
+        found, next_token = await _store.read(
+            self._engine, lambda c: _store.list_threads(c, visibility, query, now)
         )
         return exchange_pb2.ListAlertsResponse(
             alerts=[_store.view_of(thread, now, history=False) for thread in found],
@@ -624,7 +613,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 return None
             return _store.acknowledgements_of(connection, original.position, principal.agency)
 
-        acks = await self._query(query)
+        acks = await _store.read(self._engine, query)
         if acks is None:
             raise await self._refuse(
                 principal, "ListAcknowledgements",

@@ -8,11 +8,12 @@ skips a row that commits later with a smaller position.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
@@ -36,13 +37,16 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from exchange._errors import Internal
+from exchange._errors import Internal, Unavailable
 from exchange._sealing import OPTION, Keyring
 from exchange._subscriptions import CHANNEL
 from ledger import normalise_identifier
 from sinergi.v1 import alert_pb2, exchange_pb2
+
+T = TypeVar("T")
 
 metadata = MetaData()
 
@@ -254,6 +258,20 @@ def opened_body(
     if keys is None or wrapped is None:
         raise Internal("stored data is encrypted and this process has no key-encryption key")
     return keys.open(key_id, bytes(wrapped), bytes(body), context)
+
+
+async def read(engine: Engine, query: Callable[[Connection], T]) -> T:
+    """Run ``query`` on a pooled connection in a thread, so the event loop never waits on the
+    database; a database that cannot be reached is UNAVAILABLE, not INTERNAL."""
+
+    def run() -> T:
+        with engine.connect() as connection:
+            return query(connection)
+
+    try:
+        return await asyncio.to_thread(run)
+    except SQLAlchemyError as exc:
+        raise Unavailable("the database is unavailable; retry later") from exc
 
 
 def find_by_idempotency_key(connection: Connection, agency: str, key: str) -> Existing | None:

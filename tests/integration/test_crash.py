@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import pytest
 
 import ledger
 from clients import ClientError, ExchangeClient, Refused, Unreachable, new_alert, parse_subjects
@@ -240,10 +239,6 @@ def _check_database(db: str, load: Load, keys: Keyring) -> dict[str, int]:
     }
 
 
-# grpc's own connectivity-polling thread (behind the client library's channel_ready_future) can
-# outlive a cancelled wait and raise when the client then closes its channel: noise from grpc's
-# thread, not ours (ours are named after their targets and report into Load.unexpected).
-@pytest.mark.filterwarnings(r"ignore:Exception in thread Thread-\d+ \(_run\)")
 def test_sigkill_under_load_loses_nothing_acknowledged(
     db_url: str, pki: Path, tmp_path: Path
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-import pytest
 
 from clients import new_alert
 from ledger import Action
@@ -45,9 +44,5 @@ def test_a_principal_over_its_rate_is_refused_and_others_are_not(
              timeout=10, what="the bucket to refill")  # fmt: skip
 
 
-@pytest.mark.parametrize("rate", [0.0])
-def test_no_limit_by_default(
-    start_server: Callable[..., RunningServer], sqlite_url: str, rate: float
-) -> None:
-    server = start_server(sqlite_url, rate_limit=rate, rate_burst=1)
-    assert {_publish(server, "immigration", f"k{i}") for i in range(5)} == {grpc.StatusCode.OK}
+def test_no_limit_by_default(server: RunningServer) -> None:
+    assert {_publish(server, "immigration", f"k{i}") for i in range(120)} == {grpc.StatusCode.OK}
