@@ -84,7 +84,11 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: install
 	SINERGI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/integration/test_fuzz.py
 
-soak: crash fuzz
+# A real server at 70% of its measured maximum publish rate, every agency subscribed, for
+# SOAK_MINUTES: no error, nothing lost, memory and latency flat (bench/_soak.py).
+SOAK_MINUTES ?= 10
+soak: install
+	$(BIN)/python -m bench._soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -40,7 +40,8 @@ from bench._common import (
     wait_for,
 )
 from bench._echo import METHOD
-from clients import ExchangeClient, new_alert, parse_subjects
+from certs import Signer, load_identity
+from clients import ExchangeClient, new_alert, parse_subjects, sign_request
 from sinergi.v1 import alert_pb2, exchange_pb2
 
 PUBLISHERS = 8
@@ -60,9 +61,13 @@ def _alert(agency: str, n: int) -> alert_pb2.Alert:
     )
 
 
-def _request_size() -> int:
+def _request_size(pki: Path) -> int:
+    """The size of a signed publish request: what the echo baseline sends instead."""
     request = exchange_pb2.PublishRequest(idempotency_key=secrets.token_urlsafe(24),
                                           alert=_alert("immigration", 1234567))  # fmt: skip
+    identity = load_identity(pki / "immigration")
+    assert identity.spiffe_id is not None
+    sign_request(request, Signer(identity.key_pem), identity.spiffe_id)
     return request.ByteSize()
 
 
@@ -172,7 +177,7 @@ def _publishers(clients: list[ExchangeClient]) -> tuple[Calls, list[dict[str, fl
 
 
 def echo_rate(pki: Path, seconds: float) -> tuple[float, dict[str, object]]:
-    size = _request_size()
+    size = _request_size(pki)
     payload = secrets.token_bytes(size)
     with _echo_server(pki) as (child, address):
         channels = []

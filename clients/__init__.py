@@ -28,6 +28,7 @@ from clients._errors import (
     VerificationFailed,
     from_rpc_error,
 )
+from clients._signatures import SignatureFailed, SignedBy, sign_request, verify_alert
 from clients._witness import ForkDetected, Witness
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "Published",
     "Refused",
     "RetryPolicy",
+    "SignatureFailed",
+    "SignedBy",
     "Unreachable",
     "UsageError",
     "VerificationFailed",
@@ -55,4 +58,6 @@ __all__ = [
     "load_verifier",
     "new_alert",
     "parse_subjects",
+    "sign_request",
+    "verify_alert",
 ]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # a stub-only generic; at run time the wrapper is not subscri
 
 V = TypeVar("V", bound=int)
 ALL_MEMBERS = "*"  # as the only recipient: every member agency whose policy receives the category
-ASSIGNED = frozenset({"id", "sender", "sent"})  # set by the exchange, never by a client
+ASSIGNED = frozenset({"id", "sender", "sent", "signature"})  # set by the exchange, not clients
 SUBJECT_KEYS = ("passport", "nik", "imei", "name", "nationality", "birth-date", "organisation")
 
 

@@ -14,8 +14,9 @@ from typing import TypeVar
 
 import grpc
 
-from certs import CertsError, Identity, SpiffeId, load_identity
+from certs import CertsError, Identity, Signer, SpiffeId, TrustAnchors, load_identity
 from clients._errors import UsageError, VerificationFailed, from_rpc_error
+from clients._signatures import SignedBy, SignedRequest, sign_request, verify_alert
 from clients._witness import Witness
 from ledger import Checkpoint as LedgerCheckpoint
 from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, verify_inclusion
@@ -120,13 +121,25 @@ class ExchangeClient:
         witness_state: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
         retry: RetryPolicy = RetryPolicy(),
+        verify_senders: bool = True,
     ) -> None:
         """``timeout`` is the deadline of each call, retries included (not of ``subscribe``,
-        which runs until the caller stops reading)."""
+        which runs until the caller stops reading).
+
+        Every alert received is checked against its sender's signature (:func:`verify_alert`)
+        unless ``verify_senders`` is false: a tool that must show a message which does not
+        verify, to say so, checks it itself."""
         try:
             self.identity = identity if isinstance(identity, Identity) else load_identity(identity)
+            me = self.identity.spiffe_id
+            if me is None:
+                raise UsageError(f"{self.identity.directory}: the certificate names no principal")
+            self._me: SpiffeId = me
+            self._signer = Signer(self.identity.key_pem)
+            self.anchors = TrustAnchors.from_pem(self.identity.ca_pem)
         except CertsError as exc:
             raise UsageError(str(exc)) from None
+        self._verify_senders = verify_senders
         self._verifier = load_verifier(find_ledger_key(self.identity.directory, ledger_key))
         self.witness = Witness(
             witness_state or self.identity.directory / WITNESS_FILE, [self._verifier]
@@ -158,7 +171,7 @@ class ExchangeClient:
         request = exchange_pb2.PublishRequest(
             idempotency_key=idempotency_key or secrets.token_urlsafe(24), alert=alert
         )
-        response = self._call(self._stub.Publish, request, witnessed=True)
+        response = self._call(self._stub.Publish, request, witnessed=True, signed=request)
         receipt = self.verify_receipt(response.receipt, "PUBLISH", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
@@ -174,7 +187,7 @@ class ExchangeClient:
             alert_id=alert_id,
             alert=alert,
         )
-        response = self._call(self._stub.Update, request, witnessed=True)
+        response = self._call(self._stub.Update, request, witnessed=True, signed=request)
         receipt = self.verify_receipt(response.receipt, "UPDATE", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
@@ -189,7 +202,7 @@ class ExchangeClient:
             alert_id=alert_id,
             reason=reason,
         )
-        response = self._call(self._stub.Cancel, request, witnessed=True)
+        response = self._call(self._stub.Cancel, request, witnessed=True, signed=request)
         receipt = self.verify_receipt(response.receipt, "CANCEL", f"alert:{response.alert_id}")
         return Published(response.alert_id, receipt)
 
@@ -232,6 +245,7 @@ class ExchangeClient:
             try:
                 for delivery in call:
                     retry = 0
+                    self._check(delivery.alert)
                     cursor = delivery.cursor
                     yield delivery
                 return
@@ -248,7 +262,7 @@ class ExchangeClient:
         """The thread of ``alert_id``: state, content in force, every message (NOT_FOUND when
         your agency may not see it). The exchange records the read."""
         request = exchange_pb2.GetAlertRequest(alert_id=alert_id)
-        return self._unary(self._stub.GetAlert, request)
+        return self._checked(self._unary(self._stub.GetAlert, request))
 
     def list_alerts(
         self,
@@ -313,6 +327,26 @@ class ExchangeClient:
         request = exchange_pb2.ListAcknowledgementsRequest(alert_id=alert_id)
         return list(self._unary(self._stub.ListAcknowledgements, request).acknowledgements)
 
+    def verify_sender(
+        self, alert: alert_pb2.Alert, original: alert_pb2.Alert | None = None
+    ) -> SignedBy:
+        """Check ``alert`` against its sender's signature (:func:`clients.verify_alert`)."""
+        trust_domain = self._me.trust_domain
+        return verify_alert(alert, self.anchors, trust_domain, original=original)
+
+    def _check(self, alert: alert_pb2.Alert, original: alert_pb2.Alert | None = None) -> None:
+        if self._verify_senders:
+            self.verify_sender(alert, original)
+
+    def _checked(self, view: exchange_pb2.AlertView) -> exchange_pb2.AlertView:
+        """``view`` once every message in it verifies: with the original when it is there."""
+        original = view.history[0] if view.history else None
+        for message in view.history:
+            self._check(message, original)
+        if view.HasField("current"):
+            self._check(view.current, original)
+        return view
+
     def _unary(self, method: Callable[..., Reply], request: object) -> Reply:
         return self._call(method, request)
 
@@ -322,13 +356,18 @@ class ExchangeClient:
         request: object,
         *,
         witnessed: bool = False,
+        signed: SignedRequest | None = None,
     ) -> Reply:
         """One unary call within one deadline, retried on UNAVAILABLE per the retry policy.
-        Every write carries an idempotency key, so a retry never records anything twice."""
+        Every write carries an idempotency key, so a retry never records anything twice; a
+        ``signed`` request is signed afresh for each attempt, so a retry after a long outage is
+        not refused for an old signing time (the first attempt's message keeps its signature)."""
         deadline = time.monotonic() + self._timeout
         attempt = 0
         while True:
             attempt += 1
+            if signed is not None:
+                sign_request(signed, self._signer, self._me)
             metadata = self._witnessed() if witnessed else ()
             try:
                 return method(
@@ -353,7 +392,7 @@ class ExchangeClient:
         """Follow ``next_page_token`` lazily: a caller that stops early fetches no more pages."""
         while True:
             page = self._unary(method, request)
-            yield from page.alerts
+            yield from map(self._checked, page.alerts)
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token

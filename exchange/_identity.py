@@ -1,14 +1,9 @@
 """From the peer's TLS certificate to a Principal.
 
 grpcio has already verified the chain against the trust bundle and required a client certificate;
-here the exchange decides *who* the peer is and whether its CA may say so (federated trust):
-
-1. the certificate's one SPIFFE URI SAN, in our trust domain, for client authentication;
-2. its issuing CA, found in the trust bundle by authority key identifier (RFC 5280 4.2.1.1) and
-   checked by signature, must have a scope (:class:`certs.CaScope`) that covers the SAN's agency:
-   X.509 URI name constraints bind only the trust domain, so a police CA could otherwise issue an
-   immigration identity that TLS accepts;
-3. on every call, not cached: the certificate is not on a CRL from :class:`Revocations`.
+here the exchange decides *who* the peer is and whether its CA may say so (federated trust,
+:func:`certs.identity_refusal`), and on every call, not cached, that the certificate is not on a
+CRL from :class:`Revocations`.
 """
 
 from __future__ import annotations
@@ -16,25 +11,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import grpc
 import structlog
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs import (
     CertsError,
     RevokedSet,
     SpiffeId,
-    ca_scope_of,
+    TrustAnchors,
     fingerprint,
     identity_of,
+    identity_refusal,
     load_crls,
     load_pem_certificate,
 )
@@ -50,6 +42,7 @@ class Principal:
 
     id: SpiffeId
     fingerprint: str
+    certificate: x509.Certificate = field(compare=False, repr=False)
 
     @property
     def agency(self) -> str:
@@ -66,49 +59,6 @@ class PeerRejected:
 
     actor: Actor
     reason: str
-
-
-@dataclass(frozen=True, eq=False)  # hashed by identity: a reloaded bundle is a new cache key
-class TrustAnchors:
-    """The CA certificates of the server's trust bundle (``ca.crt``), by subject key identifier."""
-
-    certificates: tuple[x509.Certificate, ...]
-    by_key_id: Mapping[bytes, tuple[x509.Certificate, ...]]
-
-    @classmethod
-    def from_pem(cls, pem: bytes) -> TrustAnchors:
-        try:
-            certificates = tuple(x509.load_pem_x509_certificates(pem))
-        except ValueError:
-            raise ConfigError("the trust bundle is not a PEM certificate bundle") from None
-        index: dict[bytes, tuple[x509.Certificate, ...]] = {}
-        for cert in certificates:
-            try:
-                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-            except x509.ExtensionNotFound:
-                continue
-            index[ski.value.digest] = (*index.get(ski.value.digest, ()), cert)
-        return cls(certificates, MappingProxyType(index))
-
-    def issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
-        """The trusted CA that signed ``cert``: by authority key identifier, else by name
-        (RFC 5280 4.2.1.1), and in either case by a valid signature."""
-        try:
-            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-            candidates = self.by_key_id.get(aki.key_identifier or b"", ())
-        except x509.ExtensionNotFound:
-            candidates = ()
-        if not candidates:
-            candidates = tuple(ca for ca in self.certificates if ca.subject == cert.issuer)
-        for ca in candidates:
-            if ca.subject != cert.issuer:
-                continue
-            try:
-                cert.verify_directly_issued_by(ca)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
-            return ca
-        return None
 
 
 @dataclass(frozen=True)
@@ -135,40 +85,11 @@ def _resolve(pem: bytes, trust_domain: str, anchors: TrustAnchors) -> _Resolved:
         actor = Actor(f"x509:{cert.subject.rfc4514_string()}", fp)
         return _Resolved(PeerRejected(actor, str(exc)), None)
     actor = Actor(str(identity), fp)
-    reason = _client_refusal(cert, identity, trust_domain) or _issuer_refusal(
-        cert, identity, anchors
-    )
+    reason = identity_refusal(cert, identity, trust_domain, anchors)
     if reason is not None:
         return _Resolved(PeerRejected(actor, reason), None)
-    return _Resolved(Principal(identity, fp), (cert.issuer.public_bytes(), cert.serial_number))
-
-
-def _client_refusal(cert: x509.Certificate, identity: SpiffeId, trust_domain: str) -> str | None:
-    if identity.trust_domain != trust_domain:
-        return f"trust domain {identity.trust_domain!r} is not this exchange's"
-    try:
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return "certificate has no extended key usage"
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:  # RFC 5280 4.2.1.12
-        return "certificate is not for client authentication"
-    return None
-
-
-def _issuer_refusal(
-    cert: x509.Certificate, identity: SpiffeId, anchors: TrustAnchors
-) -> str | None:
-    """Federated trust: the issuing CA's scope must cover the identity's agency."""
-    issuer = anchors.issuer_of(cert)
-    if issuer is None:
-        return f"issuing CA {cert.issuer.rfc4514_string()!r} is not in the trust bundle"
-    scope = ca_scope_of(issuer)
-    if scope is None:
-        return (
-            f"issuing CA {issuer.subject.rfc4514_string()!r} records no agency "
-            "(no spiffe:// CA scope): it may not issue identities"
-        )
-    return scope.refusal(identity)
+    principal = Principal(identity, fp, cert)
+    return _Resolved(principal, (cert.issuer.public_bytes(), cert.serial_number))
 
 
 class Revocations:

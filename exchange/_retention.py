@@ -4,10 +4,11 @@ stopped being in force long enough ago, and say so in the ledger.
 An alert thread is purged once it has been cancelled or has expired, and its category's
 retention period (policy ``[retention]``) has passed since. Every message of the thread keeps its
 envelope (id, sender, category, marking, recipients, times) and loses its subjects, place,
-summary and details; the search index rows go, and acknowledgement notes are cleared. One REDACT
-entry per thread records it, in the same transaction. The ledger itself holds digests only, so
-it stays whole and verifiable; the original digests still prove what was exchanged to anyone
-holding a retained copy.
+summary and details, and the signed statement that repeats them (docs/decisions/0014); the
+search index rows go, and acknowledgement notes are cleared. One REDACT entry per thread
+records it, in the same transaction. The ledger itself holds digests only, so it stays whole and
+verifiable; the original digests still prove what was exchanged to anyone holding a retained
+copy.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def _redacted(alert: alert_pb2.Alert) -> bytes:
     kept.ClearField("place")
     kept.summary = REDACTED
     kept.details = ""
+    if kept.HasField("signature"):  # the signed statement repeats the personal data
+        kept.signature.statement = b""
+        kept.signature.redacted = True
     return kept.SerializeToString(deterministic=True)
 
 

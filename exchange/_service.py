@@ -27,6 +27,7 @@ from exchange._errors import (
 from exchange._identity import Principal
 from exchange._policy import AgencyPolicy, Policy
 from exchange._rpc import current_principal, denied_entry, request_digest
+from exchange._signatures import check_signature, unsigned
 from exchange._subscriptions import Hub
 from exchange._validate import (
     ALL_MEMBERS,
@@ -101,6 +102,13 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _references(original: alert_pb2.Alert, named: str) -> list[str]:
+    """CAP <references> of an update or cancel: the thread's original alert first, then the
+    message the request named if it is a later one, so the sender's signed request (which names
+    it) can be matched to this message by a recipient."""
+    return [original.id] if named == original.id else [original.id, named]
+
+
 def _objects(messages: Sequence[_store.StoredAlert]) -> tuple[str, ...]:
     return tuple(f"alert:{m.alert.id}" for m in messages)
 
@@ -142,6 +150,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         key: str,
         content_digest: str,
         *,
+        signature: alert_pb2.SenderSignature,
         build: Callable[[Connection], alert_pb2.Alert | ExchangeError],
         about: tuple[str, ...] = (),
     ) -> exchange_pb2.PublishResponse:
@@ -173,6 +182,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             alert.id = str(uuid.uuid4())
             alert.sender = str(principal.id)
             alert.sent.FromDatetime(datetime.now(UTC))
+            alert.signature.CopyFrom(signature)
             body = alert.SerializeToString(deterministic=True)
             _store.insert_alert(
                 connection,
@@ -197,6 +207,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     "category": category_name(alert.category),
                     "to": sorted(alert.recipients),
                     "handling": _handling(alert),
+                    "signature": _digest(signature.signature),
                 },
             )
             return alert.id, [entry]
@@ -228,6 +239,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
     ) -> exchange_pb2.PublishResponse:
         principal = current_principal()
         validate_publish(request)
+        signature = check_signature(request, principal, datetime.now(UTC))
         category = category_name(request.alert.category)
         alert = alert_pb2.Alert()
         alert.CopyFrom(request.alert)
@@ -243,7 +255,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self._policy.authorize_publish(principal.agency, category, alert.recipients)
         return await self._send(
             context, "Publish", request.idempotency_key, message_digest(request.alert),
-            build=lambda _connection: alert,
+            signature=signature, build=lambda _connection: alert,
         )  # fmt: skip
 
     @staticmethod
@@ -266,6 +278,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         principal = current_principal()
         visibility = self._visibility(principal.agency, self._policy.authorize_sender)
         validate_update(request)
+        signature = check_signature(request, principal, datetime.now(UTC))
 
         def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
             thread = self._originals_thread(connection, principal, request.alert_id, visibility)
@@ -300,12 +313,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             alert.category, alert.handling = original.category, original.handling
             del alert.recipients[:]
             alert.recipients.extend(original.recipients)
-            alert.references.append(original.id)
+            alert.references.extend(_references(original, request.alert_id))
             return alert
 
         return await self._send(
-            context, "Update", request.idempotency_key, message_digest(request),
-            build=build, about=(f"alert:{request.alert_id}",),
+            context, "Update", request.idempotency_key, message_digest(unsigned(request)),
+            signature=signature, build=build, about=(f"alert:{request.alert_id}",),
         )  # fmt: skip
 
     async def Cancel(  # noqa: N802
@@ -314,6 +327,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         principal = current_principal()
         visibility = self._visibility(principal.agency, self._policy.authorize_sender)
         validate_cancel(request)
+        signature = check_signature(request, principal, datetime.now(UTC))
 
         def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
             thread = self._originals_thread(connection, principal, request.alert_id, visibility)
@@ -331,12 +345,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 handling=original.handling,
                 recipients=original.recipients,
                 summary=request.reason,
-                references=[original.id],
+                references=_references(original, request.alert_id),
             )
 
         return await self._send(
-            context, "Cancel", request.idempotency_key, message_digest(request),
-            build=build, about=(f"alert:{request.alert_id}",),
+            context, "Cancel", request.idempotency_key, message_digest(unsigned(request)),
+            signature=signature, build=build, about=(f"alert:{request.alert_id}",),
         )  # fmt: skip
 
     async def _receipt(

@@ -18,9 +18,9 @@ from pathlib import Path
 import grpc
 import structlog
 
-from certs import IDENTITY_FILES, CertsError, Identity, expiring, load_identity
+from certs import IDENTITY_FILES, CertsError, Identity, TrustAnchors, expiring, load_identity
 from exchange._errors import ConfigError
-from exchange._identity import Trust, TrustAnchors
+from exchange._identity import Trust
 
 _log = structlog.get_logger("sinergi.tls")
 _Stamp = tuple[tuple[int, int, int] | None, ...]

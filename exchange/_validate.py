@@ -159,6 +159,8 @@ def _content(out: Violations, alert: alert_pb2.Alert, *, update: bool) -> None:
             out.append((f"alert.{name}", "is assigned by the exchange; leave it empty"))
     if alert.HasField("sent"):
         out.append(("alert.sent", "is assigned by the exchange; leave it empty"))
+    if alert.HasField("signature"):
+        out.append(("alert.signature", "is assigned by the exchange; sign the request instead"))
     _enum(out, "alert.status", alert.status, alert_pb2.Status)
     _enum(out, "alert.severity", alert.severity, alert_pb2.Severity)
     _enum(out, "alert.urgency", alert.urgency, alert_pb2.Urgency)

@@ -187,7 +187,7 @@ def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert
     message = alert_pb2.Alert()
     message.CopyFrom(current)
     for name in ("id", "sender", "sent", "message_type", "references", "category", "handling",
-                 "recipients"):  # fmt: skip
+                 "recipients", "signature"):  # fmt: skip
         message.ClearField(name)
     if content["summary"] is not None:
         if not content["summary"].strip():

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from clients._alerts import alert_from_json, enum_name
 from clients._errors import UsageError
+from clients._signatures import SignedBy
 from sinergi.v1 import alert_pb2, exchange_pb2
 
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
@@ -163,7 +164,25 @@ def views_output(views: Sequence[exchange_pb2.AlertView], empty: str) -> str:
     return table(LIST_HEADERS, map(list_row, views)) if views else empty
 
 
-def show_text(view: exchange_pb2.AlertView) -> str:
+def signed_record(signed: SignedBy) -> dict[str, Any]:
+    """What the verified sender signature says (docs/decisions/0014)."""
+    return {
+        "sender": str(signed.sender),
+        "certificate": signed.fingerprint,
+        "signed_at": signed.signed_at.isoformat() if signed.signed_at else None,
+        "redacted": signed.redacted,
+    }
+
+
+def _signed_text(signed: SignedBy) -> str:
+    if signed.redacted:
+        return f"by {signed.sender}; statement removed under retention, cannot be checked"
+    assert signed.signed_at is not None
+    at = signed.signed_at.strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"verified: {signed.sender} at {at}, certificate {signed.fingerprint[:16]}"
+
+
+def show_text(view: exchange_pb2.AlertView, signed: SignedBy) -> str:
     """One thread: state, the content in force, then its history oldest first."""
     a = view.current
     fields = [
@@ -182,6 +201,7 @@ def show_text(view: exchange_pb2.AlertView) -> str:
         ("place", " ".join(filter(None, (a.place.description, a.place.region))) or "-"),
         ("subjects", subjects_text(a.subjects)),
         ("summary", a.summary),
+        ("signature", _signed_text(signed)),
     ]
     if a.details:
         fields.append(("details", " ".join(a.details.split())))

@@ -15,6 +15,7 @@ from clients._cli._alert_io import (
     parse_moment,
     record,
     show_text,
+    signed_record,
     split_list,
     table,
     view_record,
@@ -64,8 +65,10 @@ def show(alert_id: str, identity: str, server: str, ledger_key: str | None, as_j
       sinergi alert show 6f1c...e2 --identity certs/dev/police
     """
     with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
-        view = client.get_alert(alert_id)
-    emit(as_json, {"ok": True, **view_record(view)}, show_text(view))
+        view = client.get_alert(alert_id)  # every message's signature checked, or an error
+        signed = client.verify_sender(view.current, view.history[0] if view.history else None)
+    record = {"ok": True, **view_record(view), "signed_by": signed_record(signed)}
+    emit(as_json, record, show_text(view, signed))
 
 
 @click.command(name="list")

@@ -18,6 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from clients import ExchangeClient
 from ledger import Action
 from tests.conftest import RunningServer
 
@@ -72,6 +73,11 @@ def test_node_client_publishes_over_mtls_and_the_ledger_names_it(
     assert published[0].actor.cert == fingerprint
     reads = [e for e in entries if e.action is Action.READ and f"alert:{alert_id}" in e.objects]
     assert [e.actor.id for e in reads] == [printed["sender"]]
+    # Node signed it with its identity key; the Python library checks that signature on receipt.
+    with ExchangeClient(server.pki / "police", server.address) as police:
+        signed = police.verify_sender(police.get_alert(alert_id).current)
+    assert str(signed.sender) == printed["sender"]
+    assert signed.fingerprint == fingerprint
 
 
 def test_node_client_refusal_is_reported_with_its_status(

@@ -10,13 +10,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from clients import ExchangeClient
+from certs import Signer, load_identity
+from clients import ExchangeClient, sign_request
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.conftest import RunningServer
 
@@ -38,6 +39,22 @@ def stub(
     server: RunningServer, who: str, options: tuple[tuple[str, int], ...] = ()
 ) -> exchange_pb2_grpc.ExchangeStub:
     return exchange_pb2_grpc.ExchangeStub(channel(server, who, options))
+
+
+SignedRequest = TypeVar(
+    "SignedRequest",
+    exchange_pb2.PublishRequest,
+    exchange_pb2.UpdateRequest,
+    exchange_pb2.CancelRequest,
+)
+
+
+def signed(server: Endpoint, who: str, request: SignedRequest) -> SignedRequest:
+    """``request`` signed with ``who``'s identity key, as every write must be."""
+    identity = load_identity(server.pki / who)
+    assert identity.spiffe_id is not None
+    sign_request(request, Signer(identity.key_pem), identity.spiffe_id)
+    return request
 
 
 def violations(error: grpc.RpcError) -> dict[str, str]:

@@ -28,6 +28,9 @@ IMEI = "490154203237518"
 NOTE = "Officer Wulan will interview the recruits at Sekupang"
 
 
+IMMIGRATION = "spiffe://sinergi.dev/agency/immigration/system/gateway"
+
+
 def _dump(url: str) -> bytes:
     """Every value of every row of every table, as a database administrator could read it."""
     engine = sqlalchemy.create_engine(url)
@@ -207,6 +210,10 @@ def test_retention_purges_sealed_alerts_and_seals_what_it_keeps(
     with ExchangeClient(server.pki / "immigration", server.address) as immigration:
         view = immigration.get_alert(alert_id)  # the redacted bodies are sealed and open
         assert view.current.summary == "[removed under retention]"
+        # The signed statements held the personal data too: gone, and said so, not forged.
+        signed = [immigration.verify_sender(m, view.history[0]) for m in view.history]
+        assert [(s.redacted, str(s.sender)) for s in signed] == [(True, IMMIGRATION)] * 2
+        assert all(not m.signature.statement for m in view.history)
         assert [a.note for a in immigration.acknowledgements(alert_id)] == [""]
     engine = sqlalchemy.create_engine(sqlite_url)
     with engine.connect() as connection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -88,8 +89,10 @@ def test_publish_reaches_only_recipients_and_ledger_records_every_act(
     )
     assert acts[-1] == (Action.ACK, "police", (alert1,))
     publish = entries[position[(Action.PUBLISH, "immigration", (alert1,))]]
+    # The sender's signature, which the police client verified on delivery, is in the ledger.
+    signature = hashlib.sha256(delivered.signature.signature).hexdigest()
     assert publish.meta == {"category": "PASSPORT_HOLD", "to": ["labour", "police"],
-                            "handling": "AMBER"}  # fmt: skip
+                            "handling": "AMBER", "signature": signature}  # fmt: skip
     # No personal data in the ledger: the passport number appears nowhere in it.
     assert all(b"C1234567" not in e.encode() for e in entries)
     # One JSON log line per RPC, naming who did what with which outcome, never the contents.

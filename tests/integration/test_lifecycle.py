@@ -11,7 +11,7 @@ from clients import ExchangeClient, new_alert, parse_subjects
 from ledger import Action
 from sinergi.v1 import alert_pb2, exchange_pb2
 from tests.conftest import RunningServer, wait_for
-from tests.integration.support import stub, violations
+from tests.integration.support import signed, stub, violations
 
 
 def publish(server: RunningServer, who: str = "immigration", **fields: object) -> str:
@@ -35,15 +35,15 @@ def update(server: RunningServer, who: str, alert_id: str, key: str = "u1", **fi
         summary="Applicant confirmed as a trafficking victim",
         **fields,  # type: ignore[arg-type]
     )
-    return stub(server, who).Update(
-        exchange_pb2.UpdateRequest(idempotency_key=key, alert_id=alert_id, alert=content)
-    )
+    request = exchange_pb2.UpdateRequest(idempotency_key=key, alert_id=alert_id, alert=content)
+    return stub(server, who).Update(signed(server, who, request))
 
 
 def cancel(server: RunningServer, who: str, alert_id: str, key: str = "c1"):  # type: ignore[no-untyped-def]
-    return stub(server, who).Cancel(
-        exchange_pb2.CancelRequest(idempotency_key=key, alert_id=alert_id, reason="issued in error")
+    request = exchange_pb2.CancelRequest(
+        idempotency_key=key, alert_id=alert_id, reason="issued in error"
     )
+    return stub(server, who).Cancel(signed(server, who, request))
 
 
 def get(server: RunningServer, who: str, alert_id: str) -> exchange_pb2.AlertView:

@@ -10,7 +10,7 @@ from clients import new_alert
 from ledger import Action
 from sinergi.v1 import exchange_pb2
 from tests.conftest import RunningServer, wait_for
-from tests.integration.support import stub
+from tests.integration.support import signed, stub
 
 
 def _publish(server: RunningServer, who: str, key: str) -> grpc.StatusCode:
@@ -19,7 +19,7 @@ def _publish(server: RunningServer, who: str, key: str) -> grpc.StatusCode:
         alert=new_alert(category="OTHER", recipients=["labour"], summary="rate"),
     )
     try:
-        stub(server, who).Publish(request, timeout=5)
+        stub(server, who).Publish(signed(server, who, request), timeout=5)
     except grpc.RpcError as error:
         return error.code()
     return grpc.StatusCode.OK

@@ -15,7 +15,7 @@ from exchange import DEFAULT_POLICY, Policy
 from ledger import Action, Entry
 from sinergi.v1 import alert_pb2, exchange_pb2
 from tests.conftest import RunningServer
-from tests.integration.support import stub, violations
+from tests.integration.support import signed, stub, violations
 
 MEMBERS = ("immigration", "police", "customs", "labour")
 # Sent by immigration to police, category OTHER (which every member receives). Police shares
@@ -189,7 +189,7 @@ def test_policy_matrix(server: RunningServer) -> None:
             idempotency_key=f"{sender}-{category}-{to}",
             alert=new_alert(category=category, recipients=[to], summary="matrix"),
         )
-        return lambda: stub(server, sender).Publish(request)
+        return lambda: stub(server, sender).Publish(signed(server, sender, request))
 
     for agency, category in itertools.product(sorted(rules), categories):
         to = "police" if agency != "police" else "immigration"  # both receive every category

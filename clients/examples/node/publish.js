@@ -4,6 +4,8 @@
 //   SINERGI_SERVER=127.0.0.1:50051 SINERGI_IDENTITY=../../../certs/dev/immigration node publish.js
 //
 // SINERGI_PROTO names the folder holding sinergi/v1/*.proto (default: the repository's proto/).
+// Every write is signed with the identity's own key (docs/decisions/0014): a sinergi.v1.Statement
+// holding the request is encoded with protobufjs and signed over its DSSE v1 encoding.
 // The receipt's entry hash is checked here (SHA-256 of 0x00 || entry); the full verification
 // (checkpoint signature, inclusion proof) is what the Python library adds: docs/ledger-format.md.
 "use strict";
@@ -13,6 +15,7 @@ const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
+const protobuf = require("protobufjs");
 
 const server = process.env.SINERGI_SERVER || "127.0.0.1:50051";
 const identity = process.env.SINERGI_IDENTITY;
@@ -34,6 +37,47 @@ function readIdentity(dir) {
     }
   };
   return { cert: read("tls.crt"), key: read("tls.key"), ca: read("ca.crt") };
+}
+
+const STATEMENT_TYPE = "application/vnd.sinergi.statement.v1+proto";
+
+// DSSE v1 pre-authentication encoding: "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body.
+function pae(type, body) {
+  const kind = Buffer.from(type, "utf8");
+  return Buffer.concat([
+    Buffer.from(`DSSEv1 ${kind.length} `), kind, Buffer.from(` ${body.length} `), body,
+  ]);
+}
+
+// The principal a certificate names: its one spiffe:// URI subjectAltName.
+function spiffeId(certPem) {
+  const names = new crypto.X509Certificate(certPem).subjectAltName || "";
+  const uri = names.split(", ").find((n) => n.startsWith("URI:spiffe://"));
+  if (!uri) fail("the identity certificate names no spiffe:// principal");
+  return uri.slice("URI:".length);
+}
+
+// `request` with its signature: over a Statement holding it (`kind`: publish, update or cancel).
+function signed(Statement, kind, request, sender, keyPem) {
+  const now = Date.now();
+  const statement = Statement.encode(
+    Statement.fromObject({
+      sender,
+      signed_at: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 },
+      [kind]: request,
+    }),
+  ).finish();
+  const key = crypto.createPrivateKey(keyPem);
+  const digest = key.asymmetricKeyType === "ed25519" ? null : "sha256"; // ECDSA: DER signature
+  const signature = crypto.sign(digest, pae(STATEMENT_TYPE, Buffer.from(statement)), key);
+  return { ...request, signature: { statement: Buffer.from(statement), signature } };
+}
+
+function statementType() {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => path.join(protoDir, target);
+  root.loadSync("sinergi/v1/exchange.proto", { keepCase: true });
+  return root.lookupType("sinergi.v1.Statement");
 }
 
 function call(client, method, request) {
@@ -62,7 +106,7 @@ async function main() {
     "grpc.default_authority": "localhost",
   });
 
-  const published = await call(client, "Publish", {
+  const request = {
     idempotency_key: crypto.randomUUID(), // reuse it to retry safely
     alert: {
       status: "STATUS_ACTUAL",
@@ -76,7 +120,10 @@ async function main() {
       subjects: [{ person: { passport_number: "C9900112", nationality: "ID" } }],
       summary: "Passport applicant recruited by an unlicensed agent (sent from Node.js)",
     },
-  });
+  };
+  const published = await call(
+    client, "Publish", signed(statementType(), "publish", request, spiffeId(cert), key),
+  );
   const receipt = published.receipt;
   const leaf = crypto
     .createHash("sha256")

@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sinergi/v1/alert.proto\x12\nsinergi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n\x06Person\x12\x17\n\x0fpassport_number\x18\x01 \x01(\t\x12\x0b\n\x03nik\x18\x02 \x01(\t\x12\x13\n\x0bnationality\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\"\x16\n\x06\x44\x65vice\x12\x0c\n\x04imei\x18\x01 \x01(\t\"9\n\x0cOrganisation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13registration_number\x18\x02 \x01(\t\"\x8f\x01\n\x07Subject\x12$\n\x06person\x18\x01 \x01(\x0b\x32\x12.sinergi.v1.PersonH\x00\x12$\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x12.sinergi.v1.DeviceH\x00\x12\x30\n\x0corganisation\x18\x03 \x01(\x0b\x32\x18.sinergi.v1.OrganisationH\x00\x42\x06\n\x04kind\",\n\x05Place\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"\xa3\x04\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12(\n\x04sent\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06status\x18\x04 \x01(\x0e\x32\x12.sinergi.v1.Status\x12-\n\x0cmessage_type\x18\x05 \x01(\x0e\x32\x17.sinergi.v1.MessageType\x12&\n\x08\x63\x61tegory\x18\x06 \x01(\x0e\x32\x14.sinergi.v1.Category\x12&\n\x08severity\x18\x07 \x01(\x0e\x32\x14.sinergi.v1.Severity\x12$\n\x07urgency\x18\x08 \x01(\x0e\x32\x13.sinergi.v1.Urgency\x12(\n\tcertainty\x18\t \x01(\x0e\x32\x15.sinergi.v1.Certainty\x12!\n\x08handling\x18\n \x01(\x0e\x32\x0f.sinergi.v1.Tlp\x12\x12\n\nrecipients\x18\x0b \x03(\t\x12%\n\x08subjects\x18\x0c \x03(\x0b\x32\x13.sinergi.v1.Subject\x12 \n\x05place\x18\r \x01(\x0b\x32\x11.sinergi.v1.Place\x12\x0f\n\x07summary\x18\x0e \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x0f \x01(\t\x12+\n\x07\x65xpires\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreferences\x18\x11 \x03(\t\"\xbe\x01\n\x0f\x41\x63knowledgement\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0e\n\x06\x61gency\x18\x03 \x01(\t\x12&\n\x08response\x18\x04 \x01(\x0e\x32\x14.sinergi.v1.Response\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe6\x02\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41TEGORY_TRAFFICKING_SUSPECT\x10\x01\x12\x1f\n\x1b\x43\x41TEGORY_TRAFFICKING_VICTIM\x10\x02\x12*\n&CATEGORY_NON_PROCEDURAL_MIGRANT_WORKER\x10\x03\x12\x1a\n\x16\x43\x41TEGORY_PASSPORT_HOLD\x10\x04\x12\x1e\n\x1a\x43\x41TEGORY_ILLEGAL_RECRUITER\x10\x05\x12\x1d\n\x19\x43\x41TEGORY_PEOPLE_SMUGGLING\x10\x06\x12\x17\n\x13\x43\x41TEGORY_IMEI_FRAUD\x10\x07\x12&\n\"CATEGORY_FOREIGN_NATIONAL_ACTIVITY\x10\x08\x12!\n\x1d\x43\x41TEGORY_WHISTLEBLOWER_REPORT\x10\t\x12\x12\n\x0e\x43\x41TEGORY_OTHER\x10\n*Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTUAL\x10\x01\x12\x13\n\x0fSTATUS_EXERCISE\x10\x02\x12\x0f\n\x0bSTATUS_TEST\x10\x03*u\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MESSAGE_TYPE_ALERT\x10\x01\x12\x17\n\x13MESSAGE_TYPE_UPDATE\x10\x02\x12\x17\n\x13MESSAGE_TYPE_CANCEL\x10\x03*\x90\x01\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n\x10SEVERITY_EXTREME\x10\x01\x12\x13\n\x0fSEVERITY_SEVERE\x10\x02\x12\x15\n\x11SEVERITY_MODERATE\x10\x03\x12\x12\n\x0eSEVERITY_MINOR\x10\x04\x12\x14\n\x10SEVERITY_UNKNOWN\x10\x05*\x8a\x01\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x15\n\x11URGENCY_IMMEDIATE\x10\x01\x12\x14\n\x10URGENCY_EXPECTED\x10\x02\x12\x12\n\x0eURGENCY_FUTURE\x10\x03\x12\x10\n\x0cURGENCY_PAST\x10\x04\x12\x13\n\x0fURGENCY_UNKNOWN\x10\x05*\x9b\x01\n\tCertainty\x12\x19\n\x15\x43\x45RTAINTY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x45RTAINTY_OBSERVED\x10\x01\x12\x14\n\x10\x43\x45RTAINTY_LIKELY\x10\x02\x12\x16\n\x12\x43\x45RTAINTY_POSSIBLE\x10\x03\x12\x16\n\x12\x43\x45RTAINTY_UNLIKELY\x10\x04\x12\x15\n\x11\x43\x45RTAINTY_UNKNOWN\x10\x05*j\n\x03Tlp\x12\x13\n\x0fTLP_UNSPECIFIED\x10\x00\x12\x0b\n\x07TLP_RED\x10\x01\x12\x14\n\x10TLP_AMBER_STRICT\x10\x02\x12\r\n\tTLP_AMBER\x10\x03\x12\r\n\tTLP_GREEN\x10\x04\x12\r\n\tTLP_CLEAR\x10\x05*\x8e\x01\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_STATE_ACTIVE\x10\x01\x12\x17\n\x13\x41LERT_STATE_UPDATED\x10\x02\x12\x19\n\x15\x41LERT_STATE_CANCELLED\x10\x03\x12\x17\n\x13\x41LERT_STATE_EXPIRED\x10\x04*\x88\x01\n\x08Response\x12\x18\n\x14RESPONSE_UNSPECIFIED\x10\x00\x12\x15\n\x11RESPONSE_RECEIVED\x10\x01\x12\x15\n\x11RESPONSE_ACCEPTED\x10\x02\x12\x19\n\x15RESPONSE_ACTION_TAKEN\x10\x03\x12\x19\n\x15RESPONSE_NOT_RELEVANT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sinergi/v1/alert.proto\x12\nsinergi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n\x06Person\x12\x17\n\x0fpassport_number\x18\x01 \x01(\t\x12\x0b\n\x03nik\x18\x02 \x01(\t\x12\x13\n\x0bnationality\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\"\x16\n\x06\x44\x65vice\x12\x0c\n\x04imei\x18\x01 \x01(\t\"9\n\x0cOrganisation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13registration_number\x18\x02 \x01(\t\"\x8f\x01\n\x07Subject\x12$\n\x06person\x18\x01 \x01(\x0b\x32\x12.sinergi.v1.PersonH\x00\x12$\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x12.sinergi.v1.DeviceH\x00\x12\x30\n\x0corganisation\x18\x03 \x01(\x0b\x32\x18.sinergi.v1.OrganisationH\x00\x42\x06\n\x04kind\",\n\x05Place\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"\xd3\x04\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12(\n\x04sent\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06status\x18\x04 \x01(\x0e\x32\x12.sinergi.v1.Status\x12-\n\x0cmessage_type\x18\x05 \x01(\x0e\x32\x17.sinergi.v1.MessageType\x12&\n\x08\x63\x61tegory\x18\x06 \x01(\x0e\x32\x14.sinergi.v1.Category\x12&\n\x08severity\x18\x07 \x01(\x0e\x32\x14.sinergi.v1.Severity\x12$\n\x07urgency\x18\x08 \x01(\x0e\x32\x13.sinergi.v1.Urgency\x12(\n\tcertainty\x18\t \x01(\x0e\x32\x15.sinergi.v1.Certainty\x12!\n\x08handling\x18\n \x01(\x0e\x32\x0f.sinergi.v1.Tlp\x12\x12\n\nrecipients\x18\x0b \x03(\t\x12%\n\x08subjects\x18\x0c \x03(\x0b\x32\x13.sinergi.v1.Subject\x12 \n\x05place\x18\r \x01(\x0b\x32\x11.sinergi.v1.Place\x12\x0f\n\x07summary\x18\x0e \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x0f \x01(\t\x12+\n\x07\x65xpires\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreferences\x18\x11 \x03(\t\x12.\n\tsignature\x18\x12 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"^\n\x0fSenderSignature\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\x12\x10\n\x08redacted\x18\x04 \x01(\x08\"\xbe\x01\n\x0f\x41\x63knowledgement\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0e\n\x06\x61gency\x18\x03 \x01(\t\x12&\n\x08response\x18\x04 \x01(\x0e\x32\x14.sinergi.v1.Response\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe6\x02\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41TEGORY_TRAFFICKING_SUSPECT\x10\x01\x12\x1f\n\x1b\x43\x41TEGORY_TRAFFICKING_VICTIM\x10\x02\x12*\n&CATEGORY_NON_PROCEDURAL_MIGRANT_WORKER\x10\x03\x12\x1a\n\x16\x43\x41TEGORY_PASSPORT_HOLD\x10\x04\x12\x1e\n\x1a\x43\x41TEGORY_ILLEGAL_RECRUITER\x10\x05\x12\x1d\n\x19\x43\x41TEGORY_PEOPLE_SMUGGLING\x10\x06\x12\x17\n\x13\x43\x41TEGORY_IMEI_FRAUD\x10\x07\x12&\n\"CATEGORY_FOREIGN_NATIONAL_ACTIVITY\x10\x08\x12!\n\x1d\x43\x41TEGORY_WHISTLEBLOWER_REPORT\x10\t\x12\x12\n\x0e\x43\x41TEGORY_OTHER\x10\n*Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTUAL\x10\x01\x12\x13\n\x0fSTATUS_EXERCISE\x10\x02\x12\x0f\n\x0bSTATUS_TEST\x10\x03*u\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MESSAGE_TYPE_ALERT\x10\x01\x12\x17\n\x13MESSAGE_TYPE_UPDATE\x10\x02\x12\x17\n\x13MESSAGE_TYPE_CANCEL\x10\x03*\x90\x01\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n\x10SEVERITY_EXTREME\x10\x01\x12\x13\n\x0fSEVERITY_SEVERE\x10\x02\x12\x15\n\x11SEVERITY_MODERATE\x10\x03\x12\x12\n\x0eSEVERITY_MINOR\x10\x04\x12\x14\n\x10SEVERITY_UNKNOWN\x10\x05*\x8a\x01\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x15\n\x11URGENCY_IMMEDIATE\x10\x01\x12\x14\n\x10URGENCY_EXPECTED\x10\x02\x12\x12\n\x0eURGENCY_FUTURE\x10\x03\x12\x10\n\x0cURGENCY_PAST\x10\x04\x12\x13\n\x0fURGENCY_UNKNOWN\x10\x05*\x9b\x01\n\tCertainty\x12\x19\n\x15\x43\x45RTAINTY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x45RTAINTY_OBSERVED\x10\x01\x12\x14\n\x10\x43\x45RTAINTY_LIKELY\x10\x02\x12\x16\n\x12\x43\x45RTAINTY_POSSIBLE\x10\x03\x12\x16\n\x12\x43\x45RTAINTY_UNLIKELY\x10\x04\x12\x15\n\x11\x43\x45RTAINTY_UNKNOWN\x10\x05*j\n\x03Tlp\x12\x13\n\x0fTLP_UNSPECIFIED\x10\x00\x12\x0b\n\x07TLP_RED\x10\x01\x12\x14\n\x10TLP_AMBER_STRICT\x10\x02\x12\r\n\tTLP_AMBER\x10\x03\x12\r\n\tTLP_GREEN\x10\x04\x12\r\n\tTLP_CLEAR\x10\x05*\x8e\x01\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_STATE_ACTIVE\x10\x01\x12\x17\n\x13\x41LERT_STATE_UPDATED\x10\x02\x12\x19\n\x15\x41LERT_STATE_CANCELLED\x10\x03\x12\x17\n\x13\x41LERT_STATE_EXPIRED\x10\x04*\x88\x01\n\x08Response\x12\x18\n\x14RESPONSE_UNSPECIFIED\x10\x00\x12\x15\n\x11RESPONSE_RECEIVED\x10\x01\x12\x15\n\x11RESPONSE_ACCEPTED\x10\x02\x12\x19\n\x15RESPONSE_ACTION_TAKEN\x10\x03\x12\x19\n\x15RESPONSE_NOT_RELEVANT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sinergi.v1.alert_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CATEGORY']._serialized_start=1193
-  _globals['_CATEGORY']._serialized_end=1551
-  _globals['_STATUS']._serialized_start=1553
-  _globals['_STATUS']._serialized_end=1642
-  _globals['_MESSAGETYPE']._serialized_start=1644
-  _globals['_MESSAGETYPE']._serialized_end=1761
-  _globals['_SEVERITY']._serialized_start=1764
-  _globals['_SEVERITY']._serialized_end=1908
-  _globals['_URGENCY']._serialized_start=1911
-  _globals['_URGENCY']._serialized_end=2049
-  _globals['_CERTAINTY']._serialized_start=2052
-  _globals['_CERTAINTY']._serialized_end=2207
-  _globals['_TLP']._serialized_start=2209
-  _globals['_TLP']._serialized_end=2315
-  _globals['_ALERTSTATE']._serialized_start=2318
-  _globals['_ALERTSTATE']._serialized_end=2460
-  _globals['_RESPONSE']._serialized_start=2463
-  _globals['_RESPONSE']._serialized_end=2599
+  _globals['_CATEGORY']._serialized_start=1337
+  _globals['_CATEGORY']._serialized_end=1695
+  _globals['_STATUS']._serialized_start=1697
+  _globals['_STATUS']._serialized_end=1786
+  _globals['_MESSAGETYPE']._serialized_start=1788
+  _globals['_MESSAGETYPE']._serialized_end=1905
+  _globals['_SEVERITY']._serialized_start=1908
+  _globals['_SEVERITY']._serialized_end=2052
+  _globals['_URGENCY']._serialized_start=2055
+  _globals['_URGENCY']._serialized_end=2193
+  _globals['_CERTAINTY']._serialized_start=2196
+  _globals['_CERTAINTY']._serialized_end=2351
+  _globals['_TLP']._serialized_start=2353
+  _globals['_TLP']._serialized_end=2459
+  _globals['_ALERTSTATE']._serialized_start=2462
+  _globals['_ALERTSTATE']._serialized_end=2604
+  _globals['_RESPONSE']._serialized_start=2607
+  _globals['_RESPONSE']._serialized_end=2743
   _globals['_PERSON']._serialized_start=71
   _globals['_PERSON']._serialized_end=172
   _globals['_DEVICE']._serialized_start=174
@@ -61,7 +61,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACE']._serialized_start=403
   _globals['_PLACE']._serialized_end=447
   _globals['_ALERT']._serialized_start=450
-  _globals['_ALERT']._serialized_end=997
-  _globals['_ACKNOWLEDGEMENT']._serialized_start=1000
-  _globals['_ACKNOWLEDGEMENT']._serialized_end=1190
+  _globals['_ALERT']._serialized_end=1045
+  _globals['_SENDERSIGNATURE']._serialized_start=1047
+  _globals['_SENDERSIGNATURE']._serialized_end=1141
+  _globals['_ACKNOWLEDGEMENT']._serialized_start=1144
+  _globals['_ACKNOWLEDGEMENT']._serialized_end=1334
 # @@protoc_insertion_point(module_scope)

@@ -368,7 +368,8 @@ Global___Place: typing_extensions.TypeAlias = Place
 
 @typing.final
 class Alert(google.protobuf.message.Message):
-    """One alert message. The exchange assigns id, sender and sent; clients leave them empty.
+    """One alert message. The exchange assigns id, sender, sent and signature; clients leave them
+    empty.
 
     `recipients` names agencies, or is the single value "*" for every member agency that may
     receive the category (not allowed with TLP:RED). An UPDATE or CANCEL belongs to the thread of
@@ -394,6 +395,7 @@ class Alert(google.protobuf.message.Message):
     DETAILS_FIELD_NUMBER: builtins.int
     EXPIRES_FIELD_NUMBER: builtins.int
     REFERENCES_FIELD_NUMBER: builtins.int
+    SIGNATURE_FIELD_NUMBER: builtins.int
     id: builtins.str
     sender: builtins.str
     """the sender principal's SPIFFE ID"""
@@ -422,6 +424,12 @@ class Alert(google.protobuf.message.Message):
     def references(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """ids of earlier alerts (CAP <references>)"""
 
+    @property
+    def signature(self) -> Global___SenderSignature:
+        """The sender's signed request this message was made from (docs/decisions/0014): recipients
+        check it with the sender's certificate, so the exchange cannot forge or alter a message.
+        """
+
     def __init__(
         self,
         *,
@@ -442,11 +450,51 @@ class Alert(google.protobuf.message.Message):
         details: builtins.str = ...,
         expires: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         references: collections.abc.Iterable[builtins.str] | None = ...,
+        signature: Global___SenderSignature | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["expires", b"expires", "place", b"place", "sent", b"sent"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["category", b"category", "certainty", b"certainty", "details", b"details", "expires", b"expires", "handling", b"handling", "id", b"id", "message_type", b"message_type", "place", b"place", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sent", b"sent", "severity", b"severity", "status", b"status", "subjects", b"subjects", "summary", b"summary", "urgency", b"urgency"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["expires", b"expires", "place", b"place", "sent", b"sent", "signature", b"signature"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["category", b"category", "certainty", b"certainty", "details", b"details", "expires", b"expires", "handling", b"handling", "id", b"id", "message_type", b"message_type", "place", b"place", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sent", b"sent", "severity", b"severity", "signature", b"signature", "status", b"status", "subjects", b"subjects", "summary", b"summary", "urgency", b"urgency"]) -> None: ...
 
 Global___Alert: typing_extensions.TypeAlias = Alert
+
+@typing.final
+class SenderSignature(google.protobuf.message.Message):
+    """A publishing system's signature over a sinergi.v1.Statement (exchange.proto), with its own
+    identity key: the key of the certificate it connects with.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: builtins.int
+    SIGNATURE_FIELD_NUMBER: builtins.int
+    CERTIFICATE_FIELD_NUMBER: builtins.int
+    REDACTED_FIELD_NUMBER: builtins.int
+    statement: builtins.bytes
+    """A serialized Statement, kept byte for byte as signed."""
+    signature: builtins.bytes
+    """Over the DSSE v1 pre-authentication encoding PAE(payload_type, statement), where
+    payload_type is "application/vnd.sinergi.statement.v1+proto"; ECDSA P-256 with SHA-256
+    (DER) or Ed25519.
+    """
+    certificate: builtins.bytes
+    """The signer's certificate, DER. The exchange sets it from the TLS peer; clients leave it
+    empty.
+    """
+    redacted: builtins.bool
+    """Set when retention removed the message's personal data, and so the statement, which holds
+    it too: the signature can no longer be checked, and the ledger's REDACT entry says why.
+    """
+    def __init__(
+        self,
+        *,
+        statement: builtins.bytes = ...,
+        signature: builtins.bytes = ...,
+        certificate: builtins.bytes = ...,
+        redacted: builtins.bool = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["certificate", b"certificate", "redacted", b"redacted", "signature", b"signature", "statement", b"statement"]) -> None: ...
+
+Global___SenderSignature: typing_extensions.TypeAlias = SenderSignature
 
 @typing.final
 class Acknowledgement(google.protobuf.message.Message):

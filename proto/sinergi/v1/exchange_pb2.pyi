@@ -29,23 +29,69 @@ else:
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
 
 @typing.final
+class Statement(google.protobuf.message.Message):
+    """What a publishing system signs for Publish, Update and Cancel (docs/decisions/0014): the
+    request, with its `signature` field unset, and who sends it when.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SENDER_FIELD_NUMBER: builtins.int
+    SIGNED_AT_FIELD_NUMBER: builtins.int
+    PUBLISH_FIELD_NUMBER: builtins.int
+    UPDATE_FIELD_NUMBER: builtins.int
+    CANCEL_FIELD_NUMBER: builtins.int
+    sender: builtins.str
+    """the signer's SPIFFE ID: the TLS peer's"""
+    @property
+    def signed_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """within 5 minutes of the exchange's clock"""
+
+    @property
+    def publish(self) -> Global___PublishRequest: ...
+    @property
+    def update(self) -> Global___UpdateRequest: ...
+    @property
+    def cancel(self) -> Global___CancelRequest: ...
+    def __init__(
+        self,
+        *,
+        sender: builtins.str = ...,
+        signed_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        publish: Global___PublishRequest | None = ...,
+        update: Global___UpdateRequest | None = ...,
+        cancel: Global___CancelRequest | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["cancel", b"cancel", "publish", b"publish", "request", b"request", "signed_at", b"signed_at", "update", b"update"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["cancel", b"cancel", "publish", b"publish", "request", b"request", "sender", b"sender", "signed_at", b"signed_at", "update", b"update"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["request", b"request"]) -> typing.Literal["publish", "update", "cancel"] | None: ...
+
+Global___Statement: typing_extensions.TypeAlias = Statement
+
+@typing.final
 class PublishRequest(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
     IDEMPOTENCY_KEY_FIELD_NUMBER: builtins.int
     ALERT_FIELD_NUMBER: builtins.int
+    SIGNATURE_FIELD_NUMBER: builtins.int
     idempotency_key: builtins.str
     """Client-chosen key (1-128 printable ASCII characters) that makes a retried publish safe."""
     @property
     def alert(self) -> sinergi.v1.alert_pb2.Alert: ...
+    @property
+    def signature(self) -> sinergi.v1.alert_pb2.SenderSignature:
+        """required: over a Statement holding this request"""
+
     def __init__(
         self,
         *,
         idempotency_key: builtins.str = ...,
         alert: sinergi.v1.alert_pb2.Alert | None = ...,
+        signature: sinergi.v1.alert_pb2.SenderSignature | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["alert", b"alert"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["alert", b"alert", "idempotency_key", b"idempotency_key"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["alert", b"alert", "signature", b"signature"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["alert", b"alert", "idempotency_key", b"idempotency_key", "signature", b"signature"]) -> None: ...
 
 Global___PublishRequest: typing_extensions.TypeAlias = PublishRequest
 
@@ -76,6 +122,7 @@ class UpdateRequest(google.protobuf.message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: builtins.int
     ALERT_ID_FIELD_NUMBER: builtins.int
     ALERT_FIELD_NUMBER: builtins.int
+    SIGNATURE_FIELD_NUMBER: builtins.int
     idempotency_key: builtins.str
     alert_id: builtins.str
     """the alert to update (the original or any message of its thread)"""
@@ -85,15 +132,20 @@ class UpdateRequest(google.protobuf.message.Message):
         handling and recipients must be empty or equal to the original's.
         """
 
+    @property
+    def signature(self) -> sinergi.v1.alert_pb2.SenderSignature:
+        """required: over a Statement holding this request"""
+
     def __init__(
         self,
         *,
         idempotency_key: builtins.str = ...,
         alert_id: builtins.str = ...,
         alert: sinergi.v1.alert_pb2.Alert | None = ...,
+        signature: sinergi.v1.alert_pb2.SenderSignature | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["alert", b"alert"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["alert", b"alert", "alert_id", b"alert_id", "idempotency_key", b"idempotency_key"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["alert", b"alert", "signature", b"signature"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["alert", b"alert", "alert_id", b"alert_id", "idempotency_key", b"idempotency_key", "signature", b"signature"]) -> None: ...
 
 Global___UpdateRequest: typing_extensions.TypeAlias = UpdateRequest
 
@@ -104,18 +156,25 @@ class CancelRequest(google.protobuf.message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: builtins.int
     ALERT_ID_FIELD_NUMBER: builtins.int
     REASON_FIELD_NUMBER: builtins.int
+    SIGNATURE_FIELD_NUMBER: builtins.int
     idempotency_key: builtins.str
     alert_id: builtins.str
     reason: builtins.str
     """becomes the CANCEL message's summary"""
+    @property
+    def signature(self) -> sinergi.v1.alert_pb2.SenderSignature:
+        """required: over a Statement holding this request"""
+
     def __init__(
         self,
         *,
         idempotency_key: builtins.str = ...,
         alert_id: builtins.str = ...,
         reason: builtins.str = ...,
+        signature: sinergi.v1.alert_pb2.SenderSignature | None = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id", "idempotency_key", b"idempotency_key", "reason", b"reason"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["signature", b"signature"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id", "idempotency_key", b"idempotency_key", "reason", b"reason", "signature", b"signature"]) -> None: ...
 
 Global___CancelRequest: typing_extensions.TypeAlias = CancelRequest
 
