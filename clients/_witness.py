@@ -41,6 +41,12 @@ class Witness:
         self.path = Path(path)
         self._verifiers = list(verifiers)
         self._lock = threading.Lock()
+        # The file as last read or written, by (inode, size, mtime): reread only when another
+        # process (or another Witness) replaced it. Every publish consults the state, and reading,
+        # parsing and re-verifying the kept checkpoint each time cost more than the publish did.
+        self._stamp: tuple[int, int, int] | None = None
+        self._notes: dict[str, bytes] = {}
+        self._opened: dict[bytes, Checkpoint] = {}  # kept notes already verified, by note
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -53,7 +59,22 @@ class Witness:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _load(self) -> dict[str, bytes]:
+        stamp = self._file_stamp()
+        if stamp is not None and stamp == self._stamp:
+            return dict(self._notes)
+        notes = self._read()
+        self._stamp, self._notes = stamp, dict(notes)
+        return notes
+
+    def _read(self) -> dict[str, bytes]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -77,12 +98,20 @@ class Witness:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
+        self._stamp, self._notes = self._file_stamp(), dict(notes)
 
     def _open(self, note: bytes) -> Checkpoint:
+        opened = self._opened.get(note)
+        if opened is not None:
+            return opened
         try:
-            return open_checkpoint(note, self._verifiers)
+            opened = open_checkpoint(note, self._verifiers)
         except LedgerError as exc:
             raise VerificationFailed(f"witness state {self.path}: kept checkpoint: {exc}") from None
+        if len(self._opened) >= 16:
+            self._opened.clear()
+        self._opened[note] = opened
+        return opened
 
     def notes(self) -> dict[str, bytes]:
         """The kept signed notes by origin, exactly as received."""
@@ -92,7 +121,7 @@ class Witness:
     def latest(self, origin: str) -> Checkpoint | None:
         with self._locked():
             note = self._load().get(origin)
-        return self._open(note) if note is not None else None
+            return self._open(note) if note is not None else None
 
     def observe(
         self,

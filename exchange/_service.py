@@ -49,10 +49,10 @@ from ledger import (
     EntryDraft,
     LedgerError,
     LedgerWriter,
-    NodeCache,
     Receipt,
     StorageError,
     Work,
+    cached_consistency_proof,
     normalise_identifier,
     prove,
     prove_consistency,
@@ -120,7 +120,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self._engine = engine
         self._keys = _store.keyring_of(engine)  # None: bodies stored in plain
         self._hub = hub
-        self._nodes = NodeCache()  # receipts' consistency proofs mostly reread the same nodes
+        self._nodes = ledger.nodes  # the writer's: a receipt's proof mostly needs new nodes
 
     async def _commit(self, work: Work[T]) -> Committed[T]:
         try:
@@ -378,8 +378,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         proof = []  # a size this ledger never had: the client detects it
                 return receipt_message(fresh, witnessed, proof)
 
-        if isinstance(receipt, Receipt) and not witnessed:
-            return receipt_message(receipt)
+        if isinstance(receipt, Receipt):
+            if not witnessed:
+                return receipt_message(receipt)
+            if witnessed <= receipt.tree_size:  # the usual case: from the writer's new nodes
+                proof = cached_consistency_proof(self._nodes, witnessed, receipt.tree_size)
+                if proof is not None:
+                    return receipt_message(receipt, witnessed, proof)
         return await asyncio.to_thread(build)
 
     # -- delivering: subscribe, acknowledge ----------------------------------------------------

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    bindparam,
     insert,
     or_,
     select,
@@ -274,12 +275,18 @@ async def read(engine: Engine, query: Callable[[Connection], T]) -> T:
         raise Unavailable("the database is unavailable; retry later") from exc
 
 
+# The statements of every publish, built once: a statement built per call costs its
+# construction and its cache key again each time (docs/performance.md, benchmark 1).
+_FIND_BY_KEY = select(alerts.c.id, alerts.c.request_digest, alerts.c.publish_seq).where(
+    alerts.c.sender_agency == bindparam("agency"), alerts.c.idempotency_key == bindparam("key")
+)
+_INSERT_ALERT = insert(alerts).returning(alerts.c.position)
+_INSERT_RECIPIENTS = insert(alert_recipients)
+_INSERT_SUBJECTS = insert(alert_subjects)
+
+
 def find_by_idempotency_key(connection: Connection, agency: str, key: str) -> Existing | None:
-    row = connection.execute(
-        select(alerts.c.id, alerts.c.request_digest, alerts.c.publish_seq).where(
-            alerts.c.sender_agency == agency, alerts.c.idempotency_key == key
-        )
-    ).first()
+    row = connection.execute(_FIND_BY_KEY, {"agency": agency, "key": key}).first()
     return Existing(row.id, row.request_digest, row.publish_seq) if row else None
 
 
@@ -297,7 +304,7 @@ def insert_alert(
     message_type = _name(alert_pb2.MessageType, "MESSAGE_TYPE_", alert.message_type)
     thread_id = alert.id if message_type == "ALERT" else alert.references[0]
     position: int = connection.execute(
-        insert(alerts).returning(alerts.c.position),
+        _INSERT_ALERT,
         {
             "id": alert.id,
             "sender": alert.sender,
@@ -315,7 +322,7 @@ def insert_alert(
         },
     ).scalar_one()
     connection.execute(
-        insert(alert_recipients),
+        _INSERT_RECIPIENTS,
         [{"alert_position": position, "agency": agency} for agency in alert.recipients],
     )
     if connection.dialect.name == "postgresql":  # wake every replica's subscribers at commit
@@ -323,7 +330,7 @@ def insert_alert(
     keys = subject_keys(alert, keyring_of(connection))
     if keys:
         connection.execute(
-            insert(alert_subjects),
+            _INSERT_SUBJECTS,
             [{"alert_position": position, "key": k, "thread_id": thread_id} for k in keys],
         )
     return position

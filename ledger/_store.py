@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from ledger._engine import lock_ledger, writing
 from ledger._entry import GENESIS_PREV, EntryDraft
@@ -43,6 +43,19 @@ T = TypeVar("T")
 Work = Callable[[Connection, int], tuple[T, Sequence[EntryDraft]]]
 
 _log = logging.getLogger(__name__)
+
+#: How long the writer waits for one more work, under load, before it commits (see _run).
+LINGER = 0.0005
+
+# Statements of every batch and proof, built once (a statement built per call pays for its
+# construction and cache key each time).
+_SIZE = select(func.coalesce(func.max(entries.c.seq), 0))
+_NODE = select(nodes.c.hash).where(
+    nodes.c.level == bindparam("level"), nodes.c.idx == bindparam("idx")
+)
+_INSERT_ENTRIES = insert(entries)
+_INSERT_NODES = insert(nodes)
+_INSERT_CHECKPOINT = insert(checkpoints)
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ class _Head:
 
     @classmethod
     def load(cls, connection: Connection) -> _Head:
-        size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+        size = connection.execute(_SIZE).scalar_one()
         frontier = Frontier.from_reader(size, node_reader(connection))
         last = read_node(connection, 0, size - 1) if size else None
         return cls(frontier, last)
@@ -140,10 +153,29 @@ def node_reader(connection: Connection, cache: NodeCache | None = None) -> NodeR
     return cached
 
 
+def cached_consistency_proof(cache: NodeCache, first: int, second: int) -> list[bytes] | None:
+    """PROOF(first, D[second]) from ``cache`` alone, or None when a node is not there (then
+    :func:`prove_consistency` reads it). For sizes known to be committed: nothing checks here
+    that the ledger reached ``second``."""
+
+    def cached(level: int, index: int) -> bytes:
+        node = cache.get((level, index))
+        if node is None:
+            raise _NotCached
+        return node
+
+    try:
+        return consistency_proof(first, second, cached)
+    except _NotCached:
+        return None
+
+
+class _NotCached(Exception):
+    """A node a cache-only proof needs is not in the cache."""
+
+
 def read_node(connection: Connection, level: int, index: int) -> bytes:
-    row = connection.execute(
-        select(nodes.c.hash).where(nodes.c.level == level, nodes.c.idx == index)
-    ).first()
+    row = connection.execute(_NODE, {"level": level, "idx": index}).first()
     if row is None:
         raise StorageError(f"Merkle node ({level}, {index}) is missing from the ledger")
     return bytes(row[0])
@@ -162,6 +194,9 @@ class LedgerWriter:
         observe: Callable[[BatchStats], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        #: Every node this writer committed, newest kept: receipts' proofs (which mostly need
+        #: the newest nodes) read through it and so seldom touch the database.
+        self.nodes = NodeCache()
         self._engine = engine
         self._observe = observe
         self._clock = clock  # entries' time; replaced only to replay a scripted history
@@ -204,21 +239,27 @@ class LedgerWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        stopping = False
+        stopping, previous = False, 1
         while not stopping:
             first = self._queue.get()
             if first is None:
                 break
             batch = [first]
+            # Under concurrent load (the last batch had several works), the callers it just
+            # answered are about to submit again: linger while works keep arriving, up to
+            # LINGER after the last one, so that they share this commit instead of waiting a whole
+            # commit for the next (a single caller never waits for it).
+            linger = LINGER if previous > 1 else 0.0
             while len(batch) < self._max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=linger) if linger else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
                     break
                 batch.append(item)
+            previous = len(batch)
             self._commit_batch(batch)
 
     def _commit_batch(self, batch: list[_Pending[object]]) -> None:
@@ -317,21 +358,23 @@ class LedgerWriter:
                         node_rows.append({"level": level, "idx": index, "hash": node})
                 prev = link
             if entry_rows:
-                connection.execute(insert(entries), entry_rows)
-                connection.execute(insert(nodes), node_rows)
+                connection.execute(_INSERT_ENTRIES, entry_rows)
+                connection.execute(_INSERT_NODES, node_rows)
             note = sign_checkpoint(
                 Checkpoint(self._origin, frontier.size, frontier.root()), self._signers
             )
             if entry_rows:
                 connection.execute(
-                    insert(checkpoints),
+                    _INSERT_CHECKPOINT,
                     {"size": frontier.size, "note": note, "created": datetime.now(UTC)},
                 )
         self._head = _Head(frontier, bytes.fromhex(prev) if frontier.size else None)
+        for key, node in known.items():  # committed: only now may a proof rely on them
+            self.nodes.put(key, node)
         return frontier.size, note, known
 
     def _current_head(self, connection: Connection) -> _Head:
-        size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+        size = connection.execute(_SIZE).scalar_one()
         if self._head is None or self._head.frontier.size != size:
             self._head = _Head.load(connection)  # first batch, or another replica appended
         return _Head(Frontier(self._head.frontier.size, self._head.frontier.hashes),
@@ -429,7 +472,7 @@ def prove_consistency(
     connection: Connection, first: int, second: int, cache: NodeCache | None = None
 ) -> list[bytes]:
     """RFC 6962 PROOF(first, D[second]) from stored nodes, O(log n) reads; 0 < first <= second."""
-    size = connection.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+    size = connection.execute(_SIZE).scalar_one()
     if not 0 < first <= second <= size:
         raise StorageError(f"no consistency proof from {first} to {second} (ledger size {size})")
     return consistency_proof(first, second, node_reader(connection, cache))

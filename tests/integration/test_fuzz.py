@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import descriptor, message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +32,7 @@ import ledger
 from clients import ExchangeClient, new_alert, parse_subjects
 from sinergi.v1 import exchange_pb2, ledger_pb2
 from tests.conftest import RunningServer
-from tests.integration.support import channel
+from tests.integration.support import channel, signed
 
 EXAMPLES = int(os.environ.get("SINERGI_FUZZ_EXAMPLES", "0"))
 SHORT = EXAMPLES == 0
@@ -45,6 +45,7 @@ IDENTITIES = ("immigration", "police", "customs", "internal-affairs")
 ALLOWED = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,  # a write whose signature is not by the caller's key
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.ALREADY_EXISTS,
@@ -220,6 +221,27 @@ class Caller:
         return grpc.StatusCode.OK
 
 
+_WRITES: dict[str, type[exchange_pb2.PublishRequest | exchange_pb2.UpdateRequest
+                           | exchange_pb2.CancelRequest]] = {
+    "/sinergi.v1.Exchange/Publish": exchange_pb2.PublishRequest,
+    "/sinergi.v1.Exchange/Update": exchange_pb2.UpdateRequest,
+    "/sinergi.v1.Exchange/Cancel": exchange_pb2.CancelRequest,
+}  # fmt: skip
+
+
+def _signed(server: RunningServer, who: str, path: str, data: bytes) -> bytes:
+    """A generated write signed validly by ``who``, so that it gets past the signature check to
+    policy and storage; bytes that do not parse (invalid UTF-8) go as they are."""
+    kind = _WRITES.get(path)
+    if kind is None:
+        return data
+    try:
+        request = kind.FromString(data)
+    except DecodeError:
+        return data
+    return signed(server, who, request).SerializeToString()  # type: ignore[type-var]
+
+
 def _describe(who: str, path: str, request: bytes) -> str:
     return f"{who} {path} {request[:200]!r}{'...' if len(request) > 200 else ''}"
 
@@ -278,10 +300,12 @@ def test_generated_requests_never_crash_the_server(
     )
 
     @_profile(STRUCTURED)
-    @given(who=st.sampled_from(IDENTITIES), request=requests)
-    def check(who: str, request: tuple[str, bytes]) -> None:
+    @given(who=st.sampled_from(IDENTITIES), request=requests, sign=st.booleans())
+    def check(who: str, request: tuple[str, bytes], sign: bool) -> None:
         path, data = request
         data = data.replace(KNOWN_ID.encode(), known.encode())
+        if sign:  # half the writes carry a valid signature: policy and storage get fuzzed too
+            data = _signed(fuzzed, who, path, data)
         code = caller.call(who, path, by_path[path], data)
         assert code in ALLOWED, f"{code.name} for {_describe(who, path, data)}"
 
