@@ -24,6 +24,7 @@ from exchange._retention import purge as purge_threads
 from exchange._sealing import Keyring, write_kek_file
 from exchange._server import ExchangeServer, ServerConfig, open_database
 from exchange._server import check_config as check_server_config
+from exchange._store import reseal as reseal_rows
 from exchange._store import with_keyring
 from ledger import Actor, LedgerError, LedgerWriter, load_signer
 
@@ -343,6 +344,48 @@ def kek(kek_file: Path, rotate: bool, as_json: bool) -> None:
     text = f"{verb} {kek_file}: new bodies are sealed under key {current}"
     click.echo(json.dumps({"ok": True, "written": written, "key_id": current}) if as_json
                else text)  # fmt: skip
+
+
+@db.command()
+@_DB
+@click.option(
+    "--kek-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="The key-encryption keys: the first seals, every one listed opens "
+         "[default: env SINERGI_KEK].",
+)  # fmt: skip
+@_JSON
+def reseal(db: str, kek_file: Path | None, as_json: bool) -> None:
+    """Seal every stored alert and acknowledgement under the first key of the KEK file, and
+    rebuild the search index under it: after `db kek --rotate`, so that the old key can be
+    removed from the file; also seals rows stored before encryption was turned on. Safe while
+    the exchange runs, and to run again if interrupted.
+
+    \b
+    Example:
+      sinergi db kek --kek-file var/sinergi.kek --rotate   # then restart serve with it
+      sinergi db reseal --db sqlite:///var/sinergi.db --kek-file var/sinergi.kek
+    """
+    try:
+        keys = Keyring.configured(kek_file)
+        if keys is None:
+            raise ConfigError("give the key-encryption keys: --kek-file or SINERGI_KEK")
+        database = open_database(db)
+        done = reseal_rows(with_keyring(database, keys))
+        database.dispose()
+    except Internal:  # a body that does not open under any listed key: the detail is in the log
+        _fail("stored data cannot be decrypted with the keys given: list every key in use", as_json)
+        return
+    except (ConfigError, SQLAlchemyError) as exc:
+        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
+        return
+    retired = [k for k in keys.ids[1:] if k not in done.keys_in_use]
+    record = {"ok": True, "alerts": done.alerts, "acknowledgements": done.acknowledgements,
+              "key_id": keys.current_id, "keys_in_use": list(done.keys_in_use),
+              "keys_no_longer_used": retired}  # fmt: skip
+    text = (f"resealed {done.alerts} alerts and {done.acknowledgements} acknowledgements under "
+            f"key {keys.current_id}; keys in use: {', '.join(done.keys_in_use) or 'none'}"
+            + (f"; no row needs {', '.join(retired)} any more" if retired else ""))  # fmt: skip
+    click.echo(json.dumps(record) if as_json else text)
 
 
 @db.command()

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, select, text, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from exchange import _store
 from exchange._policy import Policy
@@ -123,7 +123,7 @@ def purge(
             ]  # fmt: skip
 
         writer.submit(work).result(60)
-    _reclaim(engine)
+    _store.reclaim(engine)
     return len(found)
 
 
@@ -142,15 +142,3 @@ def _clear_notes(connection: Connection, position: int) -> None:
                 .where(_store.acknowledgements.c.id == row.id)
                 .values(**_store.stored_body(connection, body, context))
             )
-
-
-def _reclaim(engine: Engine) -> None:
-    """Make the old row versions unreadable on disk too, not just unreachable."""
-    if engine.dialect.name == "sqlite":
-        # secure_delete (ledger/_engine.py) zeroed the old cells; the WAL still holds old page
-        # images until it is checkpointed and truncated.
-        with engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    else:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM alerts, alert_subjects, acknowledgements"))

@@ -33,15 +33,17 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    delete,
     insert,
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from exchange._errors import Internal, Unavailable
+from exchange._errors import ConfigError, Internal, Unavailable
 from exchange._sealing import OPTION, Keyring
 from exchange._subscriptions import CHANNEL
 from ledger import normalise_identifier
@@ -595,3 +597,84 @@ def alerts_for(
     if categories:
         query = query.where(alerts.c.category.in_(categories))
     return _messages(connection, connection.execute(query))
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What :func:`reseal` changed, and which key-encryption keys rows still need after it."""
+
+    alerts: int
+    acknowledgements: int
+    keys_in_use: tuple[str, ...]
+
+
+def reseal(engine: Engine, batch: int = 500) -> Resealed:
+    """Seal every alert and acknowledgement under the current (first) KEK of ``engine``'s
+    keyring, and rebuild alerts' search index under it, ``batch`` rows per transaction.
+
+    After a rotation this lets the old KEK be dropped (docs/decisions/0013); it also seals rows
+    written before encryption was turned on. Each row gets a fresh data key; the ledger's digests
+    are over the plaintext and do not change. Restartable: it only takes rows not yet sealed
+    under the current key, so an interrupted run is finished by running it again."""
+    keys = keyring_of(engine)
+    if keys is None:
+        raise ConfigError("resealing needs the key-encryption keys (--kek-file or SINERGI_KEK)")
+    current = keys.current_id
+    counts = {"alerts": 0, "acknowledgements": 0}
+    stale = or_(alerts.c.key_id.is_(None), alerts.c.key_id != current)
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(
+                select(*_MESSAGE, alerts.c.thread_id).where(stale).limit(batch)
+            ).all()
+            for stored, row in zip(_messages(connection, rows), rows, strict=True):
+                connection.execute(
+                    update(alerts).where(alerts.c.position == stored.position)
+                    .values(**stored_body(connection, stored.body, alert_context(row.id)))
+                )  # fmt: skip
+                connection.execute(
+                    delete(alert_subjects).where(alert_subjects.c.alert_position == row.position)
+                )
+                index = subject_keys(stored.alert, keys)
+                if index:
+                    connection.execute(_INSERT_SUBJECTS, [
+                        {"alert_position": row.position, "key": k, "thread_id": row.thread_id}
+                        for k in index
+                    ])  # fmt: skip
+        counts["alerts"] += len(rows)
+        if len(rows) < batch:
+            break
+    stale_acks = or_(acknowledgements.c.key_id.is_(None), acknowledgements.c.key_id != current)
+    while True:
+        with engine.begin() as connection:
+            acks = connection.execute(select(*ACK_COLUMNS).where(stale_acks).limit(batch)).all()
+            for ack in acks:
+                context = ack_context(ack.alert_position, ack.agency, ack.principal)
+                connection.execute(
+                    update(acknowledgements).where(acknowledgements.c.id == ack.id)
+                    .values(**stored_body(connection, opened_ack(connection, ack), context))
+                )  # fmt: skip
+        counts["acknowledgements"] += len(acks)
+        if len(acks) < batch:
+            break
+    reclaim(engine)
+    with engine.connect() as connection:
+        used = {
+            key
+            for table in (alerts, acknowledgements)
+            for key in connection.execute(select(table.c.key_id).distinct()).scalars()
+        }
+    return Resealed(counts["alerts"], counts["acknowledgements"],
+                    tuple(sorted(k if k is not None else "(plain)" for k in used)))  # fmt: skip
+
+
+def reclaim(engine: Engine) -> None:
+    """Make the old row versions unreadable on disk too, not just unreachable."""
+    if engine.dialect.name == "sqlite":
+        # secure_delete (ledger/_engine.py) zeroed the old cells; the WAL still holds old page
+        # images until it is checkpointed and truncated.
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM alerts, alert_subjects, acknowledgements"))

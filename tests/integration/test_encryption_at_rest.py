@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,6 +155,61 @@ def test_keks_rotate_and_old_rows_stay_readable(
             police.get_alert(old)
     assert refused.value.code == grpc.StatusCode.INTERNAL
     assert "stored data cannot be read" in str(refused.value)
+
+
+def test_reseal_lets_an_old_kek_go_and_seals_rows_stored_in_plain(
+    start_server: Callable[..., RunningServer], db_url: str, tmp_path: Path
+) -> None:
+    plain_server = start_server(db_url)  # before encryption was turned on
+    plain = _publish(plain_server, "stored before encryption")
+    plain_server.server_thread.stop()
+    kek = tmp_path / "sinergi.kek"
+    _, old_id = write_kek_file(kek)
+    first = start_server(db_url, kek_file=kek)
+    sealed = _publish(first)
+    with ExchangeClient(first.pki / "police", first.address) as police:
+        police.acknowledge(sealed, alert_pb2.RESPONSE_ACCEPTED, note=NOTE)
+    first.server_thread.stop()
+
+    _, new_id = write_kek_file(kek, rotate=True)
+    key = ("db", "reseal", "--db", db_url, "--kek-file", str(kek), "--json")
+    done = last_json(run(*key))
+    assert done == {"ok": True, "alerts": 2, "acknowledgements": 1, "key_id": new_id,
+                    "keys_in_use": [new_id], "keys_no_longer_used": [old_id]}  # fmt: skip
+    again = last_json(run(*key))  # nothing left to do: it is safe to run twice
+    assert (again["alerts"], again["acknowledgements"]) == (0, 0)
+
+    kek.write_text(kek.read_text().splitlines()[0] + "\n")  # the old key is gone
+    server = start_server(db_url, kek_file=kek)
+    with ExchangeClient(server.pki / "police", server.address) as police:
+        assert police.get_alert(plain).current.summary == "stored before encryption"
+        assert police.get_alert(sealed).current.summary == SUMMARY
+    with ExchangeClient(server.pki / "immigration", server.address) as immigration:
+        assert [a.note for a in immigration.acknowledgements(sealed)] == [NOTE]
+    # The index was rebuilt under the new key alone, the plain row's included.
+    assert sorted(_search(server, passport=PASSPORT)) == sorted([plain, sealed])
+    dump = _dump(db_url)
+    assert b"stored before encryption" not in dump
+    assert [s for s in _personal_data() if s in dump] == []
+
+
+def test_reseal_without_the_keys_in_use_changes_nothing(
+    start_server: Callable[..., RunningServer], sqlite_url: str, tmp_path: Path
+) -> None:
+    kek, other = tmp_path / "sinergi.kek", tmp_path / "other.kek"
+    write_kek_file(kek)
+    write_kek_file(other)
+    server = start_server(sqlite_url, kek_file=kek)
+    alert_id = _publish(server)
+    refused = run("db", "reseal", "--db", sqlite_url, "--kek-file", str(other), "--json")
+    assert refused.returncode == 2
+    assert "cannot be decrypted with the keys given" in last_json(refused)["error"]  # type: ignore[operator]
+    no_keys = run(
+        "db", "reseal", "--db", sqlite_url, "--json", env={**os.environ, "SINERGI_KEK": ""}
+    )
+    assert no_keys.returncode == 2
+    with ExchangeClient(server.pki / "police", server.address) as police:
+        assert police.get_alert(alert_id).current.summary == SUMMARY
 
 
 def test_a_body_moved_to_another_row_is_refused(
