@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -299,11 +300,22 @@ def _open_loop(calls: list[Callable[[], object]], rate: float, seconds: float) -
     return sum(done), time.perf_counter() - began
 
 
-def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dict[str, object]]:
-    """Publish rate with every agency subscribed, then p99 publish-to-delivery at half of it."""
-    pki = fresh_copy(pki_template, work / "pki-deliver")
-    url = _init_database(work / "deliver.db")
-    with _server(pki, url, work, "deliver") as (server, address):
+@dataclass
+class Live:
+    """A server with every agency subscribed, and 8 publishers ready (:func:`subscribed`)."""
+
+    server: Child
+    deliveries: _Deliveries
+    calls: Calls
+    sent: list[dict[str, float]]
+
+
+@contextmanager
+def subscribed(pki: Path, work: Path, name: str) -> Iterator[Live]:
+    """`sinergi serve` on a fresh SQLite database, one subscription per agency in another
+    process (bench/_subscribers.py) and 8 publishing clients, once every subscription is live."""
+    url = _init_database(work / f"{name}.db")
+    with _server(pki, url, work, name) as (server, address):
         subscribers = Child(
             [sys.executable, "-m", "bench._subscribers", "--pki", str(pki), "--server", address,
              "--agencies", ",".join(AGENCIES)],
@@ -312,34 +324,38 @@ def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dic
         deliveries = _Deliveries(subscribers)
         try:
             subscribers.next_line(60)  # "started"
-            clients = _clients(pki, address, work / "witness-deliver")
+            clients = _clients(pki, address, work / f"witness-{name}")
             calls, sent = _publishers(clients)
             for call in calls[:2]:  # immigration's and police's alerts reach all four agencies
                 call()
             wait_for(lambda: deliveries.drain() >= 6, 60, "every subscription to be live")
-
-            cpu = server.cpu_seconds()
-            count, elapsed, latencies = _closed_loop(calls, seconds)
-            cpu = server.cpu_seconds() - cpu
-            max_rate = count / elapsed
-            expected = _expected(sent)
-            wait_for(lambda: deliveries.covers(expected), 120, "the backlog delivered")
-
-            for ids in sent:
-                ids.clear()
-            half = max_rate / 2
-            sent_count, sent_elapsed = _open_loop(calls, half, seconds)
-            expected = _expected(sent)
-            wait_for(lambda: deliveries.covers(expected), 120, "every delivery of the paced run")
-            starts = {alert_id: t for ids in sent for alert_id, t in ids.items()}
-            lag = [
-                (deliveries.seen[key] - starts[key[1]]) / 1e6
-                for key in expected
-            ]  # fmt: skip
+            yield Live(server, deliveries, calls, sent)
             for client in clients:
                 client.close()
         finally:
             subscribers.stop()
+
+
+def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dict[str, object]]:
+    """Publish rate with every agency subscribed, then p99 publish-to-delivery at half of it."""
+    pki = fresh_copy(pki_template, work / "pki-deliver")
+    with subscribed(pki, work, "deliver") as live:
+        server, deliveries, calls, sent = live.server, live.deliveries, live.calls, live.sent
+        cpu = server.cpu_seconds()
+        count, elapsed, latencies = _closed_loop(calls, seconds)
+        cpu = server.cpu_seconds() - cpu
+        max_rate = count / elapsed
+        expected = _expected(sent)
+        wait_for(lambda: deliveries.covers(expected), 120, "the backlog delivered")
+
+        for ids in sent:
+            ids.clear()
+        half = max_rate / 2
+        sent_count, sent_elapsed = _open_loop(calls, half, seconds)
+        expected = _expected(sent)
+        wait_for(lambda: deliveries.covers(expected), 120, "every delivery of the paced run")
+        starts = {alert_id: t for ids in sent for alert_id, t in ids.items()}
+        lag = [(deliveries.seen[key] - starts[key[1]]) / 1e6 for key in expected]
     return max_rate, {
         "publishes": count,
         "publish_p50_ms": 1000 * percentile(latencies, 50),

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from bench._common import (
     RESULTS,
-    Child,
     dev_pki,
     fresh_copy,
     log,
@@ -36,17 +35,7 @@ from bench._common import (
     write_json,
 )
 from bench._common import wait_for as bench_wait_for
-from bench._exchange import (
-    AGENCIES,
-    _clients,
-    _closed_loop,
-    _Deliveries,
-    _expected,
-    _init_database,
-    _open_loop,
-    _publishers,
-    _server,
-)
+from bench._exchange import _closed_loop, _expected, _open_loop, subscribed
 
 WINDOW_SECONDS = 30.0
 MEMORY_SLACK = 1.20
@@ -100,50 +89,33 @@ def _flat(values: list[float], slack: float, floor: float = 0.0) -> tuple[float,
 
 def soak(minutes: float, load: float, work: Path) -> dict[str, object]:
     pki = fresh_copy(dev_pki(RESULTS / "cache" / "pki"), work / "pki-soak")
-    url = _init_database(work / "soak.db")
-    with _server(pki, url, work, "soak") as (server, address):
-        subscribers = Child(
-            [sys.executable, "-m", "bench._subscribers", "--pki", str(pki), "--server", address,
-             "--agencies", ",".join(AGENCIES)],
-            name="subscribers",
-        )  # fmt: skip
-        deliveries = _Deliveries(subscribers)
-        try:
-            subscribers.next_line(60)  # "started"
-            clients = _clients(pki, address, work / "witness-soak")
-            calls, sent = _publishers(clients)
-            for call in calls[:2]:  # immigration's and police's alerts reach all four agencies
-                call()
-            bench_wait_for(lambda: deliveries.drain() >= 6, 60, "every subscription to be live")
-            count, elapsed, _ = _closed_loop(calls, 15.0)
-            maximum = count / elapsed
-            bench_wait_for(lambda: deliveries.covers(_expected(sent)), 300, "the backlog")
-            rate = load * maximum
-            log(f"maximum {maximum:.0f} publishes/s; soaking at {rate:.0f}/s for {minutes} min")
+    with subscribed(pki, work, "soak") as live:
+        deliveries, sent = live.deliveries, live.sent
+        count, elapsed, _ = _closed_loop(live.calls, 15.0)
+        maximum = count / elapsed
+        bench_wait_for(lambda: deliveries.covers(_expected(sent)), 300, "the backlog")
+        rate = load * maximum
+        log(f"maximum {maximum:.0f} publishes/s; soaking at {rate:.0f}/s for {minutes} min")
+        for ids in sent:
+            ids.clear()
+        windows: list[Window] = []
+        timed = _timed(live.calls, windows)
+        for _ in range(max(1, round(minutes * 60 / WINDOW_SECONDS))):
+            windows.append(Window(time.monotonic()))
+            _open_loop(timed, rate, WINDOW_SECONDS)
+            windows[-1].rss = rss_bytes(live.server.pid)
+            windows[-1].sent = [dict(ids) for ids in sent]
             for ids in sent:
                 ids.clear()
-            windows: list[Window] = []
-            timed = _timed(calls, windows)
-            for _ in range(max(1, round(minutes * 60 / WINDOW_SECONDS))):
-                windows.append(Window(time.monotonic()))
-                _open_loop(timed, rate, WINDOW_SECONDS)
-                windows[-1].rss = rss_bytes(server.pid)
-                windows[-1].sent = [dict(ids) for ids in sent]
-                for ids in sent:
-                    ids.clear()
-                w = windows[-1]
-                log(f"window {len(windows)}: {w.publishes} publishes, {w.errors} errors, "
-                    f"p99 {1000 * percentile(w.latencies, 99):.1f} ms, "
-                    f"rss {w.rss / 2**20:.1f} MiB")  # fmt: skip
-            expected = set().union(*(_expected(w.sent) for w in windows))
-            try:
-                bench_wait_for(lambda: deliveries.covers(expected), 300, "every delivery")
-            except TimeoutError:
-                log("not every delivery arrived within 300 s of the last publish")
-            for client in clients:
-                client.close()
-        finally:
-            subscribers.stop()
+            w = windows[-1]
+            log(f"window {len(windows)}: {w.publishes} publishes, {w.errors} errors, "
+                f"p99 {1000 * percentile(w.latencies, 99):.1f} ms, "
+                f"rss {w.rss / 2**20:.1f} MiB")  # fmt: skip
+        expected = set().union(*(_expected(w.sent) for w in windows))
+        try:
+            bench_wait_for(lambda: deliveries.covers(expected), 300, "every delivery")
+        except TimeoutError:
+            log("not every delivery arrived within 300 s of the last publish")
     started = {a: (i, t) for i, w in enumerate(windows) for ids in w.sent for a, t in ids.items()}
     lags: list[list[float]] = [[] for _ in windows]
     for agency, alert_id in expected:
@@ -151,21 +123,18 @@ def soak(minutes: float, load: float, work: Path) -> dict[str, object]:
         if got is not None:
             i, at = started[alert_id]
             lags[i].append((got - at) / 1e6)
+    rss = [w.rss / 2**20 for w in windows]
+    publish_p99 = [1000 * percentile(w.latencies, 99) if w.latencies else 0.0 for w in windows]
+    delivery_p99 = [percentile(lag, 99) if lag else 0.0 for lag in lags]
     rows = [
-        {
-            "window": i + 1,
-            "publishes": w.publishes,
-            "rate": w.publishes / WINDOW_SECONDS,
-            "errors": w.errors,
-            "publish_p99_ms": 1000 * percentile(w.latencies, 99) if w.latencies else 0.0,
-            "delivery_p99_ms": percentile(lags[i], 99) if lags[i] else 0.0,
-            "rss_mib": w.rss / 2**20,
-        }
+        {"window": i + 1, "publishes": w.publishes, "rate": w.publishes / WINDOW_SECONDS,
+         "errors": w.errors, "publish_p99_ms": publish_p99[i],
+         "delivery_p99_ms": delivery_p99[i], "rss_mib": rss[i]}
         for i, w in enumerate(windows)
-    ]
-    memory = _flat([float(r["rss_mib"]) for r in rows], MEMORY_SLACK)  # type: ignore[arg-type]
-    publish = _flat([float(r["publish_p99_ms"]) for r in rows], LATENCY_SLACK, LATENCY_FLOOR_MS)  # type: ignore[arg-type]
-    delivery = _flat([float(r["delivery_p99_ms"]) for r in rows], LATENCY_SLACK, LATENCY_FLOOR_MS)  # type: ignore[arg-type]
+    ]  # fmt: skip
+    memory = _flat(rss, MEMORY_SLACK)
+    publish = _flat(publish_p99, LATENCY_SLACK, LATENCY_FLOOR_MS)
+    delivery = _flat(delivery_p99, LATENCY_SLACK, LATENCY_FLOOR_MS)
     errors = sum(w.errors for w in windows)
     missing = len(expected - deliveries.seen.keys())
     return {

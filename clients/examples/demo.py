@@ -134,8 +134,12 @@ def played(demo: Demo, address: str) -> None:
     )  # fmt: skip
     recruiter = _first_word_after(out, "published")
 
-    demo.say("Police receives the passport hold, and acknowledges it with a case reference.")
+    demo.say(
+        "Police receives the passport hold, checks that immigration signed it (the exchange "
+        "could not have written it), and acknowledges it with a case reference."
+    )
     demo.sinergi("alert", "watch", "--identity", demo.identity("police"), "--count", "1")
+    demo.sinergi("alert", "show", hold, "--identity", demo.identity("police"))
     demo.sinergi(
         "alert", "ack", hold, "--identity", demo.identity("police"), "--response", "ACTION_TAKEN",
         "--case-ref", "LP/A/117/XI/2026/SPKT/Polda Kepri",

@@ -35,4 +35,7 @@ def test_demo_tells_the_story_against_a_real_exchange(tmp_path: Path) -> None:
     assert len(re.findall(rf"SEARCH +{re.escape(officer)} +alert:{hold[1]}", out)) == 4
     assert re.search(rf"^  {re.escape(officer)} +NOT_FOUND +1 +GetAlert ", out, re.MULTILINE)
     assert re.search(r"ACK +spiffe://sinergi\.dev/agency/police/system/gateway", out)
+    # Police checked immigration's signature on the hold before acting on it.
+    assert re.search(r"signature +verified: spiffe://sinergi\.dev/agency/immigration/system/"
+                     r"gateway at ", out)  # fmt: skip
     assert list(tmp_path.iterdir()) == []  # its PKI, database and server are gone
