@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from google.protobuf.message import DecodeError
 
 from certs import (
     STATEMENT_MAX_SKEW,
@@ -99,7 +100,7 @@ def verify_alert(
         statement.ParseFromString(signed.statement)
         signed_at = statement.signed_at.ToDatetime(UTC)
         sent = alert.sent.ToDatetime(UTC)
-    except (ValueError, OverflowError) as exc:  # DecodeError is a ValueError
+    except (DecodeError, ValueError, OverflowError) as exc:
         raise SignatureFailed(f"{where}: malformed signed statement ({exc})") from None
     if not str(signer) == statement.sender == alert.sender:
         raise SignatureFailed(
