@@ -388,3 +388,28 @@ def test_huge_and_oversized_requests(
             client.publish(new_alert(category="OTHER", recipients=["police"], summary="after"))
     finally:
         caller.close()
+
+
+def test_deeply_nested_requests_get_invalid_argument_and_are_recorded(
+    start_server: Callable[..., RunningServer], sqlite_url: str, pki: Path
+) -> None:
+    """Our messages nest three levels at most, but the wire can nest unknown groups without
+    end: the parser's recursion limit must answer INVALID_ARGUMENT, not a crash or a hang."""
+    server = start_server(sqlite_url)
+    caller = Caller(server)
+    depth = 100_000
+    start, end = _varint(99 << 3 | 3), _varint(99 << 3 | 4)  # START_GROUP / END_GROUP, field 99
+    nested = start * depth + end * depth
+    try:
+        for path, method in METHODS:
+            if method.name not in ("Publish", "Subscribe", "GetEntries"):
+                continue
+            who = "internal-affairs" if "AuditLedger" in path else "immigration"
+            code = caller.call(who, path, method, nested, parked=UNARY_DEADLINE)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{code.name} for nested {path}"
+        with ExchangeClient(pki / "immigration", server.address) as client:
+            client.publish(new_alert(category="OTHER", recipients=["police"], summary="after"))
+    finally:
+        caller.close()
+    denied = [e for e in server.entries() if e.action is ledger.Action.DENIED]
+    assert [e.outcome.status for e in denied] == ["INVALID_ARGUMENT"] * 3
