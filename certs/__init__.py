@@ -1,4 +1,6 @@
-"""The Sinergi PKI: a CA, server and agency certificates, and identity directories on disk.
+"""The Sinergi PKI: a CA, server and agency certificates, and identity directories on disk;
+whether a certificate may speak for the principal it names (:func:`identity_refusal`); and
+signatures by identity keys over statements (:class:`Signer`, :func:`verify_signature`).
 
 Principals are named by SPIFFE IDs in a certificate's single URI subjectAltName,
 ``spiffe://<trust-domain>/agency/<agency>/<kind>/<name>``.
