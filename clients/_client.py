@@ -16,7 +16,13 @@ import grpc
 
 from certs import CertsError, Identity, Signer, SpiffeId, TrustAnchors, load_identity
 from clients._errors import UsageError, VerificationFailed, from_rpc_error
-from clients._signatures import SignedBy, SignedRequest, sign_request, verify_alert
+from clients._signatures import (
+    SignatureFailed,
+    SignedBy,
+    SignedRequest,
+    sign_request,
+    verify_alert,
+)
 from clients._witness import Witness
 from ledger import Checkpoint as LedgerCheckpoint
 from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, verify_inclusion
@@ -246,6 +252,7 @@ class ExchangeClient:
                 for delivery in call:
                     retry = 0
                     self._check(delivery.alert)
+                    self._addressed(delivery.alert)
                     cursor = delivery.cursor
                     yield delivery
                 return
@@ -337,6 +344,15 @@ class ExchangeClient:
     def _check(self, alert: alert_pb2.Alert, original: alert_pb2.Alert | None = None) -> None:
         if self._verify_senders:
             self.verify_sender(alert, original)
+
+    def _addressed(self, alert: alert_pb2.Alert) -> None:
+        """A subscription receives what names its agency as a recipient, nothing else: a
+        delivery that does not means the exchange's visibility rows were altered."""
+        if self._verify_senders and self._me.agency not in alert.recipients:
+            raise SignatureFailed(
+                f"alert {alert.id} was delivered to {self._me.agency}, which it does not name "
+                f"as a recipient ({', '.join(alert.recipients)})"
+            )
 
     def _checked(self, view: exchange_pb2.AlertView) -> exchange_pb2.AlertView:
         """``view`` once every message in it verifies: with the original when it is there."""

@@ -185,3 +185,31 @@ def test_an_alert_altered_in_the_database_fails_verification_at_the_recipient(
                                    verify_senders=False)  # fmt: skip
         with unchecked:
             assert unchecked.get_alert(alert_id).current.summary.startswith("Applicant cleared")
+
+
+def test_a_delivery_to_an_agency_the_alert_does_not_name_is_refused_by_the_subscriber(
+    start_server: Callable[..., RunningServer], sqlite_url: str
+) -> None:
+    """A DBA adds a visibility row so that customs receives police's alert to immigration: the
+    body still verifies, but customs' client sees it is not a recipient, and the ledger's DELIVER
+    entry shows where it went."""
+    server = start_server(sqlite_url)
+    with ExchangeClient(server.pki / "police", server.address) as police:
+        alert_id = police.publish(_request().alert).alert_id
+    engine = sqlalchemy.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO alert_recipients (alert_position, agency) "
+                "SELECT position, 'customs' FROM alerts WHERE id = :id"
+            ),
+            {"id": alert_id},
+        )
+    engine.dispose()
+    with ExchangeClient(server.pki / "customs", server.address) as customs:
+        with pytest.raises(SignatureFailed, match="does not name as a recipient"):
+            next(iter(customs.subscribe()))
+    delivered = [e for e in server.entries() if e.action is Action.DELIVER]
+    assert [(e.actor.id.split("/")[4], e.objects) for e in delivered] == [
+        ("customs", (f"alert:{alert_id}",))
+    ]
