@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs import (
     CertsError,
@@ -43,6 +44,7 @@ class Principal:
     id: SpiffeId
     fingerprint: str
     certificate: x509.Certificate = field(compare=False, repr=False)
+    certificate_der: bytes = field(compare=False, repr=False)  # what signed messages carry
 
     @property
     def agency(self) -> str:
@@ -88,7 +90,7 @@ def _resolve(pem: bytes, trust_domain: str, anchors: TrustAnchors) -> _Resolved:
     reason = identity_refusal(cert, identity, trust_domain, anchors)
     if reason is not None:
         return _Resolved(PeerRejected(actor, reason), None)
-    principal = Principal(identity, fp, cert)
+    principal = Principal(identity, fp, cert, cert.public_bytes(Encoding.DER))
     return _Resolved(principal, (cert.issuer.public_bytes(), cert.serial_number))
 
 

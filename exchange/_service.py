@@ -60,6 +60,7 @@ from ledger import (
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2
 
 T = TypeVar("T")
+FollowUp = TypeVar("FollowUp", exchange_pb2.UpdateRequest, exchange_pb2.CancelRequest)
 PAGE = 100
 _SERVICE = "/sinergi.v1.Exchange/"
 
@@ -272,19 +273,38 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             return FailedPrecondition("the alert was cancelled")
         return messages
 
-    async def Update(  # noqa: N802
-        self, request: exchange_pb2.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def _follow_up(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request: FollowUp,
+        validate: Callable[[FollowUp], None],
+        derive: Callable[[alert_pb2.Alert], alert_pb2.Alert | ExchangeError],
     ) -> exchange_pb2.PublishResponse:
+        """An UPDATE or CANCEL: ``derive`` makes the message from the thread's original, which
+        the caller's agency must have sent and not cancelled."""
         principal = current_principal()
         visibility = self._visibility(principal.agency, self._policy.authorize_sender)
-        validate_update(request)
+        validate(request)
         signature = check_signature(request, principal, datetime.now(UTC))
 
         def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
             thread = self._originals_thread(connection, principal, request.alert_id, visibility)
             if isinstance(thread, ExchangeError):
                 return thread
-            original = thread[0].alert
+            return derive(thread[0].alert)
+
+        return await self._send(
+            context, method, request.idempotency_key, message_digest(unsigned(request)),
+            signature=signature, build=build, about=(f"alert:{request.alert_id}",),
+        )  # fmt: skip
+
+    async def Update(  # noqa: N802
+        self, request: exchange_pb2.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> exchange_pb2.PublishResponse:
+        principal = current_principal()
+
+        def derive(original: alert_pb2.Alert) -> alert_pb2.Alert | ExchangeError:
             given = request.alert
             changed = [
                 (f"alert.{name}", "cannot change in an update; cancel and publish anew")
@@ -316,24 +336,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             alert.references.extend(_references(original, request.alert_id))
             return alert
 
-        return await self._send(
-            context, "Update", request.idempotency_key, message_digest(unsigned(request)),
-            signature=signature, build=build, about=(f"alert:{request.alert_id}",),
-        )  # fmt: skip
+        return await self._follow_up(context, "Update", request, validate_update, derive)
 
     async def Cancel(  # noqa: N802
         self, request: exchange_pb2.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.PublishResponse:
-        principal = current_principal()
-        visibility = self._visibility(principal.agency, self._policy.authorize_sender)
-        validate_cancel(request)
-        signature = check_signature(request, principal, datetime.now(UTC))
-
-        def build(connection: Connection) -> alert_pb2.Alert | ExchangeError:
-            thread = self._originals_thread(connection, principal, request.alert_id, visibility)
-            if isinstance(thread, ExchangeError):
-                return thread
-            original = thread[0].alert
+        def derive(original: alert_pb2.Alert) -> alert_pb2.Alert:
             # The envelope of the original, no subjects: a cancellation repeats no personal data.
             return alert_pb2.Alert(
                 status=original.status,
@@ -348,10 +356,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 references=_references(original, request.alert_id),
             )
 
-        return await self._send(
-            context, "Cancel", request.idempotency_key, message_digest(unsigned(request)),
-            signature=signature, build=build, about=(f"alert:{request.alert_id}",),
-        )  # fmt: skip
+        return await self._follow_up(context, "Cancel", request, validate_cancel, derive)
 
     async def _receipt(
         self, context: grpc.aio.ServicerContext[Any, Any], receipt: Receipt | int

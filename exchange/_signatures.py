@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeVar
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf.message import DecodeError
 
 from certs import STATEMENT_MAX_SKEW, STATEMENT_TYPE, SignatureInvalid, verify_signature
@@ -54,7 +53,7 @@ def check_signature(
             [("signature", "is required: a signature over a Statement holding this request")],
         )
     signed = request.signature
-    der = principal.certificate.public_bytes(Encoding.DER)
+    der = principal.certificate_der
     if signed.certificate and signed.certificate != der:
         raise InvalidArgument(
             "the signature names another certificate",

@@ -31,7 +31,7 @@ from clients._cli._common import (
     server_option,
 )
 from clients._client import ExchangeClient
-from sinergi.v1 import alert_pb2
+from sinergi.v1 import alert_pb2, exchange_pb2
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,6 +46,18 @@ def _limit_option(fn: Callable[P, R]) -> Callable[P, R]:
         show_default=True,
         help="At most N alerts, newest first; 0 for all.",
     )(fn)
+
+
+def _page_size(limit: int) -> int:
+    return min(limit, MAX_PAGE) if limit else MAX_PAGE
+
+
+def _emit_views(views: list[exchange_pb2.AlertView], as_json: bool) -> None:
+    emit(
+        as_json,
+        {"ok": True, "count": len(views), "alerts": [view_record(v) for v in views]},
+        views_output(views, "no alerts found"),
+    )
 
 
 @click.command()
@@ -126,14 +138,10 @@ def list_alerts(
             sent_after=after,
             sent_before=before,
             states=in_states,
-            page_size=min(limit, MAX_PAGE) if limit else MAX_PAGE,
+            page_size=_page_size(limit),
         )
         views = list(itertools.islice(found, limit or None))
-    emit(
-        as_json,
-        {"ok": True, "count": len(views), "alerts": [view_record(v) for v in views]},
-        views_output(views, "no alerts found"),
-    )
+    _emit_views(views, as_json)
 
 
 @click.command()
@@ -177,14 +185,10 @@ def search(
             imei=imei,
             name=name,
             birth_date=birth_date,
-            page_size=min(limit, MAX_PAGE) if limit else MAX_PAGE,
+            page_size=_page_size(limit),
         )
         views = list(itertools.islice(found, limit or None))
-    emit(
-        as_json,
-        {"ok": True, "count": len(views), "alerts": [view_record(v) for v in views]},
-        views_output(views, "no alerts found"),
-    )
+    _emit_views(views, as_json)
 
 
 @click.command()

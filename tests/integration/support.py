@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -16,7 +17,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from certs import Signer, load_identity
+from certs import Signer, SpiffeId, load_identity
 from clients import ExchangeClient, sign_request
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.conftest import RunningServer
@@ -49,11 +50,20 @@ SignedRequest = TypeVar(
 )
 
 
-def signed(server: Endpoint, who: str, request: SignedRequest) -> SignedRequest:
-    """``request`` signed with ``who``'s identity key, as every write must be."""
+def signed(
+    server: Endpoint,
+    who: str,
+    request: SignedRequest,
+    *,
+    sender: str | None = None,
+    now: datetime | None = None,
+) -> SignedRequest:
+    """``request`` signed with ``who``'s identity key, as every write must be; as ``who``
+    unless ``sender`` names someone else (a forgery)."""
     identity = load_identity(server.pki / who)
     assert identity.spiffe_id is not None
-    sign_request(request, Signer(identity.key_pem), identity.spiffe_id)
+    claimed = SpiffeId.parse(sender) if sender else identity.spiffe_id
+    sign_request(request, Signer(identity.key_pem), claimed, now)
     return request
 
 

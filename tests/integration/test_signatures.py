@@ -12,19 +12,18 @@ import grpc
 import pytest
 import sqlalchemy
 
-from certs import Signer, SpiffeId, load_identity
+from certs import Signer, load_identity
 from clients import (
     ExchangeClient,
     SignatureFailed,
     content_alert,
     new_alert,
     parse_subjects,
-    sign_request,
 )
 from ledger import Action
 from sinergi.v1 import exchange_pb2
 from tests.conftest import RunningServer
-from tests.integration.support import stub, violations
+from tests.integration.support import signed, stub, violations
 
 IMMIGRATION = "spiffe://sinergi.dev/agency/immigration/system/gateway"
 POLICE = "spiffe://sinergi.dev/agency/police/system/gateway"
@@ -36,13 +35,6 @@ def _request(key: str = "k1", summary: str = "Applicant recruited by an unlicens
         alert=new_alert(category="TRAFFICKING_SUSPECT", recipients=["immigration"],
                         summary=summary, subjects=parse_subjects(["passport=C7654321"])),
     )  # fmt: skip
-
-
-def _sign(server: RunningServer, key_of: str, request, *, sender: str = POLICE, **kw):  # type: ignore[no-untyped-def]
-    """Sign ``request`` with ``key_of``'s identity key, as ``sender``."""
-    identity = load_identity(server.pki / key_of)
-    sign_request(request, Signer(identity.key_pem), SpiffeId.parse(sender), **kw)
-    return request
 
 
 def _refused(server: RunningServer, request: exchange_pb2.PublishRequest) -> grpc.RpcError:
@@ -62,13 +54,11 @@ def _published(server: RunningServer) -> int:
 
 FORGERIES: dict[str, Callable[[RunningServer], exchange_pb2.PublishRequest]] = {
     # Police's TLS identity, another agency's key: the forged alert of the issue.
-    "another agency's key": lambda s: _sign(s, "immigration", _request()),
+    "another agency's key": lambda s: signed(s, "immigration", _request(), sender=POLICE),
     # ... claiming that agency as the sender as well.
-    "another agency's key and name": lambda s: _sign(
-        s, "immigration", _request(), sender=IMMIGRATION
-    ),
+    "another agency's key and name": lambda s: signed(s, "immigration", _request()),
     # A police officer's key: same agency, another principal; the TLS peer must be the signer.
-    "a colleague's key": lambda s: _sign(s, "police-officer", _request()),
+    "a colleague's key": lambda s: signed(s, "police-officer", _request(), sender=POLICE),
 }
 
 
@@ -89,9 +79,9 @@ def test_every_malformed_signature_is_refused_with_its_field_and_recorded(
     server: RunningServer,
 ) -> None:
     unsigned = _request("k1")
-    as_other = _sign(server, "police", _request("k2"), sender=IMMIGRATION)
-    stale = _sign(server, "police", _request("k3"), now=datetime.now(UTC) - timedelta(minutes=6))
-    swapped = _sign(server, "police", _request("k4", summary="What was signed"))
+    as_other = signed(server, "police", _request("k2"), sender=IMMIGRATION)
+    stale = signed(server, "police", _request("k3"), now=datetime.now(UTC) - timedelta(minutes=6))
+    swapped = signed(server, "police", _request("k4", summary="What was signed"))
     swapped.alert.summary = "What was sent"
     garbage = _request("k5")
     garbage.signature.statement = b"\xff\xff not a statement"
