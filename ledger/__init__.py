@@ -83,6 +83,7 @@ from ledger._store import (
     prove_consistency,
 )
 from ledger._verify import Report, verify_ledger
+from ledger._verify_store import verify_database
 
 __all__ = [
     "APPEND_ONLY_TABLES",
@@ -164,6 +165,7 @@ __all__ = [
     "sign_checkpoint",
     "sign_note",
     "verify_consistency",
+    "verify_database",
     "verify_inclusion",
     "verify_ledger",
     "who_accessed",

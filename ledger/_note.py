@@ -19,7 +19,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -206,6 +206,10 @@ class Verifier:
     def verifier_key(self) -> str:
         """This verifier's vkey string (the inverse of :meth:`from_vkey`)."""
         return _vkey(self._name, self._key_id, self._public)
+
+    def __reduce__(self) -> tuple[Callable[[str], Verifier], tuple[str]]:
+        """Pickled as its vkey: verification hands verifiers to worker processes."""
+        return (Verifier.from_vkey, (self.verifier_key(),))
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         """Whether ``signature`` (the raw 64 bytes, without key ID) is a valid Ed25519

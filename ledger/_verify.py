@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger._entry import FORMAT_VERSION, GENESIS_PREV, Action, Entry
@@ -43,6 +43,8 @@ _ENTRY = re.compile(
 _META_KEY = re.compile(rb'"([^"]*)":')
 _LEAF = b"\x00"
 _NODE = b"\x01"
+#: The checkpoints due at each tree size, with where each came from ("stored", "trusted").
+Due = dict[int, list[tuple[Checkpoint, str]]]
 
 
 @dataclass(frozen=True)
@@ -70,22 +72,54 @@ def verify_ledger(
     failure, naming the entry.
     """
     due, count, latest = _open_all(checkpoints, trusted, verifiers)
-    # The compact range of the tree, kept inline (Frontier.append's checks and bookkeeping cost
+    check_checkpoints(due.pop(0, []), EMPTY_ROOT)
+
+    def reached(size: int, hashes: list[bytes]) -> None:
+        check_checkpoints(due.pop(size), fold(hashes))
+
+    walked = walk(entries, 0, GENESIS_PREV.encode(), due, reached, progress=progress)
+    check_truncation(due, walked.entries)
+    return Report(walked.entries, fold(walked.hashes), count, latest)
+
+
+@dataclass
+class Walked:
+    """What :func:`walk` verified of a run of entries starting after entry ``base``."""
+
+    entries: int
+    #: the compact range of the run's own subtree (roots of perfect subtrees, largest first)
+    hashes: list[bytes]
+
+
+def walk(
+    entries: Iterable[tuple[int, bytes, bytes]],
+    base: int,
+    prev: bytes,
+    due: Container[int],
+    reached: Callable[[int, list[bytes]], None],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Walked:
+    """Verify entries base+1, base+2, ...: canonical form, hash, seq and ``prev`` links, the
+    first to ``prev`` (hex of entry ``base``'s hash). ``base`` must be 0 or a multiple of a
+    power of two at least as large as the run, so that the run is one subtree of the RFC 6962
+    tree (section 2.1.1) and its compact range, kept here, combines with the tree before it.
+    ``reached(size, hashes)`` is called at every size in ``due``. Raises VerificationError at
+    the first failure."""
+    # The compact range of the run, kept inline (Frontier.append's checks and bookkeeping cost
     # more than the hashing itself at a million entries): hashes[i] is a perfect subtree root.
     sha256 = hashlib.sha256
     hashes: list[bytes] = []
     size = 0
-    prev = GENESIS_PREV.encode()
-    _check_checkpoints(due.pop(0, []), EMPTY_ROOT)
     match = _ENTRY.fullmatch
     for seq, stored_hash, body in entries:
-        expected = size + 1
+        expected = base + size + 1
         if seq != expected:
             raise VerificationError(
                 f"entry {expected} is missing (next stored entry is {seq})", expected
             )
         fields = match(body) if type(body) is bytes else None
-        if fields is not None and _sorted_keys(fields[1]):
+        if fields is not None and (fields[1].count(b'":') < 2 or _sorted_keys(fields[1])):
             body_seq, body_prev = int(fields[3]), fields[2]
         else:
             try:
@@ -115,11 +149,15 @@ def verify_ledger(
             node = sha256(_NODE + hashes.pop() + node).digest()
             position >>= 1
         hashes.append(node)
-        size = expected
-        if size in due:
-            _check_checkpoints(due.pop(size), _fold(hashes))
+        size += 1
+        if expected in due:
+            reached(expected, hashes)
         if progress is not None:
-            progress(size)
+            progress(expected)
+    return Walked(size, hashes)
+
+
+def check_truncation(due: Due, size: int) -> None:
     if due:
         first = min(due)
         _cp, source = due[first][0]
@@ -128,48 +166,64 @@ def verify_ledger(
             f"{first} entries: entries were removed",
             size + 1,
         )
-    return Report(size, _fold(hashes), count, latest)
 
 
 def _open_all(
     checkpoints: Iterable[tuple[int, bytes]],
     trusted: Sequence[bytes],
     verifiers: Sequence[Verifier],
-) -> tuple[dict[int, list[tuple[Checkpoint, str]]], int, Checkpoint | None]:
+) -> tuple[Due, int, Checkpoint | None]:
     """Open every stored and trusted checkpoint: (those due at each size, how many are stored,
     the newest stored). Raises VerificationError for a bad signature, origin or size."""
-    due: dict[int, list[tuple[Checkpoint, str]]] = {}
+
+    def opened() -> Iterator[tuple[str, int, Checkpoint]]:
+        for size, note in checkpoints:
+            yield "stored", size, open_stored(note, size, verifiers)
+        for index, note in enumerate(trusted):
+            yield "trusted", index, open_trusted(note, index, verifiers)
+
+    return collect(opened())
+
+
+def open_stored(note: bytes, size: int, verifiers: Sequence[Verifier]) -> Checkpoint:
+    return _open(note, verifiers, f"stored checkpoint {size}")
+
+
+def open_trusted(note: bytes, index: int, verifiers: Sequence[Verifier]) -> Checkpoint:
+    return _open(note, verifiers, f"trusted checkpoint {index}")
+
+
+def collect(opened: Iterable[tuple[str, int, Checkpoint]]) -> tuple[Due, int, Checkpoint | None]:
+    """(source, label, checkpoint) as opened, stored (labelled by size) before trusted: check
+    each one's origin and stored size in that order, so that the first failure is the one
+    reported, whoever opened them (an iterator that raises stops here)."""
+    due: Due = {}
     count = 0
     latest: Checkpoint | None = None
     origin: str | None = None
-    for source, notes in (
-        ("stored", ((s, n) for s, n in checkpoints)),
-        ("trusted", enumerate(trusted)),
-    ):
-        for label, note in notes:
-            cp = _open(note, verifiers, f"{source} checkpoint {label}")
-            if origin is not None and cp.origin != origin:
-                raise VerificationError(
-                    f"{source} checkpoint at size {cp.size} is for origin {cp.origin!r}, "
-                    f"not {origin!r}"
-                )
-            origin = cp.origin
-            if source == "stored" and cp.size != label:
-                raise VerificationError(f"checkpoint stored as size {label} says size {cp.size}")
-            due.setdefault(cp.size, []).append((cp, source))
-            if source == "stored":
-                count += 1
-                latest = cp if latest is None or cp.size > latest.size else latest
+    for source, label, cp in opened:
+        if origin is not None and cp.origin != origin:
+            raise VerificationError(
+                f"{source} checkpoint at size {cp.size} is for origin {cp.origin!r}, not {origin!r}"
+            )
+        origin = cp.origin
+        if source == "stored" and cp.size != label:
+            raise VerificationError(f"checkpoint stored as size {label} says size {cp.size}")
+        due.setdefault(cp.size, []).append((cp, source))
+        if source == "stored":
+            count += 1
+            latest = cp if latest is None or cp.size > latest.size else latest
     return due, count, latest
 
 
 def _sorted_keys(meta: bytes) -> bool:
-    """The keys of a matched meta object are strictly increasing: sorted, none twice."""
+    """The keys of a matched meta object are strictly increasing: sorted, none twice. (One key
+    has nothing to compare: the caller skips the call when the meta holds one '":' at most.)"""
     keys = _META_KEY.findall(meta)
     return len(keys) < 2 or keys == sorted(set(keys))
 
 
-def _fold(hashes: list[bytes]) -> bytes:
+def fold(hashes: list[bytes]) -> bytes:
     """MTH from the compact range: the right fold of its perfect subtree roots."""
     if not hashes:
         return EMPTY_ROOT
@@ -190,7 +244,7 @@ def _open(note: bytes, verifiers: Sequence[Verifier], what: str) -> Checkpoint:
         raise VerificationError(f"{what}: {exc}") from None
 
 
-def _check_checkpoints(due: list[tuple[Checkpoint, str]], root: bytes) -> None:
+def check_checkpoints(due: list[tuple[Checkpoint, str]], root: bytes) -> None:
     for cp, source in due:
         if cp.root != root:
             raise VerificationError(

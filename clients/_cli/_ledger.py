@@ -30,14 +30,13 @@ from ledger import (
     entry_count,
     export_checkpoints,
     export_entries,
-    iter_checkpoints,
-    iter_entries,
     leaf_hash,
     missing_triggers,
     open_checkpoint,
     prove,
     prove_consistency,
     verify_consistency,
+    verify_database,
     verify_inclusion,
     verify_ledger,
     write_export,
@@ -167,10 +166,11 @@ def verify(
                     report = verify_ledger(client.entries(1, cp.size), [(cp.size, note)],
                                            [verifier], trusted=kept, progress=progress)  # fmt: skip
         else:
-            with _database(db) as connection, _progress(entry_count(connection), show) as progress:
+            with _database(db) as connection:
                 missing = missing_triggers(connection)
-                report = verify_ledger(iter_entries(connection), iter_checkpoints(connection),
-                                       [verifier], trusted=kept, progress=progress)  # fmt: skip
+                total = entry_count(connection)
+            with _progress(total, show) as progress:
+                report = verify_database(db, [verifier], trusted=kept, progress=progress)
     except VerificationError as exc:
         fail(as_json, f"ledger BROKEN: {exc}", 1, {"seq": exc.seq})
     if missing:
@@ -208,7 +208,7 @@ def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     with click.progressbar(length=total, label="verifying", file=stream) as bar:
 
         def update(done: int) -> None:
-            if done % 1000 == 0 or done == total:
+            if done - bar.pos >= 1000 or done == total:
                 bar.update(done - bar.pos)
 
         yield update
