@@ -86,6 +86,34 @@ def test_concurrent_appenders_share_batches_and_make_one_linear_chain(
         )  # fmt: skip
 
 
+def test_a_batch_larger_than_one_insert_statement(
+    db_url: str, signer: ledger.Signer, verifier: ledger.Verifier
+) -> None:
+    """PostgreSQL gets multi-row INSERTs of at most 1,000 rows each: a work of 2,500 entries
+    spans three statements for its entries, and every entry and node lands once."""
+    engine = ledger.create_engine(db_url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    try:
+        writer.append(draft(0)).result(30)
+        committed = writer.append(*(draft(i) for i in range(1, 2501))).result(60)
+    finally:
+        writer.close()
+    assert [r.seq for r in committed.receipts] == list(range(2, 2502))
+    with engine.connect() as connection:
+        nodes = connection.execute(text("SELECT count(*) FROM ledger_nodes")).scalar_one()
+        report = ledger.verify_ledger(
+            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+        )
+        proof = ledger.prove(connection, 1234)
+    engine.dispose()
+    assert report.entries == 2501
+    # every leaf, and one node per completed perfect subtree above the leaves
+    assert nodes == 2501 + 2501 - bin(2501).count("1")
+    checkpoint = ledger.open_checkpoint(proof.checkpoint, [verifier])
+    ledger.verify_inclusion(1233, checkpoint.size, proof.entry_hash, proof.inclusion_proof,
+                            checkpoint.root)  # fmt: skip
+
+
 def test_failing_work_does_not_take_its_batch_down(
     sqlite_url: str, signer: ledger.Signer, verifier: ledger.Verifier
 ) -> None:
