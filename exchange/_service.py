@@ -8,7 +8,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from sqlalchemy import Connection, Engine
@@ -114,6 +114,13 @@ def _objects(messages: Sequence[_store.StoredAlert]) -> tuple[str, ...]:
     return tuple(f"alert:{m.alert.id}" for m in messages)
 
 
+class _Stored(NamedTuple):
+    """A message the ledger's transaction stored: its id, and whom to wake."""
+
+    alert_id: str
+    recipients: tuple[str, ...]
+
+
 class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
     def __init__(self, policy: Policy, ledger: LedgerWriter, engine: Engine, hub: Hub) -> None:
         self._policy = policy
@@ -211,7 +218,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     "signature": _digest(signature.signature),
                 },
             )
-            return alert.id, [entry]
+            return _Stored(alert.id, tuple(alert.recipients)), [entry]
 
         committed = await self._commit(work)
         value = committed.value
@@ -221,10 +228,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             return exchange_pb2.PublishResponse(
                 alert_id=value.alert_id, receipt=await self._receipt(context, value.publish_seq)
             )
-        self._hub.notify()
-        assert isinstance(value, str)
+        assert isinstance(value, _Stored)
+        self._hub.notify(value.recipients)
         return exchange_pb2.PublishResponse(
-            alert_id=value, receipt=await self._receipt(context, committed.receipts[0])
+            alert_id=value.alert_id, receipt=await self._receipt(context, committed.receipts[0])
         )
 
     @staticmethod
@@ -406,7 +413,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             while True:
                 if self._hub.closing:
                     raise Unavailable("server shutting down; resume from your last cursor")
-                wake = self._hub.waiter()
+                wake = self._hub.waiter(principal.agency)
                 page = await _store.read(self._engine,
                     lambda c, after=cursor: _store.alerts_for(  # type: ignore[misc]
                         c, principal.agency, after=after, categories=categories, limit=PAGE,

@@ -34,6 +34,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -285,6 +286,7 @@ _FIND_BY_KEY = select(alerts.c.id, alerts.c.request_digest, alerts.c.publish_seq
 _INSERT_ALERT = insert(alerts).returning(alerts.c.position)
 _INSERT_RECIPIENTS = insert(alert_recipients)
 _INSERT_SUBJECTS = insert(alert_subjects)
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("recipients", type_=String)))
 
 
 def find_by_idempotency_key(connection: Connection, agency: str, key: str) -> Existing | None:
@@ -328,7 +330,7 @@ def insert_alert(
         [{"alert_position": position, "agency": agency} for agency in alert.recipients],
     )
     if connection.dialect.name == "postgresql":  # wake every replica's subscribers at commit
-        connection.execute(text(f"NOTIFY {CHANNEL}"))
+        connection.execute(_NOTIFY, {"recipients": ",".join(sorted(alert.recipients))})
     keys = subject_keys(alert, keyring_of(connection))
     if keys:
         connection.execute(
@@ -586,17 +588,27 @@ def alerts_for(
     now: datetime,
 ) -> list[StoredAlert]:
     """Messages addressed to ``agency`` after cursor ``after``, oldest first, unexpired."""
-    query = (
-        select(*_MESSAGE)
-        .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
-        .where(alert_recipients.c.agency == agency, alerts.c.position > after)
-        .where(or_(alerts.c.expires.is_(None), alerts.c.expires > now))
-        .order_by(alerts.c.position)
-        .limit(limit)
-    )
+    query = _ALERTS_FOR_CATEGORIES if categories else _ALERTS_FOR
+    values: dict[str, object] = {"agency": agency, "after": after, "now": now, "limit": limit}
     if categories:
-        query = query.where(alerts.c.category.in_(categories))
-    return _messages(connection, connection.execute(query))
+        values["categories"] = list(categories)
+    return _messages(connection, connection.execute(query, values))
+
+
+# Every subscription reads its next page with one of these after each wake-up: built once, like
+# the publish's statements above.
+_ALERTS_FOR = (
+    select(*_MESSAGE)
+    .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
+    .where(alert_recipients.c.agency == bindparam("agency"))
+    .where(alerts.c.position > bindparam("after"))
+    .where(or_(alerts.c.expires.is_(None), alerts.c.expires > bindparam("now")))
+    .order_by(alerts.c.position)
+    .limit(bindparam("limit", type_=Integer))
+)
+_ALERTS_FOR_CATEGORIES = _ALERTS_FOR.where(
+    alerts.c.category.in_(bindparam("categories", expanding=True))
+)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Wake-ups for subscribers. The database is the source of truth; this only says "look again".
 
-A subscriber takes the current event *before* it queries, so a publish that commits after its query
-sets that event: no wake-up is lost, and a spurious one costs one empty query.
+A subscriber takes its agency's current event *before* it queries, so a publish that commits after
+its query sets that event: no wake-up is lost, and a spurious one costs one empty query. A publish
+wakes only the subscriptions of the agencies it is addressed to (the only ones it can reach,
+``alerts_for``); a wake-up from another replica, or for shutdown, wakes every one.
 
 The hub also counts open subscriptions (for the metrics) and tells them when the server is
 shutting down, so that they end with UNAVAILABLE and resume elsewhere from their cursor.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -26,18 +28,24 @@ class Hub:
         observe: Callable[[int], None] | None = None,
         lag: Callable[[float], None] | None = None,
     ) -> None:
-        self._event = asyncio.Event()
+        self._events: dict[str, asyncio.Event] = {}
         self._observe = observe
         self._lag = lag
         self.open = 0
         self.closing = False
 
-    def waiter(self) -> asyncio.Event:
-        return self._event
+    def waiter(self, agency: str) -> asyncio.Event:
+        event = self._events.get(agency)
+        if event is None:
+            event = self._events[agency] = asyncio.Event()
+        return event
 
-    def notify(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+    def notify(self, agencies: Iterable[str] | None = None) -> None:
+        """Wake the subscriptions of ``agencies`` (every subscription for None)."""
+        for agency in list(self._events) if agencies is None else agencies:
+            event = self._events.pop(agency, None)
+            if event is not None:
+                event.set()
 
     def close(self) -> None:
         """Wake every subscriber for the last time: the server is shutting down."""
@@ -71,8 +79,10 @@ class PostgresWakeups:
     that stores the alert, so the notification goes out exactly when the row is visible.
 
     A dedicated connection on its own thread waits for notifications and wakes the hub on the
-    server's event loop. After every (re)connection it wakes the hub once more: a notification
-    sent while it was disconnected is lost, so subscribers look again instead.
+    server's event loop: the subscriptions of the agencies the payload names (the alert's
+    recipients, comma-separated), or all of them for an empty payload. After every
+    (re)connection it wakes the hub once more: a notification sent while it was disconnected is
+    lost, so subscribers look again instead.
     """
 
     def __init__(self, url: str, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
@@ -90,9 +100,9 @@ class PostgresWakeups:
         self._stop.set()
         self._thread.join(5)
 
-    def _wake(self) -> None:
+    def _wake(self, agencies: list[str] | None = None) -> None:
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._hub.notify)
+            self._loop.call_soon_threadsafe(self._hub.notify, agencies)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -102,8 +112,8 @@ class PostgresWakeups:
                     self.listening.set()
                     self._wake()
                     while not self._stop.is_set():
-                        if any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
-                            self._wake()
+                        for note in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake(note.payload.split(",") if note.payload else None)
             except psycopg.Error:
                 self.listening.clear()
                 _log.warning("lost the notification connection; reconnecting")
