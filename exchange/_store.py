@@ -330,7 +330,10 @@ def insert_alert(
         [{"alert_position": position, "agency": agency} for agency in alert.recipients],
     )
     if connection.dialect.name == "postgresql":  # wake every replica's subscribers at commit
-        connection.execute(_NOTIFY, {"recipients": ",".join(sorted(alert.recipients))})
+        # Whom to wake (agency names hold no comma); an empty payload wakes every subscription,
+        # for a list longer than PostgreSQL's 8,000-byte payload limit.
+        recipients = ",".join(sorted(alert.recipients))
+        connection.execute(_NOTIFY, {"recipients": recipients if len(recipients) < 8000 else ""})
     keys = subject_keys(alert, keyring_of(connection))
     if keys:
         connection.execute(
