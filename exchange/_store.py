@@ -606,7 +606,9 @@ _ALERTS_FOR = (
     .where(alert_recipients.c.agency == bindparam("agency"))
     .where(alerts.c.position > bindparam("after"))
     .where(or_(alerts.c.expires.is_(None), alerts.c.expires > bindparam("now")))
-    .order_by(alerts.c.position)
+    # The index's own order (the same positions, by the join): the database walks the agency's
+    # index from the cursor and stops at the limit, instead of sorting the whole backlog first.
+    .order_by(alert_recipients.c.alert_position)
     .limit(bindparam("limit", type_=Integer))
 )
 _ALERTS_FOR_CATEGORIES = _ALERTS_FOR.where(
