@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func, select
@@ -166,6 +167,16 @@ def _run(jobs: list[_Job], workers: int, progress: Callable[[int], None] | None)
             if progress is not None:
                 progress(job.last)
         return runs
+    try:
+        return _in_processes(jobs, workers, progress)
+    except (OSError, BrokenProcessPool):
+        # No processes here (a sandbox, a worker killed for memory): the same work, in this one.
+        return _run(jobs, 1, progress)
+
+
+def _in_processes(
+    jobs: list[_Job], workers: int, progress: Callable[[int], None] | None
+) -> list[_Run]:
     context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
     pool: Executor = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context)
     with pool:

@@ -131,3 +131,25 @@ def test_the_chunk_size_must_be_a_power_of_two(
     fill(sqlite_url, signer, [3])
     with pytest.raises(ValueError, match="power of two"):
         ledger.verify_database(sqlite_url, [verifier], chunk=3)
+
+
+def test_without_worker_processes_it_verifies_in_process(
+    sqlite_url: str, signer: ledger.Signer, verifier: ledger.Verifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Where processes cannot be started, the same checks run in this one: never fewer."""
+    from ledger import _verify_store  # noqa: PLC0415 - the module whose pool is refused
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(_verify_store, "ProcessPoolExecutor", refused)
+    fill(sqlite_url, signer, [5, 6, 7])
+    expected, got = verdicts(sqlite_url, verifier, workers=2, chunk=4)
+    assert isinstance(expected, ledger.Report)
+    assert got == expected
+    as_dba(sqlite_url, "UPDATE ledger_entries SET hash = x'00' WHERE seq = 14")
+    expected, got = verdicts(sqlite_url, verifier, workers=2, chunk=4)
+    assert isinstance(expected, tuple)
+    assert expected[1] == 14
+    assert got == expected
