@@ -23,7 +23,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_complet
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 
 from ledger._engine import create_engine
 from ledger._entry import GENESIS_PREV
@@ -122,9 +122,6 @@ class _Run:
     error: tuple[str, int | None] | None = None
 
 
-_ENGINES: dict[str, Engine] = {}
-
-
 def _verify_run(job: _Job) -> _Run:
     """A worker's part: the run's checkpoint signatures, then its entries."""
     run = _Run(job.first, job.last)
@@ -134,24 +131,24 @@ def _verify_run(job: _Job) -> _Run:
         except VerificationError as exc:
             run.note_error = (str(exc), exc.seq)
             break
-    engine = _ENGINES.get(job.url)
-    if engine is None:
-        engine = _ENGINES[job.url] = create_engine(job.url)
 
     def reached(size: int, hashes: list[bytes]) -> None:
         run.at[size] = b"".join(hashes)
 
-    with engine.connect() as connection:
-        prev = GENESIS_PREV.encode()
-        if job.first > 1:  # the stored hash of the entry before: the previous run checks it
-            for _seq, digest, _body in iter_entries(connection, job.first - 1, job.first - 1):
-                prev = digest.hex().encode()
-        try:
+    engine = create_engine(job.url)  # one per run, disposed: nothing stays open in the caller
+    try:
+        with engine.connect() as connection:
+            prev = GENESIS_PREV.encode()
+            if job.first > 1:  # the stored hash of the entry before: the previous run checks it
+                for _seq, digest, _body in iter_entries(connection, job.first - 1, job.first - 1):
+                    prev = digest.hex().encode()
             walked = walk(iter_entries(connection, job.first, job.last), job.first - 1, prev,
                           set(job.sizes), reached)  # fmt: skip
-        except VerificationError as exc:
-            run.error = (str(exc), exc.seq)
-            return run
+    except VerificationError as exc:
+        run.error = (str(exc), exc.seq)
+        return run
+    finally:
+        engine.dispose()
     run.entries, run.hashes = walked.entries, walked.hashes
     if walked.entries != job.last - job.first + 1:
         missing = job.first + walked.entries
