@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -87,10 +88,15 @@ def verify_database(
             kept.append(open_trusted(note, index, verifiers))
         except VerificationError as exc:
             kept.append(exc)
-    sizes = {cp.size for cp in kept if isinstance(cp, Checkpoint)} | {s for s, _ in stored}
+    sizes = sorted({cp.size for cp in kept if isinstance(cp, Checkpoint)} | {s for s, _ in stored})
+    stored_sizes = [s for s, _ in stored]  # smallest first (iter_checkpoints)
+
+    def within(values: list[int], first: int, last: int) -> slice:
+        return slice(bisect_left(values, first), bisect_right(values, last))
+
     jobs = [
-        _Job(url, first, last, [(s, n) for s, n in stored if first <= s <= last],
-             sorted(s for s in sizes if first <= s <= last), list(verifiers))
+        _Job(url, first, last, stored[within(stored_sizes, first, last)],
+             sizes[within(sizes, first, last)], list(verifiers))
         for first, last in runs
     ]  # fmt: skip
     results = _run(jobs, workers, progress)
