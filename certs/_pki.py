@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -44,6 +43,7 @@ from certs._x509 import (
     fingerprint,
     issue_client,
     issue_server,
+    issued_by,
 )
 
 __all__ = ["EXPIRY_WARNING", "CertificateInfo", "Pki", "describe", "expiring", "read_certificates"]
@@ -335,14 +335,8 @@ class Pki:
     def issuer_dir(self, certificate: x509.Certificate) -> Path:
         """The CA directory whose CA issued ``certificate`` (name and signature checked)."""
         for ca_dir in self.ca_dirs():
-            ca = read_certificates(ca_dir / "ca.crt")[0]
-            if ca.subject != certificate.issuer:
-                continue
-            try:
-                certificate.verify_directly_issued_by(ca)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
-            return ca_dir
+            if issued_by(certificate, read_certificates(ca_dir / "ca.crt")[0]):
+                return ca_dir
         raise CertificateError(
             f"{certificate.subject.rfc4514_string()} (serial {certificate.serial_number:x}) "
             f"was not issued by a CA of {self.directory}"

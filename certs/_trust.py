@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs._errors import CertificateError
 from certs._names import SpiffeId
-from certs._x509 import ca_scope_of, identity_of
+from certs._x509 import ca_scope_of, identity_of, issued_by
 
 __all__ = ["TrustAnchors", "identity_refusal", "trusted_signer"]
 
@@ -60,15 +59,7 @@ class TrustAnchors:
             candidates = ()
         if not candidates:
             candidates = tuple(ca for ca in self.certificates if ca.subject == cert.issuer)
-        for ca in candidates:
-            if ca.subject != cert.issuer:
-                continue
-            try:
-                cert.verify_directly_issued_by(ca)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
-            return ca
-        return None
+        return next((ca for ca in candidates if issued_by(cert, ca)), None)
 
 
 def identity_refusal(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -28,6 +29,7 @@ __all__ = [
     "identity_of",
     "issue_client",
     "issue_server",
+    "issued_by",
     "load_pem_certificate",
 ]
 
@@ -274,6 +276,18 @@ def issue_client(
 def fingerprint(cert: x509.Certificate) -> str:
     """Lowercase hex SHA-256 of the DER certificate, as the ledger records it."""
     return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether ``ca`` directly issued ``cert``: its subject is the issuer name and its key made
+    the signature (RFC 5280 4.1.2.4 and 6.1.3; no chain, no validity or extension checks)."""
+    if ca.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def identity_of(cert: x509.Certificate) -> SpiffeId:

@@ -38,7 +38,6 @@ __all__ = ["SignatureFailed", "SignedBy", "sign_request", "verify_alert"]
 SignedRequest = (
     exchange_pb2.PublishRequest | exchange_pb2.UpdateRequest | exchange_pb2.CancelRequest
 )
-_ALL_MEMBERS = ["*"]
 
 
 class SignatureFailed(VerificationFailed):

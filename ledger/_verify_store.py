@@ -124,7 +124,6 @@ class _Run:
     #: the run's compact range at each checkpoint size within it, hashes joined
     at: dict[int, bytes] = field(default_factory=dict)
     hashes: list[bytes] = field(default_factory=list)
-    entries: int = 0
     error: tuple[str, int | None] | None = None
 
 
@@ -155,7 +154,7 @@ def _verify_run(job: _Job) -> _Run:
         return run
     finally:
         engine.dispose()
-    run.entries, run.hashes = walked.entries, walked.hashes
+    run.hashes = walked.hashes
     if walked.entries != job.last - job.first + 1:
         missing = job.first + walked.entries
         run.error = (f"entry {missing} is missing", missing)
@@ -211,18 +210,18 @@ def _combine(
     # Stored checkpoints are opened in size order, as verify_ledger opens them: those outside
     # the runs (size 0, or beyond the last entry) are ordered with the runs' own.
     def in_order() -> Iterator[tuple[str, int, Checkpoint]]:
-        outside = [(s, n) for s, n in stored if s < 1 or s > count]
-        below = [(s, n) for s, n in outside if s < 1]
-        above = [(s, n) for s, n in outside if s > count]
-        for s, n in below:
+        for s, n in stored:
+            if s >= 1:
+                break
             yield "stored", s, open_stored(n, s, verifiers)
         for run in runs:
             for label, cp in run.opened:
                 yield "stored", label, cp
             if run.note_error is not None:
                 raise VerificationError(*run.note_error)
-        for s, n in above:
-            yield "stored", s, open_stored(n, s, verifiers)
+        for s, n in stored:
+            if s > count:
+                yield "stored", s, open_stored(n, s, verifiers)
         for index, opened in enumerate(kept):
             if isinstance(opened, VerificationError):
                 raise opened
