@@ -108,10 +108,21 @@ class Witness:
             opened = open_checkpoint(note, self._verifiers)
         except LedgerError as exc:
             raise VerificationFailed(f"witness state {self.path}: kept checkpoint: {exc}") from None
+        self._remember(note, opened)
+        return opened
+
+    def _remember(self, note: bytes, checkpoint: Checkpoint) -> None:
         if len(self._opened) >= 16:
             self._opened.clear()
-        self._opened[note] = opened
-        return opened
+        self._opened[note] = checkpoint
+
+    def _keep(self, notes: dict[str, bytes], checkpoint: Checkpoint, note: bytes) -> None:
+        """Keep ``note`` as the newest for its origin. It was verified before it was observed,
+        so the next publish's look at the kept state need not verify its signature again (an
+        Ed25519 verification per publish); a note another process writes is still verified."""
+        notes[checkpoint.origin] = note
+        self._save(notes)
+        self._remember(note, checkpoint)
 
     def notes(self) -> dict[str, bytes]:
         """The kept signed notes by origin, exactly as received."""
@@ -133,7 +144,8 @@ class Witness:
         fetch: ProofFetcher | None = None,
         latest: bool = False,
     ) -> None:
-        """Accept ``checkpoint`` (already signature-verified) if consistent with the kept one.
+        """Accept ``checkpoint`` (already verified against this witness's keys) if consistent with
+        the kept one.
 
         ``proof`` is a consistency proof between ``proof_from`` and ``checkpoint.size`` (as a
         receipt carries it); when it does not connect to the kept checkpoint, ``fetch`` gets one
@@ -144,8 +156,7 @@ class Witness:
             notes = self._load()
             kept_note = notes.get(checkpoint.origin)
             if kept_note is None:
-                notes[checkpoint.origin] = note
-                self._save(notes)
+                self._keep(notes, checkpoint, note)
                 return
             kept = self._open(kept_note)
             if latest and checkpoint.size < kept.size:
@@ -175,5 +186,4 @@ class Witness:
                     f"history was rewritten ({exc})"
                 ) from None
             if checkpoint.size > kept.size:
-                notes[checkpoint.origin] = note
-                self._save(notes)
+                self._keep(notes, checkpoint, note)
