@@ -436,9 +436,12 @@ class ExchangeClient:
 
     def checkpoint(self) -> LedgerCheckpoint:
         """The exchange's newest checkpoint, verified and witnessed (a rollback is an error)."""
+        kept = self.witness.latest(self._verifier.name)
         reply = self._call(self._audit.GetCheckpoint, ledger_pb2.GetCheckpointRequest())
         cp = self._open(reply.note)
-        self.witness.observe(cp, reply.note, fetch=self._consistency, latest=True)
+        self.witness.observe(
+            cp, reply.note, fetch=self._consistency, newest_since=kept.size if kept else 0
+        )
         return cp
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:

@@ -142,15 +142,17 @@ class Witness:
         proof: Sequence[bytes] = (),
         proof_from: int = 0,
         fetch: ProofFetcher | None = None,
-        latest: bool = False,
+        newest_since: int | None = None,
     ) -> None:
         """Accept ``checkpoint`` (already verified against this witness's keys) if consistent with
         the kept one.
 
         ``proof`` is a consistency proof between ``proof_from`` and ``checkpoint.size`` (as a
         receipt carries it); when it does not connect to the kept checkpoint, ``fetch`` gets one
-        that does. ``latest`` marks a checkpoint presented as the newest, which must not be older
-        than the kept one: a smaller "latest" is a rollback.
+        that does. ``newest_since`` marks a checkpoint presented as the newest, asked for when the
+        kept checkpoint had that size: a smaller one is a rollback. One between that size and the
+        kept one is not: the kept one arrived meanwhile (another thread's or process's receipt),
+        and the answer must then be a prefix of it, which a consistency proof shows.
         """
         with self._locked():
             notes = self._load()
@@ -159,7 +161,7 @@ class Witness:
                 self._keep(notes, checkpoint, note)
                 return
             kept = self._open(kept_note)
-            if latest and checkpoint.size < kept.size:
+            if newest_since is not None and checkpoint.size < newest_since:
                 raise ForkDetected(
                     f"the exchange's newest checkpoint ({describe(checkpoint)}) is older than one "
                     f"already verified ({describe(kept)}): the ledger was rolled back"

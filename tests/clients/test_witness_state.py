@@ -107,3 +107,32 @@ def test_a_fork_is_still_caught_after_a_kept_checkpoint(tmp_path: Path, signer: 
     latest = witness.latest(ORIGIN)
     assert latest is not None
     assert latest.root == root_of(LEAVES[:8])
+
+
+def test_a_newest_checkpoint_overtaken_by_the_kept_one_must_be_its_prefix(
+    tmp_path: Path, signer: Signer
+) -> None:
+    verifier = CountingVerifier(signer)
+    witness = Witness(tmp_path / "witness.json", [verifier])
+    observe(witness, verifier, signed(signer, 13), 0)
+    asked: list[tuple[int, int]] = []
+
+    def fetch(first: int, second: int) -> list[bytes]:
+        asked.append((first, second))
+        return consistency_proof(first, second, node)
+
+    # Asked for the newest when 5 was kept; 13 was kept meanwhile: a prefix, accepted.
+    answer = signed(signer, 8)
+    witness.observe(open_checkpoint(answer, [verifier]), answer, fetch=fetch, newest_since=5)
+    assert asked == [(8, 13)]
+    kept = witness.latest(ORIGIN)
+    assert kept is not None
+    assert kept.size == 13
+
+    # The same size with another history is a fork, not a race.
+    forged = signed(signer, 8, root_of([leaf_hash(b"forged")] * 8))
+    with pytest.raises(ForkDetected, match="not consistent"):
+        witness.observe(open_checkpoint(forged, [verifier]), forged, fetch=fetch, newest_since=5)
+    # Older than what was kept when asking: a rollback.
+    with pytest.raises(ForkDetected, match="rolled back"):
+        witness.observe(open_checkpoint(answer, [verifier]), answer, fetch=fetch, newest_since=13)

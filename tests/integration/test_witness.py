@@ -83,6 +83,34 @@ def test_concurrent_writes_from_one_client_all_witness(server: RunningServer) ->
     assert newest.size >= kept.size
 
 
+def test_a_checkpoint_overtaken_by_a_receipt_of_the_same_agency_is_no_rollback(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two systems of one agency share its witness state. A checkpoint the exchange answered just
+    before the other system's receipt was kept is older than the kept one by the time it is
+    checked: it is still the exchange's newest as of the question, and a prefix of the kept
+    one, so it is accepted; only one older than what was kept when asking is a rollback."""
+    with (
+        ExchangeClient(server.pki / "immigration", server.address) as reader,
+        ExchangeClient(server.pki / "immigration", server.address) as publisher,
+    ):
+        publisher.publish(alert("before"))
+        opened = reader._open
+        overtaken: list[int] = []
+
+        def receipt_arrives_meanwhile(note: bytes) -> ledger.Checkpoint:
+            answered = opened(note)
+            if not overtaken:  # once: the answer to GetCheckpoint, not the proof asked after it
+                overtaken.append(publisher.publish(alert("meanwhile")).receipt.checkpoint.size)
+            return answered
+
+        monkeypatch.setattr(reader, "_open", receipt_arrives_meanwhile)
+        answered = reader.checkpoint()
+        kept = reader.witness.latest(ORIGIN)
+    assert kept is not None
+    assert answered.size < overtaken[0] == kept.size  # the race happened, and was accepted
+
+
 def _audit_stub(server: RunningServer, identity: str) -> tuple[grpc.Channel, object]:
     directory = server.pki / identity
     credentials = grpc.ssl_channel_credentials(
