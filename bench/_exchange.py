@@ -142,6 +142,21 @@ def _closed_loop(
     return len(flat), elapsed, flat
 
 
+def _measured(
+    calls: list[Callable[[], object]], seconds: float, server: Child, unit: str
+) -> tuple[int, float, list[float], dict[str, float]]:
+    """:func:`_closed_loop`, with the CPU per ``unit`` that the server process and this one (the
+    clients: signing, TLS, receipt checks) used meanwhile. On two cores their sum bounds the
+    rate, so the ratio of two figures follows the ratio of their CPU per call."""
+    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+    count, elapsed, latencies = _closed_loop(calls, seconds)
+    cpu = {
+        f"server_cpu_us_per_{unit}": 1e6 * (server.cpu_seconds() - server_cpu) / count,
+        f"client_cpu_us_per_{unit}": 1e6 * (time.process_time() - client_cpu) / count,
+    }
+    return count, elapsed, latencies, cpu
+
+
 def _clients(pki: Path, address: str, state: Path) -> list[ExchangeClient]:
     """One client per publisher; witness state in ``state`` (one directory per ledger)."""
     state.mkdir(parents=True, exist_ok=True)
@@ -196,9 +211,7 @@ def echo_rate(pki: Path, seconds: float) -> tuple[float, dict[str, object]]:
                 METHOD, request_serializer=None, response_deserializer=None
             )
             calls.append(partial(stub, payload, timeout=10))
-        cpu = child.cpu_seconds()
-        count, elapsed, latencies = _closed_loop(calls, seconds)
-        cpu = child.cpu_seconds() - cpu
+        count, elapsed, latencies, cpu = _measured(calls, seconds, child, "call")
         for channel in channels:
             channel.close()
     rate = count / elapsed
@@ -208,7 +221,7 @@ def echo_rate(pki: Path, seconds: float) -> tuple[float, dict[str, object]]:
         "calls": count,
         "p50_ms": 1000 * percentile(latencies, 50),
         "p99_ms": 1000 * percentile(latencies, 99),
-        "server_cpu_us_per_call": 1e6 * cpu / count,
+        **cpu,
     }
 
 
@@ -228,16 +241,14 @@ def publish_rate(pki_template: Path, work: Path, seconds: float) -> tuple[float,
     with _server(pki, url, work, "publish") as (child, address):
         clients = _clients(pki, address, work / "witness-publish")
         calls, _sent = _publishers(clients)
-        cpu = child.cpu_seconds()
-        count, elapsed, latencies = _closed_loop(calls, seconds)
-        cpu = child.cpu_seconds() - cpu
+        count, elapsed, latencies, cpu = _measured(calls, seconds, child, "publish")
         for client in clients:
             client.close()
     return count / elapsed, {
         "publishes": count,
         "p50_ms": 1000 * percentile(latencies, 50),
         "p99_ms": 1000 * percentile(latencies, 99),
-        "server_cpu_us_per_publish": 1e6 * cpu / count,
+        **cpu,
     }
 
 
@@ -341,9 +352,7 @@ def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dic
     pki = fresh_copy(pki_template, work / "pki-deliver")
     with subscribed(pki, work, "deliver") as live:
         server, deliveries, calls, sent = live.server, live.deliveries, live.calls, live.sent
-        cpu = server.cpu_seconds()
-        count, elapsed, latencies = _closed_loop(calls, seconds)
-        cpu = server.cpu_seconds() - cpu
+        count, elapsed, latencies, cpu = _measured(calls, seconds, server, "publish")
         max_rate = count / elapsed
         expected = _expected(sent)
         wait_for(lambda: deliveries.covers(expected), 120, "the backlog delivered")
@@ -360,7 +369,7 @@ def delivery(pki_template: Path, work: Path, seconds: float) -> tuple[float, dic
         "publishes": count,
         "publish_p50_ms": 1000 * percentile(latencies, 50),
         "publish_p99_ms": 1000 * percentile(latencies, 99),
-        "server_cpu_us_per_publish": 1e6 * cpu / count,
+        **cpu,
         "paced_rate": sent_count / sent_elapsed,
         "paced_target_rate": half,
         "deliveries_measured": len(lag),
@@ -448,6 +457,13 @@ def memory(work: Path, small: int, large: int, amount: int) -> Result:
     )  # fmt: skip
 
 
+def _cpu(details: dict[str, object], unit: str) -> str:
+    client, server = details[f"client_cpu_us_per_{unit}"], details[f"server_cpu_us_per_{unit}"]
+    assert isinstance(client, float)
+    assert isinstance(server, float)
+    return f"CPU per {unit}: client {client:,.0f} µs, server {server:,.0f} µs"
+
+
 def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="exchange-", dir=RESULTS))
     results: list[Result] = []
@@ -455,11 +471,11 @@ def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
         if only & {"1", "2"}:
             log("1. bare mTLS echo, 8 client threads")
             echo, echo_details = echo_rate(pki_template, sizes.seconds)
-            log(f"   {echo:,.0f} calls/s")
+            log(f"   {echo:,.0f} calls/s; {_cpu(echo_details, 'call')}")
         if "1" in only:
             log("1. publish end to end, 8 publishers, SQLite")
             publish, details = publish_rate(pki_template, work, sizes.seconds)
-            log(f"   {publish:,.0f} publishes/s")
+            log(f"   {publish:,.0f} publishes/s; {_cpu(details, 'publish')}")
             results.append(Result(
                 "1", "publish, 8 publishers, SQLite", "calls/s", publish, echo, 0.5,
                 notes="baseline: bare grpc.aio mTLS echo, 8 client threads",
@@ -483,7 +499,7 @@ def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
         if only & {"1", "2"}:
             log("1. bare mTLS echo again (the baseline is the mean of both runs)")
             again, again_details = echo_rate(pki_template, sizes.seconds)
-            log(f"   {again:,.0f} calls/s")
+            log(f"   {again:,.0f} calls/s; {_cpu(again_details, 'call')}")
             for result in results:
                 if result.unit == "calls/s":
                     result.baseline = (echo + again) / 2
