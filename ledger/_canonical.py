@@ -34,7 +34,7 @@ def _check(value: object, path: str) -> None:
                 raise EncodingError(f"{path}: object keys must be ASCII strings")
             _check(item, f"{path}.{key}")
         return
-    if isinstance(value, Sequence):
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         for i, item in enumerate(value):
             _check(item, f"{path}[{i}]")
         return
@@ -43,11 +43,16 @@ def _check(value: object, path: str) -> None:
 
 def canonical_json(value: object) -> bytes:
     """Encode ``value`` canonically; raise :class:`EncodingError` for what the subset excludes."""
-    _check(value, "$")
     try:
-        return _ENCODER.encode(value).encode("utf-8")
+        return canonical_text(value).encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates
         raise EncodingError("string is not valid Unicode") from exc
+
+
+def canonical_text(value: object) -> str:
+    """:func:`canonical_json` before UTF-8 encoding (which can still refuse lone surrogates)."""
+    _check(value, "$")
+    return _ENCODER.encode(value)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring
 from typing import Any
 
-from ledger._canonical import canonical_json, parse_canonical
+from ledger._canonical import MAX_SAFE_INTEGER, canonical_json, canonical_text, parse_canonical
 from ledger._errors import EncodingError
 from ledger._merkle import leaf_hash
 
@@ -117,7 +118,41 @@ class Entry:
         }
 
     def encode(self) -> bytes:
-        return canonical_json(self.to_json())
+        plain = self._encode_plain()
+        return plain if plain is not None else canonical_json(self.to_json())
+
+    def _encode_plain(self) -> bytes | None:
+        """The bytes of ``canonical_json(self.to_json())``, written field by field in key order:
+        a third of the cost (the writer encodes every entry). Only for fields of the plain types
+        an entry is made of; anything else returns None, and the general path decides (and
+        raises what it raises). tests/ledger/test_entry.py checks both paths agree."""
+        actor, outcome, seq, meta = self.actor, self.outcome, self.seq, self.meta
+        texts = (self.time, actor.id, actor.cert, self.digest, outcome.status, outcome.reason,
+                 self.prev, *self.objects)  # fmt: skip
+        if (
+            type(seq) is not int
+            or not -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER
+            or type(self.action) is not Action
+            or type(meta) is not dict
+            or not all(type(text) is str for text in texts)
+        ):
+            return None
+        try:
+            meta_text = canonical_text(meta) if meta else "{}"
+        except EncodingError:
+            return None
+        q = encode_basestring  # the string form of canonical_json's encoder (ensure_ascii off)
+        reason = f'"reason":{q(outcome.reason)},' if outcome.reason else ""
+        text = (
+            f'{{"action":"{self.action.value}","actor":{{"cert":{q(actor.cert)},"id":{q(actor.id)}'
+            f'}},"digest":{q(self.digest)},"meta":{meta_text},"objects":['
+            f'{",".join(map(q, self.objects))}],"outcome":{{{reason}"status":{q(outcome.status)}}},'
+            f'"prev":{q(self.prev)},"seq":{seq},"time":{q(self.time)},"v":{FORMAT_VERSION}}}'
+        )
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: the general path words the error
+            return None
 
     @property
     def hash(self) -> bytes:
@@ -174,4 +209,4 @@ def format_time(time: datetime) -> str:
     """RFC 3339 UTC with exactly six fractional digits, so each instant has one spelling."""
     if time.tzinfo is None:
         raise EncodingError("entry time must be timezone-aware")
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return time.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # less "+00:00"

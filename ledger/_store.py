@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, func, insert, select
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select
 
 from ledger._engine import lock_ledger, writing
 from ledger._entry import GENESIS_PREV, EntryDraft
@@ -53,8 +53,6 @@ _SIZE = select(func.coalesce(func.max(entries.c.seq), 0))
 _NODE = select(nodes.c.hash).where(
     nodes.c.level == bindparam("level"), nodes.c.idx == bindparam("idx")
 )
-_INSERT_ENTRIES = insert(entries)
-_INSERT_NODES = insert(nodes)
 _INSERT_CHECKPOINT = insert(checkpoints)
 _NEXT_SEQ = select(func.min(entries.c.seq)).where(entries.c.seq > bindparam("after"))
 
@@ -71,12 +69,22 @@ class Receipt:
     inclusion_proof: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
 class Committed(Generic[T]):
-    """What a work returned, and a receipt for each entry it appended, after the commit."""
+    """What a work returned, and a receipt for each entry it appended, after the commit.
 
-    value: T
-    receipts: tuple[Receipt, ...]
+    The receipts are made on first access: an inclusion proof costs about as much as the rest
+    of an entry's append, and most works (deliveries, reads, denials) never show theirs."""
+
+    def __init__(self, value: T, receipts: Callable[[], tuple[Receipt, ...]]) -> None:
+        self.value = value
+        self._make = receipts
+        self._receipts: tuple[Receipt, ...] | None = None
+
+    @property
+    def receipts(self) -> tuple[Receipt, ...]:
+        if self._receipts is None:
+            self._receipts = self._make()
+        return self._receipts
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class _Pending(Generic[T]):
     future: Future[Committed[T]]
     value: T | None = None
     bodies: tuple[bytes, ...] = ()
+    hashes: tuple[bytes, ...] = ()
     first_seq: int = 0
     error: BaseException | None = None
 
@@ -132,9 +141,12 @@ class NodeCache:
             return node
 
     def put(self, key: tuple[int, int], node: bytes) -> None:
+        self.put_all({key: node})
+
+    def put_all(self, nodes: dict[tuple[int, int], bytes]) -> None:
         with self._lock:
-            self._nodes[key] = node
-            if len(self._nodes) > self._size:
+            self._nodes.update(nodes)
+            for _ in range(len(self._nodes) - self._size):
                 self._nodes.popitem(last=False)
 
 
@@ -300,21 +312,8 @@ class LedgerWriter:
         for item in batch:
             if item.error is not None:
                 item.future.set_exception(item.error)
-                continue
-            receipts = tuple(
-                Receipt(
-                    seq=item.first_seq + i,
-                    entry_hash=leaf_hash(body),
-                    entry=body,
-                    checkpoint=note,
-                    tree_size=size,
-                    inclusion_proof=tuple(
-                        inclusion_proof(item.first_seq + i - 1, size, _reader(known))
-                    ),
-                )
-                for i, body in enumerate(item.bodies)
-            )
-            item.future.set_result(Committed(item.value, receipts))
+            else:
+                item.future.set_result(Committed(item.value, _receipts(item, note, size, known)))
 
     def _write(
         self, batch: list[_Pending[object]], *, careful: bool
@@ -330,18 +329,20 @@ class LedgerWriter:
             # (the left siblings of leaf i are the frontier at size i; its right ones are newer).
             known = dict(zip(_decomposition(0, frontier.size), frontier.hashes, strict=True))
             prev = head.last_hash.hex() if head.last_hash else GENESIS_PREV
-            entry_rows: list[dict[str, object]] = []
-            node_rows: list[dict[str, object]] = []
+            entry_rows: list[tuple[int, bytes, bytes]] = []
+            node_rows: list[tuple[int, int, bytes]] = []
             for item in batch:
                 savepoint = connection.begin_nested() if careful else None
                 try:
                     value, drafts = item.work(connection, frontier.size + 1)
                     now = self._clock()
-                    placed, link = [], prev
+                    placed, hashes, link = [], [], prev
                     for offset, draft in enumerate(drafts):
                         body = draft.at(frontier.size + 1 + offset, now, link).encode()
+                        digest = leaf_hash(body)
                         placed.append(body)
-                        link = leaf_hash(body).hex()
+                        hashes.append(digest)
+                        link = digest.hex()
                     if savepoint is not None:
                         savepoint.commit()
                 except Exception as exc:
@@ -350,17 +351,17 @@ class LedgerWriter:
                     savepoint.rollback()
                     item.error = exc
                     continue
-                item.value, item.bodies, item.first_seq = value, tuple(placed), frontier.size + 1
-                for body in placed:
-                    digest = leaf_hash(body)
-                    entry_rows.append({"seq": frontier.size + 1, "hash": digest, "body": body})
+                item.value, item.first_seq = value, frontier.size + 1
+                item.bodies, item.hashes = tuple(placed), tuple(hashes)
+                for body, digest in zip(placed, hashes, strict=True):
+                    entry_rows.append((frontier.size + 1, digest, body))
                     for level, index, node in frontier.append(digest):
                         known[level, index] = node
-                        node_rows.append({"level": level, "idx": index, "hash": node})
+                        node_rows.append((level, index, node))
                 prev = link
             if entry_rows:
-                _insert(connection, _INSERT_ENTRIES, entry_rows)
-                _insert(connection, _INSERT_NODES, node_rows)
+                _insert(connection, entries, entry_rows)
+                _insert(connection, nodes, node_rows)
             note = sign_checkpoint(
                 Checkpoint(self._origin, frontier.size, frontier.root()), self._signers
             )
@@ -370,8 +371,7 @@ class LedgerWriter:
                     {"size": frontier.size, "note": note, "created": datetime.now(UTC)},
                 )
         self._head = _Head(frontier, bytes.fromhex(prev) if frontier.size else None)
-        for key, node in known.items():  # committed: only now may a proof rely on them
-            self.nodes.put(key, node)
+        self.nodes.put_all(known)  # committed: only now may a proof rely on them
         return frontier.size, note, known
 
     def _current_head(self, connection: Connection) -> _Head:
@@ -386,24 +386,25 @@ class LedgerWriter:
 _ROWS_PER_INSERT = 1000
 
 
-def _insert(connection: Connection, statement: Insert, rows: list[dict[str, object]]) -> None:
-    """Insert a batch's rows. On PostgreSQL, as multi-row ``INSERT ... VALUES`` statements:
-    psycopg's ``executemany`` sends one INSERT per row, which took 42% of the writer's time
-    there, and this form appends 20% more entries per second (docs/performance.md, benchmark
-    3). SQLite runs ``executemany`` in process, where it is the fastest form."""
-    if connection.dialect.name != "postgresql":
-        connection.execute(statement, rows)
-        return
-    table = statement.table
-    names = [column.name for column in table.columns]
+def _insert(connection: Connection, table: Table, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert a batch's rows (tuples in the table's column order) through the driver: SQLAlchemy
+    Core's per-row parameter processing cost more than SQLite's insert itself. On SQLite, one
+    ``executemany``, which runs in process. On PostgreSQL, multi-row ``INSERT ... VALUES``
+    statements: psycopg's ``executemany`` sends one INSERT per row, which took 42% of the
+    writer's time there (docs/performance.md, benchmark 3)."""
+    names = ", ".join(column.name for column in table.columns)
     # Names from the schema and placeholders only: every value is a bound parameter.
-    head = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES "  # noqa: S608
-    placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
+    head = f"INSERT INTO {table.name} ({names}) VALUES "  # noqa: S608
+    width = len(table.columns)
+    if connection.dialect.name != "postgresql":
+        connection.exec_driver_sql(head + "(" + ", ".join(["?"] * width) + ")", list(rows))
+        return
+    placeholders = "(" + ", ".join(["%s"] * width) + ")"
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[start : start + _ROWS_PER_INSERT]
         connection.exec_driver_sql(
             head + ", ".join([placeholders] * len(part)),
-            tuple(row[name] for row in part for name in names),
+            tuple(value for row in part for value in row),
         )
 
 
@@ -411,11 +412,23 @@ class _WorkFailed(Exception):
     """A work raised in a batch run without savepoints: roll the transaction back."""
 
 
-def _reader(known: dict[tuple[int, int], bytes]) -> Callable[[int, int], bytes]:
-    def node(level: int, index: int) -> bytes:
-        return known[level, index]
+def _receipts(
+    item: _Pending[object], note: bytes, size: int, known: dict[tuple[int, int], bytes]
+) -> Callable[[], tuple[Receipt, ...]]:
+    """Make a work's receipts, later, from the nodes its batch knew (all its proofs need)."""
+    first, bodies, hashes = item.first_seq, item.bodies, item.hashes
 
-    return node
+    def make() -> tuple[Receipt, ...]:
+        def node(level: int, index: int) -> bytes:
+            return known[level, index]
+
+        return tuple(
+            Receipt(first + i, digest, body, note, size,
+                    tuple(inclusion_proof(first + i - 1, size, node)))
+            for i, (body, digest) in enumerate(zip(bodies, hashes, strict=True))
+        )  # fmt: skip
+
+    return make
 
 
 def _blob(value: object) -> bytes:

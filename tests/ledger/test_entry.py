@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given
@@ -179,3 +181,76 @@ def test_doc_entry_example_verifies_from_the_markdown() -> None:
         parsed = json.loads(body)
         assert (parsed["seq"], parsed["prev"]) == (seq, prev)
         prev = digest
+
+
+meta_values = st.one_of(
+    st.text(), st.integers(-(2**53) + 1, 2**53 - 1), st.booleans(), st.lists(st.text(), max_size=3)
+)
+
+
+@given(
+    st.sampled_from(Action),
+    st.text(),
+    st.text(),
+    st.lists(st.text(), max_size=3),
+    st.text(),
+    st.text(),
+    st.text(),
+    st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=8), meta_values, max_size=4),
+    st.integers(1, 2**53 - 1),
+)
+def test_the_writers_encoding_is_the_canonical_encoding(
+    action: Action,
+    actor_id: str,
+    cert: str,
+    objects: list[str],
+    status: str,
+    reason: str,
+    digest: str,
+    meta: dict[str, object],
+    seq: int,
+) -> None:
+    """``encode`` writes the fields one by one for speed; it must give exactly the bytes of the
+    canonical encoding of ``to_json``, or, when it cannot (a lone surrogate, an integer outside
+    the range), refuse exactly as that does."""
+    draft = EntryDraft(action, Actor(actor_id, cert), tuple(objects), digest,
+                       Outcome(status, reason), meta)  # type: ignore[arg-type]  # fmt: skip
+    entry = draft.at(seq, datetime(2026, 11, 23, tzinfo=UTC), GENESIS_PREV)
+    assert _outcome(entry.encode) == _outcome(lambda: canonical_json(entry.to_json()))
+
+
+def _outcome(encode: Callable[[], bytes]) -> bytes | str:
+    try:
+        return encode()
+    except EncodingError as exc:
+        return f"EncodingError: {exc}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seq": True},
+        {"seq": 2**53},
+        {"digest": b"00"},
+        {"objects": ("alert:1", 2)},
+        {"meta": {"n": 2**60}},
+        {"meta": {"\u00e9": 1}},
+        {"meta": MappingProxyType({"b": 1, "a": "x"})},
+        {"prev": "\ud800"},
+    ],
+    ids=["bool seq", "big seq", "bytes digest", "int object", "big meta", "non-ascii key",
+         "read-only meta", "lone surrogate"],
+)  # fmt: skip
+def test_the_writers_encoding_of_unusual_fields_is_the_canonical_one(
+    change: dict[str, object],
+) -> None:
+    """Fields of other types than an entry is made of take the general path: the same bytes,
+    or the same refusal."""
+    fields = {**EntryDraft(Action.READ, ACTOR).at(1, datetime.now(UTC), GENESIS_PREV).__dict__}
+    entry = Entry(**{**fields, **change})  # type: ignore[arg-type]
+    assert _outcome(entry.encode) == _outcome(lambda: canonical_json(entry.to_json()))
+
+
+def test_bytes_have_no_canonical_encoding() -> None:
+    with pytest.raises(EncodingError, match="bytes has no canonical encoding"):
+        canonical_json({"digest": b"00"})

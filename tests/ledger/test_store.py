@@ -86,6 +86,34 @@ def test_concurrent_appenders_share_batches_and_make_one_linear_chain(
         )  # fmt: skip
 
 
+def test_receipts_made_after_later_batches_prove_inclusion_in_their_own_checkpoint(
+    db_url: str, signer: ledger.Signer, verifier: ledger.Verifier
+) -> None:
+    """Receipts are made on first access, from the nodes their batch knew: asked for after
+    more batches have committed, they still prove inclusion in their own batch's checkpoint."""
+    engine = ledger.create_engine(db_url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    try:
+        first = writer.append(draft(0), draft(1), draft(2)).result(30)
+        fill_futures = [writer.append(draft(i)) for i in range(3, 40)]
+        later = [future.result(30) for future in fill_futures]
+    finally:
+        writer.close()
+        engine.dispose()
+    receipts = first.receipts
+    assert first.receipts is receipts  # made once
+    assert [r.seq for r in receipts] == [1, 2, 3]
+    for receipt in receipts + later[-1].receipts:
+        checkpoint = ledger.open_checkpoint(receipt.checkpoint, [verifier])
+        assert checkpoint.size == receipt.tree_size
+        assert receipt.entry_hash == ledger.leaf_hash(receipt.entry)
+        ledger.verify_inclusion(
+            receipt.seq - 1, checkpoint.size, receipt.entry_hash, receipt.inclusion_proof,
+            checkpoint.root,
+        )  # fmt: skip
+    assert receipts[0].tree_size == 3 < later[-1].receipts[0].tree_size
+
+
 def test_a_batch_larger_than_one_insert_statement(
     db_url: str, signer: ledger.Signer, verifier: ledger.Verifier
 ) -> None:
