@@ -12,12 +12,16 @@ into a table of the same definition with the database driver alone, 100 rows per
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -25,7 +29,9 @@ from sqlalchemy.engine import make_url
 import ledger
 from bench._build import _drafts
 from bench._common import ORIGIN, RESULTS, Result, Sizes, dev_pki, log, postgres_database
-from ledger import BatchStats, EntryDraft
+from ledger import LINGER, BatchStats, EntryDraft
+
+T = TypeVar("T")
 
 APPENDERS = 32
 BASELINE_BATCH = 100
@@ -39,22 +45,10 @@ def _append(url: str, signer: ledger.Signer, drafts: list[EntryDraft]) -> dict[s
     writer = ledger.LedgerWriter(engine, signer, ORIGIN, observe=batches.append)
     writer.append(drafts[0]).result()  # first batch loads the head; not timed
     batches.clear()
-    shares = [drafts[1 + i :: APPENDERS] for i in range(APPENDERS)]
-    barrier = threading.Barrier(APPENDERS + 1)
-
-    def run(mine: list[EntryDraft]) -> None:
-        barrier.wait()
-        for draft in mine:
-            writer.append(draft).result().receipts[0]  # its proof is made here, on first access
-
-    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
+    elapsed = _from_threads(
+        drafts[1:],
+        lambda draft: writer.append(draft).result().receipts[0],  # the proof is made here
+    )
     writer.close()
     engine.dispose()
     count = len(drafts) - 1
@@ -66,6 +60,54 @@ def _append(url: str, signer: ledger.Signer, drafts: list[EntryDraft]) -> dict[s
         "mean_batch": sum(b.entries for b in batches) / len(batches),
         "mean_commit_ms": 1000 * sum(b.seconds for b in batches) / len(batches),
     }
+
+
+def _from_threads(items: list[T], call: Callable[[T], object]) -> float:
+    """Seconds for 32 threads to ``call`` each of their share of ``items``, one at a time."""
+    barrier = threading.Barrier(APPENDERS + 1)
+
+    def run(mine: list[T]) -> None:
+        barrier.wait()
+        for item in mine:
+            call(item)
+
+    threads = [threading.Thread(target=run, args=(items[i::APPENDERS],)) for i in range(APPENDERS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
+def _handoffs(count: int) -> float:
+    """Calls/s of the same 32 threads through a group committer that does nothing: a queue, a
+    thread that takes what is queued (lingering as the writer does) and answers each future.
+    Not a target's baseline: the bound that handing work between Python threads puts on any
+    library appending this way, on this machine, in this run."""
+    work: queue.SimpleQueue[Future[None] | None] = queue.SimpleQueue()
+
+    def committer() -> None:
+        while (first := work.get()) is not None:
+            batch = [first]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(work.get(timeout=LINGER))  # type: ignore[arg-type]
+            for future in batch:
+                future.set_result(None)
+
+    def submit(_item: int) -> None:
+        future: Future[None] = Future()
+        work.put(future)
+        future.result()
+
+    thread = threading.Thread(target=committer)
+    thread.start()
+    elapsed = _from_threads(list(range(count)), submit)
+    work.put(None)
+    thread.join()
+    return count / elapsed
 
 
 def _rows(url: str) -> list[tuple[int, bytes, bytes]]:
@@ -128,10 +170,12 @@ def run(sizes: Sizes) -> list[Result]:
     signer = ledger.load_signer(pki / "ledger.key", ORIGIN)
     drafts = _drafts(sizes.append_entries + 1, seed=3)
     results = []
+    handoffs = _handoffs(sizes.append_entries)
+    log(f"3. {APPENDERS} threads through a group committer that does nothing: {handoffs:,.0f}/s")
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
         log(f"3. ledger append, {APPENDERS} appenders, SQLite")
         url = f"sqlite:///{Path(tmp) / 'append.db'}"
-        project = _append(url, signer, drafts)
+        project = {**_append(url, signer, drafts), "handoff_only_rate": handoffs}
         rate = float(project["rate"])  # type: ignore[arg-type]
         baseline = _sqlite_baseline(Path(tmp) / "baseline.db", _rows(url))
         log(f"   {rate:,.0f} entries/s vs {baseline:,.0f} rows/s bare")
@@ -143,7 +187,7 @@ def run(sizes: Sizes) -> list[Result]:
         ))  # fmt: skip
     log(f"3. ledger append, {APPENDERS} appenders, PostgreSQL")
     with postgres_database() as url, postgres_database() as baseline_url:
-        project = _append(url, signer, drafts)
+        project = {**_append(url, signer, drafts), "handoff_only_rate": handoffs}
         rate = float(project["rate"])  # type: ignore[arg-type]
         baseline = _postgres_baseline(baseline_url, _rows(url))
     log(f"   {rate:,.0f} entries/s vs {baseline:,.0f} rows/s bare")

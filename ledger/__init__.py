@@ -66,6 +66,7 @@ from ledger._note import (
 )
 from ledger._schema import APPEND_ONLY_TABLES, create_schema, install_triggers, missing_triggers
 from ledger._store import (
+    LINGER,
     BatchStats,
     Committed,
     LedgerWriter,
@@ -91,6 +92,7 @@ __all__ = [
     "EMPTY_ROOT",
     "GENESIS_PREV",
     "HASH_SIZE",
+    "LINGER",
     "MAX_SIGNATURES",
     "MAX_TREE_SIZE",
     "OK",
