@@ -12,6 +12,7 @@ import secrets
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
@@ -42,9 +43,10 @@ class Identity:
     ca_pem: bytes = field(repr=False)
     certificate: x509.Certificate
 
-    @property
+    @cached_property
     def spiffe_id(self) -> SpiffeId | None:
-        """The principal, or None for a certificate without a URI SAN (a server certificate)."""
+        """The principal, or None for a certificate without a URI SAN (a server certificate).
+        Parsed once: a client checks it against every receipt."""
         try:
             san = self.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         except x509.ExtensionNotFound:
@@ -53,7 +55,7 @@ class Identity:
             return None
         return identity_of(self.certificate)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.certificate)
 

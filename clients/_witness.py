@@ -39,6 +39,9 @@ class Witness:
 
     def __init__(self, path: str | os.PathLike[str], verifiers: Sequence[Verifier]) -> None:
         self.path = Path(path)
+        self._lock_path = self.path.with_suffix(".lock")
+        self._tmp_path = self.path.with_suffix(".tmp")
+        self._made = False  # the state's directory exists
         self._verifiers = list(verifiers)
         self._lock = threading.Lock()
         # The file as last read or written, by (inode, size, mtime): reread only when another
@@ -51,8 +54,10 @@ class Witness:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Threads of this process and other processes using the same identity, one at a time."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.path.with_suffix(".lock"), "a") as lock_file:
+        if not self._made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        with self._lock, open(self._lock_path, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
@@ -91,13 +96,12 @@ class Witness:
             "version": STATE_VERSION,
             "checkpoints": {o: base64.b64encode(n).decode() for o, n in sorted(notes.items())},
         }
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        fd = os.open(self._tmp_path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
         with open(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
+            out.write(json.dumps(data) + "\n")  # one line: the C encoder, on every publish
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        os.replace(self._tmp_path, self.path)
         self._stamp, self._notes = self._file_stamp(), dict(notes)
 
     def _open(self, note: bytes) -> Checkpoint:

@@ -55,13 +55,22 @@ def canonical_text(value: object) -> str:
     return _ENCODER.encode(value)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
+        if not key.isascii():
+            raise EncodingError("object keys must be ASCII strings")
         if key in result:
             raise EncodingError(f"duplicate key {key!r}")
         result[key] = value
     return result
+
+
+def _integer(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise EncodingError("integer outside the exact IEEE 754 range")
+    return value
 
 
 def _no_float(text: str) -> float:
@@ -69,16 +78,24 @@ def _no_float(text: str) -> float:
 
 
 def parse_canonical(data: bytes) -> Any:  # noqa: ANN401 - JSON is dynamically typed
-    """Parse ``data`` and insist it is already canonical, so one value has exactly one encoding."""
+    """Parse ``data`` and insist it is already canonical, so one value has exactly one encoding.
+
+    What :func:`canonical_json` refuses is refused while parsing (ASCII keys, integers in the
+    exact range, no floats), so the value needs no second walk before it is encoded again."""
     try:
         value = json.loads(
             data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=_object,
+            parse_int=_integer,
             parse_float=_no_float,
             parse_constant=_no_float,
         )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EncodingError(f"not JSON: {exc}") from exc
-    if canonical_json(value) != data:
+    try:
+        encoded = _ENCODER.encode(value).encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise EncodingError("string is not valid Unicode") from exc
+    if encoded != data:
         raise EncodingError("JSON is not in canonical form")
     return value
