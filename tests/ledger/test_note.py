@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ledger._errors import LedgerError, NoteError
 from ledger._merkle import leaf_hash, root_of
@@ -579,3 +579,33 @@ def test_doc_checkpoint_example_verifies_from_the_markdown() -> None:
     assert (cp.origin, cp.size) == (DOC_NAME, 8)
     pem = fences[1].encode()
     assert Verifier(DOC_NAME, load_public_key_pem(pem)).verifier_key() == vkey.group(1)
+
+
+# RFC 8032 section 7.1, TEST 2: one message byte.
+RFC8032_PUBLIC = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+RFC8032_SIGNATURE = bytes.fromhex(
+    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+    "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+)
+_L = 2**252 + 27742317777372353535851937790883648493  # the group order (RFC 8032 section 5.1)
+
+
+def test_verify_follows_rfc_8032() -> None:
+    verifier = Verifier("n", Ed25519PublicKey.from_public_bytes(RFC8032_PUBLIC))
+    assert verifier.verify(b"\x72", RFC8032_SIGNATURE)
+    assert not verifier.verify(b"\x73", RFC8032_SIGNATURE)
+    assert not verifier.verify(b"\x72", RFC8032_SIGNATURE[:63])
+    # The same signature with S + L: the equation still holds, but S must be below L (5.1.7).
+    s = int.from_bytes(RFC8032_SIGNATURE[32:], "little") + _L
+    assert not verifier.verify(b"\x72", RFC8032_SIGNATURE[:32] + s.to_bytes(32, "little"))
+
+
+def test_verify_refuses_a_small_order_key_that_openssl_accepts() -> None:
+    """The identity point as the key, R the identity and S = 0 satisfy [S]B = R + [k]A for
+    every message: OpenSSL accepts that "signature" of anything; libsodium, which verifies
+    here, refuses keys and R of small order."""
+    identity = b"\x01" + bytes(31)
+    public = Ed25519PublicKey.from_public_bytes(identity)
+    forged = identity + bytes(32)
+    public.verify(forged, b"any text\n")  # OpenSSL: no InvalidSignature
+    assert not Verifier("n", public).verify(b"any text\n", forged)
