@@ -10,6 +10,7 @@ at all; a caller hears of success only after the commit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -54,6 +55,10 @@ _NODE = select(nodes.c.hash).where(
     nodes.c.level == bindparam("level"), nodes.c.idx == bindparam("idx")
 )
 _INSERT_CHECKPOINT = insert(checkpoints)
+_ENTRY_AT = select(entries.c.hash, entries.c.body).where(entries.c.seq == bindparam("seq"))
+_CHECKPOINT = select(checkpoints.c.size, checkpoints.c.note)
+_NEWEST_CHECKPOINT = _CHECKPOINT.order_by(checkpoints.c.size.desc()).limit(1)
+_CHECKPOINT_AT = _CHECKPOINT.where(checkpoints.c.size == bindparam("size"))
 _NEXT_SEQ = select(func.min(entries.c.seq)).where(entries.c.seq > bindparam("after"))
 
 
@@ -187,11 +192,75 @@ class _NotCached(Exception):
     """A node a cache-only proof needs is not in the cache."""
 
 
+def read_nodes(
+    connection: Connection, keys: Sequence[tuple[int, int]], cache: NodeCache | None = None
+) -> dict[tuple[int, int], bytes]:
+    """The stored nodes ``(level, index)`` of ``keys``: those not in ``cache`` in one query.
+    StorageError if one is missing."""
+    found: dict[tuple[int, int], bytes] = {}
+    missing = []
+    for key in dict.fromkeys(keys):
+        node = cache.get(key) if cache is not None else None
+        if node is None:
+            missing.append(key)
+        else:
+            found[key] = node
+    if not missing:
+        return found
+    # One point lookup per key, OR'ed: both databases search the primary key for each (SQLite's
+    # "MULTI-INDEX OR"; a row-value IN made SQLite scan the whole table).
+    statement = _nodes_query(len(missing), _marker(connection))
+    rows = connection.exec_driver_sql(statement, tuple(v for key in missing for v in key))
+    read = {(int(level), int(index)): _blob(node) for level, index, node in rows}
+    for level, index in missing:
+        if (level, index) not in read:
+            raise StorageError(f"Merkle node ({level}, {index}) is missing from the ledger")
+    if cache is not None:
+        cache.put_all(read)
+    found.update(read)
+    return found
+
+
+def _prefetched(
+    connection: Connection, compute: Callable[[NodeReader], T], cache: NodeCache | None
+) -> T:
+    """``compute(reader)``, a proof or root, with the nodes it reads fetched in one query.
+
+    Which nodes an RFC 6962 proof or root reads (section 2.1) depends on the sizes and indices
+    alone, never on the hashes: a first pass with placeholder hashes names them, one ``SELECT``
+    reads them, and the real pass runs from memory. One round trip instead of one per node (24
+    at a million entries), which matters most on a database across a network."""
+    wanted: list[tuple[int, int]] = []
+
+    def record(level: int, index: int) -> bytes:
+        wanted.append((level, index))
+        return _PLACEHOLDER
+
+    compute(record)
+    found = read_nodes(connection, wanted, cache)
+    return compute(lambda level, index: found[level, index])
+
+
+_PLACEHOLDER = bytes(32)
+
+
+@functools.lru_cache(maxsize=256)
+def _nodes_query(count: int, marker: str) -> str:
+    match = f"(level = {marker} AND idx = {marker})"
+    # Names from the schema and placeholders only: every value is a bound parameter.
+    return f"SELECT level, idx, hash FROM {nodes.name} WHERE " + " OR ".join([match] * count)  # noqa: S608
+
+
+def _marker(connection: Connection) -> str:
+    """The driver's positional placeholder: psycopg's ``%s``, sqlite3's ``?``."""
+    return "%s" if connection.dialect.name == "postgresql" else "?"
+
+
 def read_node(connection: Connection, level: int, index: int) -> bytes:
     row = connection.execute(_NODE, {"level": level, "idx": index}).first()
     if row is None:
         raise StorageError(f"Merkle node ({level}, {index}) is missing from the ledger")
-    return bytes(row[0])
+    return _blob(row[0])
 
 
 class LedgerWriter:
@@ -395,11 +464,10 @@ def _insert(connection: Connection, table: Table, rows: Sequence[tuple[object, .
     names = ", ".join(column.name for column in table.columns)
     # Names from the schema and placeholders only: every value is a bound parameter.
     head = f"INSERT INTO {table.name} ({names}) VALUES "  # noqa: S608
-    width = len(table.columns)
+    placeholders = "(" + ", ".join([_marker(connection)] * len(table.columns)) + ")"
     if connection.dialect.name != "postgresql":
-        connection.exec_driver_sql(head + "(" + ", ".join(["?"] * width) + ")", list(rows))
+        connection.exec_driver_sql(head + placeholders, list(rows))
         return
-    placeholders = "(" + ", ".join(["%s"] * width) + ")"
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[start : start + _ROWS_PER_INSERT]
         connection.exec_driver_sql(
@@ -497,12 +565,10 @@ def latest_checkpoint(connection: Connection) -> bytes | None:
 
 def checkpoint_at(connection: Connection, size: int | None) -> tuple[int, bytes] | None:
     """The stored checkpoint of exactly ``size`` entries (the newest for None)."""
-    query = select(checkpoints.c.size, checkpoints.c.note)
     if size is None:
-        query = query.order_by(checkpoints.c.size.desc()).limit(1)
+        row = connection.execute(_NEWEST_CHECKPOINT).first()
     else:
-        query = query.where(checkpoints.c.size == size)
-    row = connection.execute(query).first()
+        row = connection.execute(_CHECKPOINT_AT, {"size": size}).first()
     return (int(row.size), _blob(row.note)) if row else None
 
 
@@ -514,15 +580,13 @@ def prove(
 ) -> Receipt:
     """A receipt for entry ``seq`` in a stored checkpoint (the newest for None): O(log n) reads."""
     found = checkpoint_at(connection, tree_size)
-    row = connection.execute(
-        select(entries.c.hash, entries.c.body).where(entries.c.seq == seq)
-    ).first()
+    row = connection.execute(_ENTRY_AT, {"seq": seq}).first()
     if found is None:
         raise StorageError(f"no checkpoint of size {tree_size} is stored")
     size, note = found
     if row is None or not 1 <= seq <= size:
         raise StorageError(f"entry {seq} is not covered by the checkpoint of size {size}")
-    proof = inclusion_proof(seq - 1, size, node_reader(connection, cache))
+    proof = _prefetched(connection, lambda node: inclusion_proof(seq - 1, size, node), cache)
     return Receipt(seq, _blob(row.hash), _blob(row.body), note, size, tuple(proof))
 
 
@@ -533,4 +597,4 @@ def prove_consistency(
     size = connection.execute(_SIZE).scalar_one()
     if not 0 < first <= second <= size:
         raise StorageError(f"no consistency proof from {first} to {second} (ledger size {size})")
-    return consistency_proof(first, second, node_reader(connection, cache))
+    return _prefetched(connection, lambda node: consistency_proof(first, second, node), cache)

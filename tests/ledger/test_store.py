@@ -323,3 +323,65 @@ def test_a_caller_that_gives_up_does_not_stop_the_writer(
     finally:
         writer.close()
         engine.dispose()
+
+
+def _statements(engine: sqlalchemy.Engine) -> list[str]:
+    """Every statement ``engine`` sends from now on, for counting round trips."""
+    sent: list[str] = []
+    sqlalchemy.event.listen(
+        engine, "before_cursor_execute", lambda _c, _cur, statement, *_: sent.append(statement)
+    )
+    return sent
+
+
+def test_proofs_read_their_nodes_in_one_query_and_match_node_by_node_reads(
+    db_url: str, signer: ledger.Signer
+) -> None:
+    fill(db_url, signer, [1, 7, 13, 2, 40, 1, 19])  # 83 entries, a checkpoint per batch
+    engine = ledger.create_engine(db_url)
+    sent = _statements(engine)
+    with engine.connect() as connection:
+        one_by_one = ledger.node_reader(connection)
+        sizes = [size for size, _note in ledger.iter_checkpoints(connection)][1:]
+        for size in sizes:
+            root = ledger.root_at(size, one_by_one)
+            for seq in (1, size // 2 + 1, size):
+                receipt = ledger.prove(connection, seq, size)
+                expected = ledger.inclusion_proof(seq - 1, size, one_by_one)
+                assert list(receipt.inclusion_proof) == expected
+                ledger.verify_inclusion(seq - 1, size, receipt.entry_hash, expected, root)
+            for first in (1, size // 3 + 1, size - 1):
+                sent.clear()
+                proof = ledger.prove_consistency(connection, first, size)
+                # The ledger's size, then every node of the proof at once.
+                assert len(sent) == 2, sent
+                assert proof == ledger.consistency_proof(first, size, one_by_one)
+                old_root = ledger.root_at(first, one_by_one)
+                ledger.verify_consistency(first, size, old_root, root, proof)
+    engine.dispose()
+
+
+def test_a_proof_reads_only_the_nodes_its_cache_lacks(db_url: str, signer: ledger.Signer) -> None:
+    fill(db_url, signer, [50, 30])
+    engine = ledger.create_engine(db_url)
+    sent = _statements(engine)
+    cache = ledger.NodeCache()
+    with engine.connect() as connection:
+        first = ledger.prove_consistency(connection, 37, 80, cache)
+        sent.clear()
+        assert ledger.prove_consistency(connection, 37, 80, cache) == first
+        assert not any("ledger_nodes" in statement for statement in sent), sent
+    engine.dispose()
+
+
+def test_a_missing_node_is_named(db_url: str, signer: ledger.Signer) -> None:
+    fill(db_url, signer, [20])
+    as_dba(db_url, "DELETE FROM ledger_nodes WHERE level = 2 AND idx = 4")  # leaves 16..19
+    engine = ledger.create_engine(db_url)
+    with engine.connect() as connection:
+        with pytest.raises(ledger.StorageError, match=r"Merkle node \(2, 4\) is missing"):
+            ledger.prove(connection, 3)
+        with pytest.raises(ledger.StorageError, match=r"Merkle node \(2, 4\) is missing"):
+            ledger.prove_consistency(connection, 5, 20)
+        assert ledger.prove_consistency(connection, 8, 16)  # needs no node of leaves 16..19
+    engine.dispose()
