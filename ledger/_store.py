@@ -122,10 +122,14 @@ class _Head:
 
     @classmethod
     def load(cls, connection: Connection) -> _Head:
+        """Read the tip in two queries: on PostgreSQL with several replicas, every batch after
+        another replica's reloads it."""
         size = connection.execute(_SIZE).scalar_one()
-        frontier = Frontier.from_reader(size, node_reader(connection))
-        last = read_node(connection, 0, size - 1) if size else None
-        return cls(frontier, last)
+
+        def head(node: NodeReader) -> _Head:
+            return cls(Frontier.from_reader(size, node), node(0, size - 1) if size else None)
+
+        return _prefetched(connection, head, None)
 
 
 class NodeCache:

@@ -385,3 +385,31 @@ def test_a_missing_node_is_named(db_url: str, signer: ledger.Signer) -> None:
             ledger.prove_consistency(connection, 5, 20)
         assert ledger.prove_consistency(connection, 8, 16)  # needs no node of leaves 16..19
     engine.dispose()
+
+
+def test_two_writers_on_one_database_continue_each_others_chain(
+    db_url: str, signer: ledger.Signer, verifier: ledger.Verifier
+) -> None:
+    """Each batch after the other writer's reloads the tip (size, frontier, last hash) from the
+    database, as replicas of the exchange do on PostgreSQL."""
+    engines = [ledger.create_engine(db_url) for _ in range(2)]
+    writers = [LedgerWriter(engine, signer, ORIGIN) for engine in engines]
+    receipts = []
+    try:
+        for i in range(23):
+            receipts.append(writers[i % 2].append(draft(i), draft(100 + i)).result(30).receipts)
+    finally:
+        for writer in writers:
+            writer.close()
+    with engines[0].connect() as connection:
+        report = ledger.verify_ledger(
+            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+        )
+    for engine in engines:
+        engine.dispose()
+    assert report.entries == 46
+    for pair in receipts:
+        for receipt in pair:
+            cp = ledger.open_checkpoint(receipt.checkpoint, [verifier])
+            ledger.verify_inclusion(receipt.seq - 1, cp.size, receipt.entry_hash,
+                                    list(receipt.inclusion_proof), cp.root)  # fmt: skip
