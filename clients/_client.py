@@ -450,8 +450,11 @@ class ExchangeClient:
         Auditors only; the exchange records the read."""
         request = ledger_pb2.GetEntriesRequest(start=start, end=end)
         try:
-            for row in self._audit.GetEntries(request, timeout=max(self._timeout, 600)):
-                yield row.seq, leaf_hash(row.entry), row.entry
+            # Pages: grpcio's blocking stream costs about 100 µs of CPU per message here, ten
+            # times what checking an entry costs (docs/performance.md, change 19).
+            for page in self._audit.GetEntryPages(request, timeout=max(self._timeout, 600)):
+                for row in page.entries:
+                    yield row.seq, leaf_hash(row.entry), row.entry
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import exchange._audit as exchange_audit
 import ledger
 from clients import ExchangeClient, ForkDetected, new_alert
 from ledger import Action, Actor, EntryDraft, LedgerWriter
@@ -134,6 +135,8 @@ def test_auditor_reads_and_proves_and_is_recorded(
                                     [verifier])  # fmt: skip
         rows = list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=1, end=cp.size)))
         assert [r.seq for r in rows] == list(range(1, cp.size + 1))
+        pages = list(stub.GetEntryPages(ledger_pb2.GetEntriesRequest(start=1, end=cp.size)))
+        assert [r for page in pages for r in page.entries] == rows
         leaves = [ledger.leaf_hash(r.entry) for r in rows]
         assert ledger.root_of(leaves) == cp.root
         inclusion = stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=3))
@@ -146,26 +149,55 @@ def test_auditor_reads_and_proves_and_is_recorded(
         ledger.verify_consistency(2, new.size, old_root, new.root, list(consistency.proof))
     reads = [e for e in server.entries() if e.action == Action.LEDGER_READ]
     assert [e.meta["method"] for e in reads] == [
-        "GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof",
+        "GetCheckpoint", "GetEntries", "GetEntryPages", "GetInclusionProof", "GetConsistencyProof",
     ]  # fmt: skip
     assert reads[1].meta == {"method": "GetEntries", "start": 1, "end": cp.size}
+    assert reads[2].meta == {"method": "GetEntryPages", "start": 1, "end": cp.size}
     assert {e.actor.id for e in reads} == {
         "spiffe://sinergi.dev/agency/internal-affairs/officer/auditor"
     }
 
 
-def test_members_may_witness_but_not_read_entries(server: RunningServer) -> None:
+@pytest.mark.parametrize("method", ["GetEntries", "GetEntryPages"])
+def test_members_may_witness_but_not_read_entries(server: RunningServer, method: str) -> None:
     with ExchangeClient(server.pki / "police", server.address) as police:
         police.checkpoint()  # allowed: hashes only
     channel, stub = _audit_stub(server, "police")
     with channel, pytest.raises(grpc.RpcError) as caught:
-        list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=1)))
+        list(getattr(stub, method)(ledger_pb2.GetEntriesRequest(start=1)))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     entries = server.entries()
     assert [(e.action, e.meta.get("method")) for e in entries[1:]] == [
         (Action.LEDGER_READ, "GetCheckpoint"),
-        (Action.DENIED, "/sinergi.v1.AuditLedger/GetEntries"),
+        (Action.DENIED, f"/sinergi.v1.AuditLedger/{method}"),
     ]
+
+
+def test_entry_pages_keep_to_their_entry_and_byte_limits(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages hold consecutive entries, at most PAGE of them and PAGE_BYTES of entry bytes (one
+    entry alone may exceed it), and together are exactly what GetEntries streams."""
+    with ExchangeClient(server.pki / "immigration", server.address) as client:
+        for i in range(12):
+            client.publish(alert(str(i)))
+        end = client.checkpoint().size  # each read below appends its own LEDGER_READ entry
+    channel, stub = _audit_stub(server, "internal-affairs")
+    with channel:
+        rows = list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=2, end=end)))
+        assert len(rows) == end - 1 >= 12
+        sizes = [len(r.entry) for r in rows]
+        for page_entries, page_bytes in ((4, 1 << 20), (1000, 2 * max(sizes)), (1000, 1)):
+            monkeypatch.setattr(exchange_audit, "PAGE", page_entries)
+            monkeypatch.setattr(exchange_audit, "PAGE_BYTES", page_bytes)
+            request = ledger_pb2.GetEntriesRequest(start=2, end=end)
+            pages = [list(p.entries) for p in stub.GetEntryPages(request)]
+            assert [r for page in pages for r in page] == rows
+            for page in pages:
+                assert 1 <= len(page) <= page_entries
+                assert len(page) == 1 or sum(len(r.entry) for r in page) <= page_bytes
+            if page_bytes == 1:
+                assert len(pages) == len(rows)
 
 
 def test_bad_audit_requests_get_field_errors(server: RunningServer) -> None:
@@ -173,11 +205,13 @@ def test_bad_audit_requests_get_field_errors(server: RunningServer) -> None:
     with channel:
         with pytest.raises(grpc.RpcError) as entries:
             list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=0)))
+        with pytest.raises(grpc.RpcError) as pages:
+            list(stub.GetEntryPages(ledger_pb2.GetEntriesRequest(start=3, end=2)))
         with pytest.raises(grpc.RpcError) as inclusion:
             stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=0))
         with pytest.raises(grpc.RpcError) as consistency:
             stub.GetConsistencyProof(ledger_pb2.ConsistencyProofRequest(first=0))
-        for caught in (entries, inclusion, consistency):
+        for caught in (entries, pages, inclusion, consistency):
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as missing:
             stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=1, tree_size=999))

@@ -135,6 +135,24 @@ class LedgerEntry(google.protobuf.message.Message):
 Global___LedgerEntry: typing_extensions.TypeAlias = LedgerEntry
 
 @typing.final
+class LedgerEntryPage(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: builtins.int
+    @property
+    def entries(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___LedgerEntry]:
+        """consecutive seqs, in order"""
+
+    def __init__(
+        self,
+        *,
+        entries: collections.abc.Iterable[Global___LedgerEntry] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["entries", b"entries"]) -> None: ...
+
+Global___LedgerEntryPage: typing_extensions.TypeAlias = LedgerEntryPage
+
+@typing.final
 class InclusionProofRequest(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 

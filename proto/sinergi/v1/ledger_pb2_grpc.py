@@ -47,6 +47,11 @@ class AuditLedgerStub:
                 request_serializer=sinergi_dot_v1_dot_ledger__pb2.GetEntriesRequest.SerializeToString,
                 response_deserializer=sinergi_dot_v1_dot_ledger__pb2.LedgerEntry.FromString,
                 _registered_method=True)
+        self.GetEntryPages = channel.unary_stream(
+                '/sinergi.v1.AuditLedger/GetEntryPages',
+                request_serializer=sinergi_dot_v1_dot_ledger__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_ledger__pb2.LedgerEntryPage.FromString,
+                _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/sinergi.v1.AuditLedger/GetInclusionProof',
                 request_serializer=sinergi_dot_v1_dot_ledger__pb2.InclusionProofRequest.SerializeToString,
@@ -79,6 +84,14 @@ class AuditLedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEntryPages(self, request, context):
+        """The same entries in pages of consecutive entries (at most 1,000 entries or 1 MiB of entry
+        bytes each, at least one entry): far fewer messages for a whole-ledger read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInclusionProof(self, request, context):
         """Inclusion proof of one entry in a stored checkpoint.
         """
@@ -105,6 +118,11 @@ def add_AuditLedgerServicer_to_server(servicer, server):
                     servicer.GetEntries,
                     request_deserializer=sinergi_dot_v1_dot_ledger__pb2.GetEntriesRequest.FromString,
                     response_serializer=sinergi_dot_v1_dot_ledger__pb2.LedgerEntry.SerializeToString,
+            ),
+            'GetEntryPages': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetEntryPages,
+                    request_deserializer=sinergi_dot_v1_dot_ledger__pb2.GetEntriesRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_ledger__pb2.LedgerEntryPage.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
@@ -174,6 +192,33 @@ class AuditLedger:
             '/sinergi.v1.AuditLedger/GetEntries',
             sinergi_dot_v1_dot_ledger__pb2.GetEntriesRequest.SerializeToString,
             sinergi_dot_v1_dot_ledger__pb2.LedgerEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntryPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sinergi.v1.AuditLedger/GetEntryPages',
+            sinergi_dot_v1_dot_ledger__pb2.GetEntriesRequest.SerializeToString,
+            sinergi_dot_v1_dot_ledger__pb2.LedgerEntryPage.FromString,
             options,
             channel_credentials,
             insecure,

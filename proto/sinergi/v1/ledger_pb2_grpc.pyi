@@ -59,6 +59,22 @@ _AuditLedgerGetEntriesType = typing_extensions.TypeVar(
     ],
 )
 
+_AuditLedgerGetEntryPagesType = typing_extensions.TypeVar(
+    '_AuditLedgerGetEntryPagesType',
+    grpc.UnaryStreamMultiCallable[
+        sinergi.v1.ledger_pb2.GetEntriesRequest,
+        sinergi.v1.ledger_pb2.LedgerEntryPage,
+    ],
+    grpc.aio.UnaryStreamMultiCallable[
+        sinergi.v1.ledger_pb2.GetEntriesRequest,
+        sinergi.v1.ledger_pb2.LedgerEntryPage,
+    ],
+    default=grpc.UnaryStreamMultiCallable[
+        sinergi.v1.ledger_pb2.GetEntriesRequest,
+        sinergi.v1.ledger_pb2.LedgerEntryPage,
+    ],
+)
+
 _AuditLedgerGetInclusionProofType = typing_extensions.TypeVar(
     '_AuditLedgerGetInclusionProofType',
     grpc.UnaryUnaryMultiCallable[
@@ -91,7 +107,7 @@ _AuditLedgerGetConsistencyProofType = typing_extensions.TypeVar(
     ],
 )
 
-class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedgerGetEntriesType, _AuditLedgerGetInclusionProofType, _AuditLedgerGetConsistencyProofType]):
+class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedgerGetEntriesType, _AuditLedgerGetEntryPagesType, _AuditLedgerGetInclusionProofType, _AuditLedgerGetConsistencyProofType]):
     """Read access to the ledger for auditors (policy role "auditor"); GetCheckpoint and
     GetConsistencyProof are open to every member, so that every client can witness the log.
     Every call is itself recorded in the ledger as LEDGER_READ.
@@ -106,6 +122,10 @@ class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedger
         grpc.UnaryStreamMultiCallable[
             sinergi.v1.ledger_pb2.GetEntriesRequest,
             sinergi.v1.ledger_pb2.LedgerEntry,
+        ],
+        grpc.UnaryStreamMultiCallable[
+            sinergi.v1.ledger_pb2.GetEntriesRequest,
+            sinergi.v1.ledger_pb2.LedgerEntryPage,
         ],
         grpc.UnaryUnaryMultiCallable[
             sinergi.v1.ledger_pb2.InclusionProofRequest,
@@ -127,6 +147,10 @@ class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedger
             sinergi.v1.ledger_pb2.GetEntriesRequest,
             sinergi.v1.ledger_pb2.LedgerEntry,
         ],
+        grpc.aio.UnaryStreamMultiCallable[
+            sinergi.v1.ledger_pb2.GetEntriesRequest,
+            sinergi.v1.ledger_pb2.LedgerEntryPage,
+        ],
         grpc.aio.UnaryUnaryMultiCallable[
             sinergi.v1.ledger_pb2.InclusionProofRequest,
             sinergi.v1.ledger_pb2.InclusionProof,
@@ -143,6 +167,11 @@ class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedger
     GetEntries: _AuditLedgerGetEntriesType
     """Entries start..end (inclusive, 1-based), streamed in order."""
 
+    GetEntryPages: _AuditLedgerGetEntryPagesType
+    """The same entries in pages of consecutive entries (at most 1,000 entries or 1 MiB of entry
+    bytes each, at least one entry): far fewer messages for a whole-ledger read.
+    """
+
     GetInclusionProof: _AuditLedgerGetInclusionProofType
     """Inclusion proof of one entry in a stored checkpoint."""
 
@@ -157,6 +186,10 @@ AuditLedgerAsyncStub: typing_extensions.TypeAlias = AuditLedgerStub[
     grpc.aio.UnaryStreamMultiCallable[
         sinergi.v1.ledger_pb2.GetEntriesRequest,
         sinergi.v1.ledger_pb2.LedgerEntry,
+    ],
+    grpc.aio.UnaryStreamMultiCallable[
+        sinergi.v1.ledger_pb2.GetEntriesRequest,
+        sinergi.v1.ledger_pb2.LedgerEntryPage,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
         sinergi.v1.ledger_pb2.InclusionProofRequest,
@@ -189,6 +222,16 @@ class AuditLedgerServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[collections.abc.Iterator[sinergi.v1.ledger_pb2.LedgerEntry], collections.abc.AsyncIterator[sinergi.v1.ledger_pb2.LedgerEntry]]:
         """Entries start..end (inclusive, 1-based), streamed in order."""
+
+    @abc.abstractmethod
+    def GetEntryPages(
+        self,
+        request: sinergi.v1.ledger_pb2.GetEntriesRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[sinergi.v1.ledger_pb2.LedgerEntryPage], collections.abc.AsyncIterator[sinergi.v1.ledger_pb2.LedgerEntryPage]]:
+        """The same entries in pages of consecutive entries (at most 1,000 entries or 1 MiB of entry
+        bytes each, at least one entry): far fewer messages for a whole-ledger read.
+        """
 
     @abc.abstractmethod
     def GetInclusionProof(
