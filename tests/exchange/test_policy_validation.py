@@ -153,3 +153,28 @@ def test_nationality_must_be_an_assigned_country_code(code: str, valid: bool) ->
         validate_publish(request)
     else:
         assert set(_violations(request)) == {"alert.subjects[0].person.nationality"}
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("line one\nline two\tindented", False),
+        ("café, الجوازات, 护照 \x7f\x85", False),  # DEL and C1 are not refused, as before
+        ("bell\x07", True),
+        ("nul\x00", True),
+        ("carriage return\r\n", True),
+        ("escape \x1b[31m", True),
+        ("unit separator\x1f", True),
+    ],
+)
+def test_control_characters_other_than_tab_and_newline_are_refused(
+    text: str, refused: bool
+) -> None:
+    request = _request(summary=text, details=text)
+    if not refused:
+        validate_publish(request)
+        return
+    assert _violations(request) == {
+        "alert.summary": "contains control characters",
+        "alert.details": "contains control characters",
+    }
