@@ -241,3 +241,51 @@ def test_key_rotation_checkpoints_carry_both_signatures(
     assert ledger.open_note(stored, [old])[1] == [ORIGIN]
     assert ledger.open_note(stored, [new])[1] == [ORIGIN]
     assert len(ledger.open_note(stored, [old, new])[1]) == 2
+
+
+def test_the_client_reads_entries_one_by_one_from_a_server_without_pages(
+    start_server: Callable[..., RunningServer],
+    db_url: str,
+    verifier: ledger.Verifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server from before GetEntryPages (the method not registered) answers UNIMPLEMENTED,
+    and ExchangeClient.entries reads the same entries through GetEntries."""
+    register = ledger_pb2_grpc.add_AuditLedgerServicer_to_server
+
+    def without_pages(servicer: object, server: grpc.Server) -> None:
+        class Capture:
+            def __init__(self) -> None:
+                self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+            def add_generic_rpc_handlers(self, _handlers: object) -> None:
+                pass
+
+            def add_registered_method_handlers(self, _service: str, handlers: dict) -> None:  # type: ignore[type-arg]
+                self.handlers = handlers
+
+        capture = Capture()
+        register(servicer, capture)  # type: ignore[arg-type]
+        old = {k: v for k, v in capture.handlers.items() if k != "GetEntryPages"}
+        service = "sinergi.v1.AuditLedger"
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, old),))
+        server.add_registered_method_handlers(service, old)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ledger_pb2_grpc, "add_AuditLedgerServicer_to_server", without_pages)
+    old_server = start_server(db_url)
+    with ExchangeClient(old_server.pki / "immigration", old_server.address) as client:
+        for i in range(3):
+            client.publish(alert(str(i)))
+    channel, stub = _audit_stub(old_server, "internal-affairs")
+    with channel, pytest.raises(grpc.RpcError) as caught:
+        list(stub.GetEntryPages(ledger_pb2.GetEntriesRequest(start=1)))
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with ExchangeClient(old_server.pki / "internal-affairs", old_server.address) as auditor:
+        cp = auditor.checkpoint()
+        rows = list(auditor.entries(1, cp.size))
+    assert [seq for seq, _, _ in rows] == list(range(1, cp.size + 1))
+    note = auditor.witness.notes()[cp.origin]
+    report = ledger.verify_ledger(rows, [(cp.size, note)], [verifier])
+    assert report.entries == cp.size
+    reads = [e.meta for e in old_server.entries() if e.action == Action.LEDGER_READ]
+    assert {"method": "GetEntries", "start": 1, "end": cp.size} in reads
