@@ -73,7 +73,7 @@ def _request_size(pki: Path) -> int:
 
 
 @contextmanager
-def _server(pki: Path, database: str, work: Path, name: str) -> Iterator[tuple[Child, str]]:
+def serve_exchange(pki: Path, database: str, work: Path, name: str) -> Iterator[tuple[Child, str]]:
     child = Child(
         [SINERGI, "serve", "--db", database, "--pki", str(pki), "--listen", "127.0.0.1:0",
          "--json"],
@@ -238,7 +238,7 @@ def _init_database(path: Path) -> str:
 def publish_rate(pki_template: Path, work: Path, seconds: float) -> tuple[float, dict[str, object]]:
     pki = fresh_copy(pki_template, work / "pki-publish")
     url = _init_database(work / "publish.db")
-    with _server(pki, url, work, "publish") as (child, address):
+    with serve_exchange(pki, url, work, "publish") as (child, address):
         clients = _clients(pki, address, work / "witness-publish")
         calls, _sent = _publishers(clients)
         count, elapsed, latencies, cpu = _measured(calls, seconds, child, "publish")
@@ -326,7 +326,7 @@ def subscribed(pki: Path, work: Path, name: str) -> Iterator[Live]:
     """`sinergi serve` on a fresh SQLite database, one subscription per agency in another
     process (bench/_subscribers.py) and 8 publishing clients, once every subscription is live."""
     url = _init_database(work / f"{name}.db")
-    with _server(pki, url, work, name) as (server, address):
+    with serve_exchange(pki, url, work, name) as (server, address):
         subscribers = Child(
             [sys.executable, "-m", "bench._subscribers", "--pki", str(pki), "--server", address,
              "--agencies", ",".join(AGENCIES)],
@@ -385,7 +385,7 @@ def _memory_run(work: Path, entries: int, name: str, amount: int) -> dict[str, o
     pki = fresh_copy(key_pki, work / f"pki-{name}")
     database = copy_database(source, work / f"{name}.db")
     rng = random.Random(7)
-    with _server(pki, f"sqlite:///{database}", work, name) as (server, address):
+    with serve_exchange(pki, f"sqlite:///{database}", work, name) as (server, address):
         started = rss_bytes(server.pid)
         clients = _clients(pki, address, work / f"witness-{name}")
         calls, sent = _publishers(clients)

@@ -15,14 +15,18 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from sqlalchemy import Connection
 
 import ledger
-from bench._build import cached_ledger
-from bench._common import Result, Sizes, log
+from bench._build import cached_ledger, copy_database
+from bench._common import RESULTS, Result, Sizes, fresh_copy, log
+from bench._exchange import serve_exchange
+from clients import ExchangeClient
 
 PROOFS = 400
 ROUNDS = 8
@@ -74,6 +78,31 @@ def _verify(path: Path, pki: Path) -> tuple[float, float, dict[str, object]]:
     )
 
 
+def _online(path: Path, key_pki: Path) -> dict[str, object]:
+    """What ``sinergi ledger verify --server`` does, timed: an auditor reads every entry up to
+    the newest checkpoint from ``sinergi serve`` (GetEntryPages) and verifies them against it.
+    On a copy of the ledger, since the server records the read."""
+    work = Path(tempfile.mkdtemp(prefix="online-", dir=RESULTS))
+    try:
+        pki = fresh_copy(key_pki, work / "pki")
+        database = copy_database(path, work / "online.db")
+        verifier = ledger.Verifier.from_vkey((pki / "ledger.vkey").read_text().strip())
+        with serve_exchange(pki, f"sqlite:///{database}", work, "online") as (_child, address):
+            witness = work / "witness-auditor.json"
+            auditor = ExchangeClient(pki / "internal-affairs", address, witness_state=witness)
+            with auditor:
+                began = time.perf_counter()
+                cp = auditor.checkpoint()
+                note = auditor.witness.notes()[cp.origin]
+                report = ledger.verify_ledger(auditor.entries(1, cp.size), [(cp.size, note)],
+                                              [verifier])  # fmt: skip
+                seconds = time.perf_counter() - began
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"online_verify_entries": report.entries, "online_verify_seconds": seconds,
+            "online_verify_rate": report.entries / seconds}  # fmt: skip
+
+
 def _proofs(connection: Connection, rng: random.Random, count: int) -> tuple[float, float]:
     """Seconds of ``count`` random inclusion proofs and of ``count`` consistency proofs."""
     size = ledger.entry_count(connection)
@@ -117,6 +146,11 @@ def run(sizes: Sizes, only: set[str]) -> list[Result]:
         log(f"4. verify a {sizes.verify_entries:,}-entry ledger")
         project, baseline, details = _verify(large, pki)
         log(f"   {project:,.0f} entries/s vs {baseline:,.0f} SHA-256/s")
+        details.update(_online(large, pki))
+        log(
+            f"   online (verify --server, one client process): "
+            f"{details['online_verify_rate']:,.0f} entries/s"
+        )
         results.append(
             Result("4", f"verify {sizes.verify_entries:,} entries", "entries/s", project,
                    baseline, 0.25, notes="baseline: SHA-256 of each entry's bytes",
