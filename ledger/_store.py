@@ -60,6 +60,8 @@ _CHECKPOINT = select(checkpoints.c.size, checkpoints.c.note)
 _NEWEST_CHECKPOINT = _CHECKPOINT.order_by(checkpoints.c.size.desc()).limit(1)
 _CHECKPOINT_AT = _CHECKPOINT.where(checkpoints.c.size == bindparam("size"))
 _NEXT_SEQ = select(func.min(entries.c.seq)).where(entries.c.seq > bindparam("after"))
+#: What a proof's first pass reads in place of each node (see _prefetched).
+_PLACEHOLDER = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -243,9 +245,6 @@ def _prefetched(
     compute(record)
     found = read_nodes(connection, wanted, cache)
     return compute(lambda level, index: found[level, index])
-
-
-_PLACEHOLDER = bytes(32)
 
 
 @functools.lru_cache(maxsize=256)

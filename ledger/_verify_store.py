@@ -238,10 +238,8 @@ def _combine(
     prefix: list[bytes] = []  # the compact range of the runs so far: subtrees of >= size leaves
     for index, run in enumerate(runs):
         for at, local in sorted(run.at.items()):
-            root = local
-            for left in reversed(prefix):  # the rest of fold(prefix + the run's range)
-                root = node_hash(left, root)
-            check_checkpoints(due.pop(at), root)
+            # fold(prefix + the run's range) = fold(prefix + [fold(the run's range)])
+            check_checkpoints(due.pop(at), fold([*prefix, local]))
         if run.error is not None:
             raise VerificationError(*run.error)
         if run.last - run.first + 1 < size:  # the last run, partial
