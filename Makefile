@@ -11,18 +11,41 @@ DB ?= sqlite:///var/sinergi.db
 KEK ?= var/sinergi.kek
 PROTOS := $(wildcard proto/sinergi/v1/*.proto)
 
-.PHONY: install run test lint typecheck proto proto-check pytest demo bench bench-quick clean \
+.PHONY: install lock lock-upgrade lock-check run test lint typecheck proto proto-check pytest demo bench bench-quick clean \
 	crash fuzz soak
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+# Every package in .venv comes from uv.lock, hashes checked (`uv sync --frozen`); uv itself is
+# pinned with hashes in requirements-uv.txt and lives in its own venv. No Python is downloaded.
+TOOLS := .venv-uv
+UV := UV_PYTHON_DOWNLOADS=never $(TOOLS)/bin/uv
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(TOOLS)/bin/uv: requirements-uv.txt
+	$(PYTHON) -m venv --clear $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --isolated --require-hashes --no-deps --only-binary :all: \
+	  -r requirements-uv.txt
+
+$(VENV)/.installed: pyproject.toml uv.lock $(TOOLS)/bin/uv
+	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Refresh the lock on purpose: `make lock` after editing pyproject.toml's dependencies (keeps every
+# other pin), `make lock-upgrade` to move every package to its newest allowed release (then
+# `make proto`, since the generators are pinned by the lock too).
+lock: $(TOOLS)/bin/uv
+	$(UV) lock --python $(PYTHON)
+
+lock-upgrade: $(TOOLS)/bin/uv
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# `make test` refuses a lock that no longer matches pyproject.toml, and a venv that is not the lock.
+lock-check: install
+	@$(UV) lock --check --python $(PYTHON) --quiet || \
+	  { echo "uv.lock does not match pyproject.toml (run make lock)"; exit 1; }
+	@$(UV) sync --frozen --check --python $(PYTHON) --quiet || \
+	  { echo ".venv differs from uv.lock (run make install)"; exit 1; }
+	@echo "uv.lock matches pyproject.toml and .venv"
 
 # Generated code is committed (importable without a build step) and must match the .proto files.
 PROTOC = $(BIN)/python -m grpc_tools.protoc -I proto \
@@ -57,7 +80,7 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest -q -n auto  # one worker per core: every test has its own port, files and database
 
-test: lint typecheck proto-check pytest
+test: lock-check lint typecheck proto-check pytest
 
 # The field's story against a real exchange in a temporary directory (clients/examples/demo.py).
 demo: install
@@ -91,4 +114,4 @@ soak: install
 	$(BIN)/python -m bench._soak --minutes $(SOAK_MINUTES)
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) var .mypy_cache .ruff_cache .pytest_cache

@@ -41,6 +41,19 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "con
         time.sleep(0.01)
 
 
+def require_tool(*names: str, install: str) -> str:
+    """The path of the first of ``names`` on PATH. Under CI (``CI`` set) a missing tool fails the
+    test, since .ci/run installs every one; elsewhere it skips, saying how to install it."""
+    for name in names:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    message = f"{' or '.join(names)} is not installed ({install})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: CI must not skip this test (.ci/run installs it)")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _logs_through_logging() -> None:
     """The server's JSON log lines go to stdlib logging, where ``caplog`` sees them."""

@@ -3,9 +3,7 @@ ledger writer into SQLite, then exported), and against a running exchange."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 import ledger
 from tests.clients.conftest import last_json, run
-from tests.conftest import ORIGIN
+from tests.conftest import ORIGIN, require_tool
 from tests.ledger.history import SNOOP, SNOOP_SEARCHES, TARGET, replay
 
 
@@ -88,13 +86,6 @@ def test_usage_errors_exit_2(week: dict[str, str]) -> None:
         assert result.stderr.startswith("sinergi: "), args
 
 
-def _chromium() -> str | None:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.environ.get("CI"):
-        pytest.fail("CI needs Chromium (Debian package chromium) to render the audit report")
-    return found
-
-
 def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> None:
     out = Path(week["dir"]) / "report.html"
     answer = audit(week, "report", "--out", str(out))
@@ -102,9 +93,7 @@ def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> N
     html = out.read_text()
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "<script" not in html
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
+    browser = require_tool("chromium", "chromium-browser", install="apt-get install chromium")
     rendered = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
          out.as_uri()], capture_output=True, text=True, timeout=60, check=True,

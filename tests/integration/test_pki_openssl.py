@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, require_tool
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+
+@pytest.fixture(autouse=True)
+def _openssl() -> None:
+    require_tool("openssl", install="Debian: apt-get install openssl")
 
 
 def s_client(

@@ -4,12 +4,10 @@ REDACT entry per alert, and leaves the ledger verifiable."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import make_url
 
 from clients import ExchangeClient, new_alert, parse_subjects
@@ -17,7 +15,7 @@ from exchange._retention import REDACTED
 from ledger import Action
 from sinergi.v1 import alert_pb2, exchange_pb2
 from tests.clients.conftest import last_json, run
-from tests.conftest import RunningServer, wait_for
+from tests.conftest import RunningServer, require_tool, wait_for
 from tests.integration.support import stub
 
 SECRETS = ("P1000001", "P1000003", "Applicant held at Batam", "recruiter was his uncle")
@@ -31,9 +29,7 @@ def _dump(url: str) -> bytes:
         path = Path(str(make_url(url).database))
         files = [str(p) for p in path.parent.glob(path.name + "*")]
         return subprocess.run(["cat", *files], capture_output=True, check=True).stdout
-    pg_dump = shutil.which("pg_dump")
-    if pg_dump is None:
-        pytest.skip("pg_dump is not installed")
+    pg_dump = require_tool("pg_dump", install="Debian: apt-get install postgresql-client")
     parsed = make_url(url)
     # bytea as escaped text, so the printable bytes inside stored messages stay searchable
     env = {**os.environ, "PGOPTIONS": "-c bytea_output=escape"}

@@ -1,7 +1,7 @@
 """TLS posture of the exchange's port: TLS 1.2 minimum, 1.3 preferred, AEAD ciphers with forward
 secrecy only, and a client certificate required (docs/security.md).
 
-grpcio offers no Python API for protocol versions or ciphers (shared/reference/grpc-python.md), so
+grpcio offers no Python API for protocol versions or ciphers (docs/grpc-python.md), so
 this checks what grpc core actually does, from the outside: with Python's ssl module (always), and
 with Debian's `sslscan` when it is installed (skipped otherwise, except in CI, where .ci/run
 installs it).
@@ -9,8 +9,6 @@ installs it).
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, require_tool
 
 #: What may be offered: TLS 1.3's AEAD suites and TLS 1.2's ECDHE + AES-GCM (grpc core's default
 #: list, of which the ECDSA ones apply to the ECDSA server key).
@@ -117,11 +115,7 @@ def test_a_client_certificate_is_required(tls_server: RunningServer) -> None:
 
 
 def test_sslscan_finds_no_weak_protocol_or_cipher(tls_server: RunningServer) -> None:
-    sslscan = shutil.which("sslscan")
-    if sslscan is None:
-        if os.environ.get("CI"):
-            pytest.fail("sslscan is required in CI (.ci/run installs it)")
-        pytest.skip("sslscan is not installed (Debian: apt-get install sslscan)")
+    sslscan = require_tool("sslscan", install="Debian: apt-get install sslscan")
     pki = tls_server.pki
     result = subprocess.run(
         [sslscan, "--no-colour", "--xml=-", "--no-heartbleed",
