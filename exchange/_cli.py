@@ -193,6 +193,7 @@ def serve(
         values = dict(load_config(config_file).values) if config_file else {}
         values.update({key: value for key, value in flags.items() if value is not None})
         config, pki_dir = _server_config(values)
+        configure_logging()
         if upgrade:
             upgrade_database(config.database)
         if check_config:
@@ -205,7 +206,6 @@ def serve(
             )
             click.echo(json.dumps({"ok": True, **summary}) if as_json else message)
             return
-        configure_logging()
         asyncio.run(_serve(config, pki_dir, print_next_steps, as_json))
     except (ConfigError, CertsError, LedgerError, OSError) as exc:
         _fail(str(exc), as_json)

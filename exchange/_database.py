@@ -49,7 +49,6 @@ def upgrade(url: str) -> tuple[str | None, str]:
 
     On PostgreSQL the ledger's advisory lock is held meanwhile, so replicas started together with
     ``--upgrade`` migrate once, and no append runs half-way through a migration."""
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # no "Context impl" chatter
     engine = ledger.create_engine(url)
     try:
         with engine.connect() as plain:

@@ -192,3 +192,17 @@ def test_sigterm_drains_and_loses_no_acknowledged_publish(tmp_path: Path) -> Non
     assert set(published) <= stored
     verified = run("ledger", "verify", "--db", db, "--ledger-key", str(pki / "ledger.vkey"))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_the_log_is_json_lines_without_alembic_chatter(tmp_path: Path) -> None:
+    """Migrating at start (`--upgrade`) and serving: every stderr line is one JSON object, and
+    Alembic's routine INFO lines ("Context impl SQLiteImpl.") are debug, so not shown."""
+    assert run("pki", "dev", "--dir", str(tmp_path / "certs" / "dev")).returncode == 0
+    process, _ = _serve(tmp_path, f"sqlite:///{tmp_path / 'new.db'}", "--upgrade")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert process.stderr is not None
+    lines = process.stderr.read().splitlines()
+    events = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    assert "serving" in {event["event"] for event in events}
+    assert not [line for line in lines if "Context impl" in line or "DDL" in line]
