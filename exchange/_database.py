@@ -8,7 +8,6 @@ what checkpoints kept outside the database are for (docs/ledger-format.md, secti
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
