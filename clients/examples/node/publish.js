@@ -1,13 +1,15 @@
 // A Sinergi client in Node.js, from the .proto files alone: publish an alert over mutual TLS as
-// one identity, then read it back with GetAlert. Prints one JSON line with the ids.
+// one identity, check its receipt, then read it back with GetAlert. Prints one JSON line.
 //
 //   SINERGI_SERVER=127.0.0.1:50051 SINERGI_IDENTITY=../../../certs/dev/immigration node publish.js
 //
-// SINERGI_PROTO names the folder holding sinergi/v1/*.proto (default: the repository's proto/).
-// Every write is signed with the identity's own key (docs/decisions/0014): a sinergi.v1.Statement
-// holding the request is encoded with protobufjs and signed over its DSSE v1 encoding.
-// The receipt's entry hash is checked here (SHA-256 of 0x00 || entry); the full verification
-// (checkpoint signature, inclusion proof) is what the Python library adds: docs/ledger-format.md.
+// SINERGI_PROTO names the folder holding sinergi/v1/*.proto (default: the repository's proto/);
+// SINERGI_LEDGER_KEY the ledger's verifier key (default: ledger.vkey in the identity directory,
+// else in its parent). Every write is signed with the identity's own key (docs/decisions/0014):
+// a sinergi.v1.Statement holding the request is encoded with protobufjs and signed over its
+// DSSE v1 encoding. The receipt is checked in full, as the Python library checks it (receipt.js):
+// the checkpoint's signature, the entry hash, the inclusion proof and what the entry records.
+// Exit codes: 0 ok; 1 refused, or the receipt does not verify; 2 usage; 3 unreachable.
 "use strict";
 
 const crypto = require("node:crypto");
@@ -16,6 +18,7 @@ const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const protobuf = require("protobufjs");
+const receipts = require("./receipt");
 
 const server = process.env.SINERGI_SERVER || "127.0.0.1:50051";
 const identity = process.env.SINERGI_IDENTITY;
@@ -49,12 +52,17 @@ function pae(type, body) {
   ]);
 }
 
-// The principal a certificate names: its one spiffe:// URI subjectAltName.
-function spiffeId(certPem) {
-  const names = new crypto.X509Certificate(certPem).subjectAltName || "";
-  const uri = names.split(", ").find((n) => n.startsWith("URI:spiffe://"));
-  if (!uri) fail("the identity certificate names no spiffe:// principal");
-  return uri.slice("URI:".length);
+// Who we are (the certificate's SPIFFE ID) and the ledger key receipts must be signed with:
+// both before anything is published, so that a receipt can always be checked.
+function principalAndVerifier(dir, cert) {
+  try {
+    const me = receipts.principalOf(cert);
+    const file = receipts.findLedgerKey(dir, process.env.SINERGI_LEDGER_KEY);
+    return { me, verifier: receipts.loadVerifier(file) };
+  } catch (err) {
+    if (!(err instanceof receipts.LedgerError)) throw err;
+    return fail(err.message);
+  }
 }
 
 // `request` with its signature: over a Statement holding it (`kind`: publish, update or cancel).
@@ -98,6 +106,7 @@ async function main() {
   });
   const { Exchange } = grpc.loadPackageDefinition(definition).sinergi.v1;
   const { cert, key, ca } = readIdentity(identity);
+  const { me, verifier } = principalAndVerifier(identity, cert);
   const credentials = grpc.credentials.createSsl(ca, key, cert);
   // The dev server certificate names localhost and 127.0.0.1; checking the name "localhost"
   // avoids grpc-js's warning about IP addresses in TLS server names.
@@ -122,14 +131,19 @@ async function main() {
     },
   };
   const published = await call(
-    client, "Publish", signed(statementType(), "publish", request, spiffeId(cert), key),
+    client, "Publish", signed(statementType(), "publish", request, me.id, key),
   );
-  const receipt = published.receipt;
-  const leaf = crypto
-    .createHash("sha256")
-    .update(Buffer.concat([Buffer.from([0]), receipt.entry]))
-    .digest();
-  if (!leaf.equals(receipt.entry_hash)) fail("receipt entry does not match its hash", 1);
+  let verified;
+  try {
+    verified = receipts.verifyReceipt(published.receipt, {
+      action: "PUBLISH", object: `alert:${published.alert_id}`, me, verifiers: [verifier],
+    });
+  } catch (err) {
+    if (!(err instanceof receipts.ReceiptError)) throw err;
+    client.close();
+    fail(`receipt refused: ${err.message}`, 1);
+  }
+  const { checkpoint } = verified;
 
   const view = await call(client, "GetAlert", { alert_id: published.alert_id });
   client.close();
@@ -137,7 +151,12 @@ async function main() {
     JSON.stringify({
       ok: true,
       alert_id: published.alert_id,
-      seq: Number(receipt.seq),
+      seq: Number(verified.seq),
+      checkpoint: {
+        origin: checkpoint.origin,
+        size: Number(checkpoint.size),
+        root: checkpoint.root.toString("hex"),
+      },
       read_back: view.id,
       state: view.state,
       sender: view.current.sender,
