@@ -15,7 +15,7 @@ from typing import TypeVar
 import grpc
 
 from certs import CertsError, Identity, Signer, SpiffeId, TrustAnchors, load_identity
-from clients._errors import UsageError, VerificationFailed, from_rpc_error
+from clients._errors import Unreachable, UsageError, VerificationFailed, from_rpc_error
 from clients._signatures import (
     SignatureFailed,
     SignedBy,
@@ -258,7 +258,12 @@ class ExchangeClient:
                 return
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                if not reconnect or exc.code() not in RESUMABLE:
+                # A refused server certificate stays refused: resuming would loop for ever.
+                if (
+                    not reconnect
+                    or exc.code() not in RESUMABLE
+                    or isinstance(error, VerificationFailed)
+                ):
                     raise error from None
                 retry += 1
                 time.sleep(self._retry.delay(min(retry, 30)))
@@ -393,7 +398,8 @@ class ExchangeClient:
                 error = from_rpc_error(exc)
                 pause = self._retry.delay(attempt)
                 if (
-                    exc.code() != grpc.StatusCode.UNAVAILABLE
+                    not isinstance(error, Unreachable)  # we refused its certificate: final
+                    or exc.code() != grpc.StatusCode.UNAVAILABLE
                     or attempt >= self._retry.attempts
                     or time.monotonic() + pause >= deadline
                 ):

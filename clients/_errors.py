@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -48,9 +50,30 @@ class VerificationFailed(ClientError):
     """A receipt, checkpoint or ledger did not verify. Never a warning: the result is refused."""
 
 
+# What grpc core says (in UNAVAILABLE's details) when this client's TLS refused the exchange's
+# certificate: no chain to the identity's ca.crt (or expired), or not the host dialled.
+_SERVER_CERTIFICATE_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "Hostname Verification Check failed")
+# The TLS handshake succeeded and the connection closed before any HTTP/2 frame: with TLS 1.3
+# the server checks the client certificate last, so this is how a refused one looks to us. A
+# proxy with nothing behind it looks the same, so it cannot be called a refusal for certain.
+_CLOSED_AFTER_HANDSHAKE = re.compile(r"failed to connect to all addresses.*: Socket closed$")
+
+
 def from_rpc_error(error: grpc.RpcError) -> ClientError:
     code: grpc.StatusCode = error.code()
     details: str = error.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if any(words in details for words in _SERVER_CERTIFICATE_REFUSED):
+            return VerificationFailed(
+                "the exchange's TLS certificate was refused: it does not verify against the "
+                f"identity's ca.crt, or does not name the address dialled ({details})"
+            )
+        if _CLOSED_AFTER_HANDSHAKE.search(details):
+            return Unreachable(
+                "exchange unreachable, or it refused this identity's certificate (tls.crt not "
+                "issued by a CA it trusts, or expired): the connection closed right after the "
+                f"TLS handshake ({details})"
+            )
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unreachable(f"exchange unreachable: {details}")
     violations: list[tuple[str, str]] = []

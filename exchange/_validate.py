@@ -176,10 +176,11 @@ def _content(out: Violations, alert: alert_pb2.Alert, *, update: bool) -> None:
             out.append(("alert.message_type", "leave it empty; this is an UPDATE"))
         if alert.references:
             out.append(("alert.references", "leave it empty; the update references alert_id"))
-    else:
-        _enum(out, "alert.message_type", alert.message_type, alert_pb2.MessageType)
-        if alert.message_type not in (0, alert_pb2.MESSAGE_TYPE_ALERT):
-            out.append(("alert.message_type", "use Update or Cancel for UPDATE and CANCEL"))
+    elif alert.message_type not in alert_pb2.MessageType.values():
+        out.append(("alert.message_type", "is not a known value"))
+    elif alert.message_type not in (0, alert_pb2.MESSAGE_TYPE_ALERT):
+        # Empty means ALERT (docs/api.md): Publish stores every message it makes as an ALERT.
+        out.append(("alert.message_type", "use Update or Cancel for UPDATE and CANCEL"))
     _recipients(out, alert, required=not update)
     if len(alert.subjects) > MAX_SUBJECTS:
         out.append(("alert.subjects", f"at most {MAX_SUBJECTS} subjects"))

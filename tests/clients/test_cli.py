@@ -6,12 +6,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import click
 
+from certs import create_dev_pki
 from clients._cli import cli
 from tests.clients.conftest import SINERGI, last_json, run
 
@@ -108,6 +110,59 @@ def test_unreachable_exchange_exits_3(workdir: Path) -> None:
                  "--json")  # fmt: skip
     assert result.returncode == 3
     assert str(last_json(result)["error"]).startswith("exchange unreachable")
+
+
+def test_a_refused_certificate_is_told_apart_from_an_exchange_not_listening(
+    served: tuple[str, Path, str], tmp_path: Path
+) -> None:
+    """grpcio gives the client UNAVAILABLE in every case here; its details tell them apart."""
+    address, pki, _ = served
+    other = create_dev_pki(tmp_path / "other").directory  # a CA neither side trusts
+
+    def identity(name: str, certificate_of: Path, trusting: Path) -> str:
+        directory = shutil.copytree(certificate_of, tmp_path / name)
+        shutil.copy(trusting / "ca.crt", directory / "ca.crt")
+        shutil.copy(pki / "ledger.vkey", directory / "ledger.vkey")
+        return str(directory)
+
+    # The exchange refuses the client's certificate: the connection closes after the handshake,
+    # which a proxy with nothing behind it would do too, so it stays exit 3 naming both.
+    stranger = identity("stranger", other / "police", trusting=pki)
+    refused = run("alert", "list", "--identity", stranger, "--server", address, "--json")
+    assert refused.returncode == 3, refused.stderr
+    error = str(last_json(refused)["error"])
+    assert error.startswith("exchange unreachable, or it refused this identity's certificate")
+    assert error.endswith("Socket closed)")
+    # This client refuses the exchange's certificate: certain, so a failed verification (1),
+    # and a subscription does not resume for ever.
+    doubter = identity("doubter", pki / "police", trusting=other)
+    for command in (["alert", "list"], ["alert", "watch"]):
+        distrust = run(*command, "--identity", doubter, "--server", address, "--json")
+        assert distrust.returncode == 1, distrust.stderr
+        error = str(last_json(distrust)["error"])
+        assert error.startswith("the exchange's TLS certificate was refused: it does not verify")
+        assert "CERTIFICATE_VERIFY_FAILED" in error
+    # So is an address its certificate does not name (on Linux 0.0.0.0 reaches 127.0.0.1).
+    police, port = str(pki / "police"), address.rsplit(":", 1)[1]
+    misnamed = run("alert", "list", "--identity", police, "--server", f"0.0.0.0:{port}", "--json")
+    assert misnamed.returncode == 1, misnamed.stderr
+    assert "Hostname Verification Check failed" in str(last_json(misnamed)["error"])
+    # Nothing listens: unreachable, and no word of certificates.
+    nowhere = f"127.0.0.1:{_free_port()}"
+    absent = run("alert", "list", "--identity", police, "--server", nowhere, "--json")
+    assert absent.returncode == 3, absent.stderr
+    error = str(last_json(absent)["error"])
+    assert error.startswith("exchange unreachable: ")
+    assert "certificate" not in error
+    assert "Connection refused" in error
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def test_verify_without_key_file_is_a_usage_error(tmp_path: Path) -> None:

@@ -98,6 +98,18 @@ def test_a_valid_request_passes() -> None:
     validate_publish(_request())
 
 
+def test_message_type_empty_means_alert_and_others_are_refused_once() -> None:
+    validate_publish(_request(message_type=alert_pb2.MESSAGE_TYPE_UNSPECIFIED))
+    for value, description in (
+        (alert_pb2.MESSAGE_TYPE_UPDATE, "use Update or Cancel for UPDATE and CANCEL"),
+        (alert_pb2.MESSAGE_TYPE_CANCEL, "use Update or Cancel for UPDATE and CANCEL"),
+        (7, "is not a known value"),
+    ):
+        with pytest.raises(InvalidArgument) as caught:
+            validate_publish(_request(message_type=value))
+        assert caught.value.violations == (("alert.message_type", description),)
+
+
 def test_every_bad_field_is_reported_with_its_path() -> None:
     person = alert_pb2.Person(passport_number="c-1", nik="1" * 15, nationality="idn",
                               birth_date="2099-01-01")  # fmt: skip
