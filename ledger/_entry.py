@@ -1,7 +1,7 @@
 """Ledger entries: what is recorded for every exchange, and its canonical bytes.
 
 An entry never holds personal data: the data exchanged is represented by its SHA-256 digest, so
-retention can purge alert contents while every entry stays verifiable (DESIGN.md, "The ledger").
+retention can purge alert contents while every entry stays verifiable (docs/ledger-format.md).
 The entry hash is the RFC 6962 §2.1 leaf hash of the canonical bytes; it is both the chain link
 (`prev` of the next entry) and the Merkle leaf.
 """
@@ -23,7 +23,7 @@ from ledger._merkle import leaf_hash
 FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _FIELDS = frozenset(
     {"v", "seq", "time", "action", "actor", "objects", "digest", "outcome", "meta", "prev"}
 )
@@ -32,7 +32,7 @@ MetaValue = str | int | bool | list[str]
 
 
 class Action(StrEnum):
-    """Every kind of act the ledger records (DESIGN.md, "The flow of one alert")."""
+    """Every kind of act the ledger records (docs/ledger-format.md, section 1.1)."""
 
     START = "START"
     PUBLISH = "PUBLISH"

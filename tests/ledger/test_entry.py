@@ -120,6 +120,7 @@ def test_entry_time_is_normalised_to_utc() -> None:
         ("seq", 0),
         ("seq", "1"),
         ("time", "2026-01-01T00:00:00Z"),
+        ("time", "\u0662\u0660\u0662\u0666-01-01T00:00:00.000000Z"),  # Arabic-Indic digits
         ("action", "DELETE"),
         ("actor", {"id": "x"}),
         ("objects", [1]),
