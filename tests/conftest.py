@@ -126,6 +126,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An empty, initialised PostgreSQL database, for what only PostgreSQL has."""
+    for url in _postgres_database():
+        initialise_database(url)
+        yield url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'sinergi.db'}"
     initialise_database(url)

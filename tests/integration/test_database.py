@@ -49,10 +49,9 @@ def test_a_database_without_the_current_schema_is_refused(tmp_path: Path, pki: P
 
 @pytest.mark.postgres
 def test_the_application_role_may_insert_and_select_only(
-    start_server: Callable[..., RunningServer], db_url: str
+    start_server: Callable[..., RunningServer], pg_url: str
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("database roles are a PostgreSQL feature")
+    db_url = pg_url  # database roles are a PostgreSQL feature
     grant_app_role(db_url, APP_ROLE)
     admin = sqlalchemy.create_engine(db_url)
     with admin.begin() as connection:
