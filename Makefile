@@ -1,4 +1,4 @@
-# Sinergi: the interfaces other tools rely on (DESIGN.md): install, run, test, demo, bench, proto.
+# Sinergi: the interfaces other tools rely on (docs/architecture.md): install, run, test, demo, bench, proto.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

@@ -2,8 +2,8 @@
 
 Any member may fetch the newest checkpoint and consistency proofs, to witness the log.
 
-Auditors are audited too (DESIGN.md): the entry is committed before the answer is sent, naming the
-range or proof that was read.
+Auditors are audited too (docs/architecture.md): the entry is committed before the answer is
+sent, naming the range or proof that was read.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Messages are written for the caller and for the ledger, so they never carry personal data or
 server internals (grpcio sends an escaping exception's text to the client: see
-shared/reference/grpc-python.md, "Interceptors and errors").
+docs/grpc-python.md, "Interceptors and errors").
 """
 
 from __future__ import annotations

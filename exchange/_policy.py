@@ -1,8 +1,8 @@
 """The exchange's access policy: deny by default, per agency, role and alert category.
 
-Roles live here, not in certificates (DESIGN.md, "Identity"), so they change without reissuing. The
-SHA-256 of the policy file is recorded in the ledger at every server start, so a policy change is
-visible to auditors.
+Roles live here, not in certificates (docs/architecture.md, "Trust boundaries"), so they change
+without reissuing. The SHA-256 of the policy file is recorded in the ledger at every server start,
+so a policy change is visible to auditors.
 """
 
 from __future__ import annotations

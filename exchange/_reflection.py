@@ -1,7 +1,7 @@
 """gRPC server reflection over a descriptor pool that holds only what this server serves.
 
 grpcio-reflection answers symbol and file look-ups from the process-wide pool by default, which
-reveals every proto compiled into the process (shared/reference/grpc-python.md, "Health and
+reveals every proto compiled into the process (docs/grpc-python.md, "Health and
 reflection"). A dedicated pool of the served files and their imports reveals exactly the API.
 """
 

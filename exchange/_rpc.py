@@ -1,7 +1,7 @@
 """The guard every RPC passes through: identity, error mapping, DENIED records and the log line.
 
 grpcio's ``ServerInterceptor`` sees no peer, so the guard wraps each method handler to get the
-``ServicerContext`` (shared/reference/grpc-python.md). Methods are registered without a request
+``ServicerContext`` (docs/grpc-python.md). Methods are registered without a request
 deserializer and parsed here, so malformed bytes are answered INVALID_ARGUMENT and recorded instead
 of grpcio's bare INTERNAL. Nothing reaches a servicer without an authenticated :class:`Principal`.
 """

@@ -1,7 +1,7 @@
 """Assembling and running the exchange: TLS, ledger writer, guard, services.
 
 The server is grpc.aio: every open subscription is a coroutine, not a worker thread, so long-lived
-streams from many offices do not starve unary calls (shared/reference/grpc-python.md, "Streams and
+streams from many offices do not starve unary calls (docs/grpc-python.md, "Streams and
 threads"). Database work runs in threads; ledger appends go through the one group-commit writer.
 """
 

@@ -3,7 +3,7 @@
 ``grpc.dynamic_ssl_server_credentials`` asks :meth:`ServerTls._fetch` for a configuration on
 each new connection; when ``tls.crt``, ``tls.key`` or ``ca.crt`` changed, it returns the new one,
 so a renewed server certificate or a new CA bundle (an agency joining) takes effect for new
-connections while established streams carry on (shared/reference/grpc-python.md, "Rotation").
+connections while established streams carry on (docs/grpc-python.md, "Rotation and revocation").
 A set of files that does not load (a key not matching its certificate, half-copied) is logged
 and the previous configuration stays.
 """

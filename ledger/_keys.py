@@ -1,6 +1,6 @@
 """The ledger's signing key on disk: ``ledger.key`` (0600), ``ledger.pub`` and ``ledger.vkey``.
 
-The signing key is an Ed25519 key of its own, never a TLS key (DESIGN.md, "The ledger"), so that
+The signing key is an Ed25519 key of its own, never a TLS key (docs/ledger-format.md), so that
 rotating TLS certificates never touches the ledger's identity, and vice versa.
 """
 

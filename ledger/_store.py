@@ -1,6 +1,6 @@
 """The ledger on SQLAlchemy: group-committed appends and the reads that proofs and audits need.
 
-Appends are group-committed (DESIGN.md, "The ledger"): callers submit *works*, functions that write
+Appends are group-committed (docs/ledger-format.md): callers submit *works*, functions that write
 their own state (an alert row, an acknowledgement) on the writer's connection and return the entries
 that record it. One writer thread runs every pending work in one transaction, each inside a
 savepoint so that one failing work does not take the others down, appends their entries, stores the

@@ -56,7 +56,7 @@ class LazyGroup(click.Group):
     """A group whose commands are imported when used (click docs, "Lazily Loading Subcommands").
 
     The server's commands live in :mod:`exchange`; loading them by name keeps `clients` free of
-    any import of the server (DESIGN.md, package table).
+    any import of the server (docs/architecture.md, "Components").
     """
 
     def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:  # noqa: ANN401
