@@ -1,9 +1,9 @@
 """Ledger appends through LedgerWriter (32 appenders, group commit) beside bare batched inserts.
 
-Project: 32 threads each append one entry at a time through :class:`ledger.LedgerWriter` and wait
-for its receipt: the writer encodes, chains, stores the entry, its Merkle nodes and one signed
-checkpoint per batch and commits durably; each thread then takes its receipt, whose inclusion
-proof is made on that first access.
+Project: 32 threads each append one entry at a time through
+:class:`ledger.store.LedgerWriter` and wait for its receipt: the writer encodes, chains, stores the
+entry, its Merkle nodes and one signed checkpoint per batch and commits durably; each thread then
+takes its receipt, whose inclusion proof is made on that first access.
 
 Baseline: the same entry rows (seq, hash, body, read back from the project's database) inserted
 into a table of the same definition with the database driver alone, 100 rows per durable commit:
@@ -27,9 +27,11 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 import ledger
+import ledger.store
 from bench._build import _drafts
 from bench._common import ORIGIN, RESULTS, Result, Sizes, dev_pki, log, postgres_database
-from ledger import LINGER, BatchStats, EntryDraft
+from ledger import EntryDraft
+from ledger.store import LINGER, BatchStats
 
 T = TypeVar("T")
 
@@ -39,10 +41,10 @@ BASELINE_BATCH = 100
 
 def _append(url: str, signer: ledger.Signer, drafts: list[EntryDraft]) -> dict[str, object]:
     """Append ``drafts`` from 32 threads through a LedgerWriter: entries/s and batch sizes."""
-    engine = ledger.create_engine(url)
-    ledger.create_schema(engine)
+    engine = ledger.store.create_engine(url)
+    ledger.store.create_schema(engine)
     batches: list[BatchStats] = []
-    writer = ledger.LedgerWriter(engine, signer, ORIGIN, observe=batches.append)
+    writer = ledger.store.LedgerWriter(engine, signer, ORIGIN, observe=batches.append)
     writer.append(drafts[0]).result()  # first batch loads the head; not timed
     batches.clear()
     elapsed = _from_threads(
@@ -111,9 +113,9 @@ def _handoffs(count: int) -> float:
 
 
 def _rows(url: str) -> list[tuple[int, bytes, bytes]]:
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     with engine.connect() as connection:
-        rows = list(ledger.iter_entries(connection))
+        rows = list(ledger.store.iter_entries(connection))
     engine.dispose()
     return rows[1:]  # the untimed first entry
 
@@ -129,8 +131,8 @@ def _timed_batches(rows: list[Row], insert: Callable[[list[Row]], None]) -> floa
 
 
 def _sqlite_baseline(path: Path, rows: list[tuple[int, bytes, bytes]]) -> float:
-    engine = ledger.create_engine(f"sqlite:///{path}")
-    ledger.create_schema(engine)  # the same table definition
+    engine = ledger.store.create_engine(f"sqlite:///{path}")
+    ledger.store.create_schema(engine)  # the same table definition
     engine.dispose()
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
@@ -148,8 +150,8 @@ def _sqlite_baseline(path: Path, rows: list[tuple[int, bytes, bytes]]) -> float:
 
 
 def _postgres_baseline(url: str, rows: list[tuple[int, bytes, bytes]]) -> float:
-    engine = ledger.create_engine(url)
-    ledger.create_schema(engine)
+    engine = ledger.store.create_engine(url)
+    ledger.store.create_schema(engine)
     engine.dispose()
     parsed = make_url(url)
     with psycopg.connect(host=parsed.host, port=parsed.port, user=parsed.username,

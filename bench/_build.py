@@ -1,7 +1,7 @@
 """Large ledgers, built fast: the writer's rows, written without the writer's round trips.
 
-Appending a million entries through :class:`ledger.LedgerWriter` takes minutes (each batch is one
-durable commit). The builder writes exactly the rows the writer writes, the same way:
+Appending a million entries through :class:`ledger.store.LedgerWriter` takes minutes (each
+batch is one durable commit). The builder writes exactly the rows the writer writes, the same way:
 
 * each entry is an :class:`ledger.EntryDraft` placed with ``at(seq, time, prev)`` and encoded with
   ``encode()``, its hash is ``leaf_hash(body)`` and ``prev`` links to the previous entry's hash;
@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ledger
+import ledger.store
 from bench._common import CACHE, ORIGIN, dev_pki, log
 from ledger import Action, Actor, EntryDraft, Frontier, Outcome, leaf_hash
 

@@ -6,8 +6,8 @@ RFC 6962 root at every stored checkpoint; every signature), which spreads the wo
 process per core. The baseline is SHA-256 of each entry's bytes, already in memory, in a Python
 loop (one core). The sequential ``verify_ledger`` is timed too, for the record.
 
-Proofs are ``ledger.prove`` (an inclusion proof in the newest checkpoint, with the entry) and
-``ledger.prove_consistency`` (from a random earlier size to the newest), from the database.
+Proofs are ``ledger.store.prove`` (an inclusion proof in the newest checkpoint, with the entry) and
+``ledger.store.prove_consistency`` (from a random earlier size to the newest), from the database.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 import ledger
+import ledger.store
 from bench._build import cached_ledger, copy_database
 from bench._common import RESULTS, Result, Sizes, fresh_copy, log
 from bench._exchange import serve_exchange
@@ -34,37 +35,39 @@ ROUNDS = 8
 
 def _verify(path: Path, pki: Path) -> tuple[float, float, dict[str, object]]:
     verifier = ledger.Verifier.from_vkey((pki / "ledger.vkey").read_text().strip())
-    engine = ledger.create_engine(f"sqlite:///{path}")
+    engine = ledger.store.create_engine(f"sqlite:///{path}")
     with engine.connect() as connection:
         # Warm the page cache the same way for both sides: read everything once.
-        bodies = [body for _seq, _hash, body in ledger.iter_entries(connection)]
-        checkpoints = sum(1 for _ in ledger.iter_checkpoints(connection))
+        bodies = [body for _seq, _hash, body in ledger.store.iter_entries(connection)]
+        checkpoints = sum(1 for _ in ledger.store.iter_checkpoints(connection))
         began = time.perf_counter()
         for body in bodies:
             hashlib.sha256(body).digest()
         bare = time.perf_counter() - began
 
         began = time.perf_counter()
-        read_only = sum(1 for _ in ledger.iter_entries(connection))
+        read_only = sum(1 for _ in ledger.store.iter_entries(connection))
         reading = time.perf_counter() - began
 
         # What no verifier of this ledger escapes: reading the rows, and a signature per stored
         # checkpoint. Spread over the cores, it bounds verify however little its per-entry
         # checks cost (docs/performance.md, "4. Verify").
         began = time.perf_counter()
-        for size, note in ledger.iter_checkpoints(connection):
+        for size, note in ledger.store.iter_checkpoints(connection):
             assert ledger.open_checkpoint(note, [verifier]).size == size
         opening = time.perf_counter() - began
 
         began = time.perf_counter()
         sequential = ledger.verify_ledger(
-            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+            ledger.store.iter_entries(connection),
+            ledger.store.iter_checkpoints(connection),
+            [verifier],
         )
         one_core = time.perf_counter() - began
 
         began = time.perf_counter()
-        missing = ledger.missing_triggers(connection)
-    report = ledger.verify_database(f"sqlite:///{path}", [verifier])
+        missing = ledger.store.missing_triggers(connection)
+    report = ledger.store.verify_database(f"sqlite:///{path}", [verifier])
     verifying = time.perf_counter() - began
     engine.dispose()
     assert not missing
@@ -116,16 +119,16 @@ def _online(path: Path, key_pki: Path) -> dict[str, object]:
 
 def _proofs(connection: Connection, rng: random.Random, count: int) -> tuple[float, float]:
     """Seconds of ``count`` random inclusion proofs and of ``count`` consistency proofs."""
-    size = ledger.entry_count(connection)
+    size = ledger.store.entry_count(connection)
     seqs = [rng.randint(1, size) for _ in range(count)]
     firsts = [rng.randint(1, size - 1) for _ in range(count)]
     began = time.perf_counter()
     for seq in seqs:
-        ledger.prove(connection, seq)
+        ledger.store.prove(connection, seq)
     inclusion = time.perf_counter() - began
     began = time.perf_counter()
     for first in firsts:
-        ledger.prove_consistency(connection, first, size)
+        ledger.store.prove_consistency(connection, first, size)
     return inclusion, time.perf_counter() - began
 
 
@@ -133,7 +136,7 @@ def _proof_times(small: Path, large: Path) -> tuple[tuple[float, float], tuple[f
     """Mean seconds of one inclusion and one consistency proof, (small, large). The two ledgers
     take turns in rounds, so that other work on the machine weighs on both alike."""
     rng = random.Random(5)
-    engines = [ledger.create_engine(f"sqlite:///{path}") for path in (small, large)]
+    engines = [ledger.store.create_engine(f"sqlite:///{path}") for path in (small, large)]
     totals = [[0.0, 0.0], [0.0, 0.0]]
     with engines[0].connect() as first, engines[1].connect() as second:
         connections = (first, second)

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from certs._errors import CertificateError, IdentityError
+from certs._identity import _PUBLIC, _write
 from certs._x509 import Issued
 
 __all__ = [
@@ -113,8 +114,6 @@ class RevocationDatabase:
         return True
 
     def save(self) -> None:
-        from certs._identity import _PUBLIC, _write  # noqa: PLC0415 - one writer of files
-
         body = {
             "crl_number": self.crl_number,
             "revoked": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.serial)],

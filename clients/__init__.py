@@ -16,7 +16,6 @@ from clients._client import (
     ExchangeClient,
     Published,
     RetryPolicy,
-    VerifiedReceipt,
     find_ledger_key,
     load_verifier,
 )
@@ -47,7 +46,6 @@ __all__ = [
     "Unreachable",
     "UsageError",
     "VerificationFailed",
-    "VerifiedReceipt",
     "Witness",
     "alert_from_json",
     "content_alert",

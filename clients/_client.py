@@ -25,7 +25,7 @@ from clients._signatures import (
 )
 from clients._witness import Witness
 from ledger import Checkpoint as LedgerCheckpoint
-from ledger import Entry, LedgerError, Verifier, leaf_hash, open_checkpoint, verify_inclusion
+from ledger import LedgerError, Receipt, VerifiedReceipt, Verifier, leaf_hash, open_checkpoint
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -70,15 +70,6 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
-
-
-@dataclass(frozen=True)
-class VerifiedReceipt:
-    """A receipt whose checkpoint signature and inclusion proof both verified."""
-
-    seq: int
-    entry: Entry
-    checkpoint: LedgerCheckpoint
 
 
 @dataclass(frozen=True)
@@ -480,18 +471,11 @@ class ExchangeClient:
 
         Auditors only."""
         reply = self._call(self._audit.GetInclusionProof, ledger_pb2.InclusionProofRequest(seq=seq))
-        cp = self._open(reply.checkpoint.note)
-        try:
-            entry = Entry.decode(reply.entry)
-            verify_inclusion(seq - 1, cp.size, leaf_hash(reply.entry), list(reply.proof), cp.root)
-        except LedgerError as exc:
-            raise VerificationFailed(
-                f"inclusion proof of entry {seq} does not verify: {exc}"
-            ) from None
-        if entry.seq != seq:
-            raise VerificationFailed(f"asked for entry {seq}, got entry {entry.seq}")
-        self.witness.observe(cp, reply.checkpoint.note, fetch=self._consistency)
-        return VerifiedReceipt(seq, entry, cp)
+        proof = Receipt(seq, leaf_hash(reply.entry), reply.entry, reply.checkpoint.note, 0,
+                        tuple(reply.proof))  # fmt: skip
+        verified = self._verified(proof)
+        self.witness.observe(verified.checkpoint, verified.note, fetch=self._consistency)
+        return verified
 
     def consistency(self, first: int, second: int) -> tuple[LedgerCheckpoint, list[bytes]]:
         """The checkpoint at ``second`` and the proof that size ``first`` is its prefix."""
@@ -504,39 +488,40 @@ class ExchangeClient:
         return cp, list(reply.proof)
 
     def verify_receipt(self, receipt: ledger_pb2.Receipt, action: str, obj: str) -> VerifiedReceipt:
-        """Check the checkpoint signature, the entry hash, its inclusion, and what it records."""
-        try:
-            checkpoint = open_checkpoint(receipt.checkpoint.note, [self._verifier])
-            if leaf_hash(receipt.entry) != receipt.entry_hash:
-                raise VerificationFailed("receipt entry does not match its hash")
-            entry = Entry.decode(receipt.entry)
-            verify_inclusion(
-                receipt.seq - 1,
-                checkpoint.size,
-                receipt.entry_hash,
-                list(receipt.inclusion_proof),
-                checkpoint.root,
-            )
-        except LedgerError as exc:
-            raise VerificationFailed(f"receipt does not verify: {exc}") from None
-        if entry.seq != receipt.seq or entry.action != action or obj not in entry.objects:
-            raise VerificationFailed(
-                f"receipt records {entry.action} of {list(entry.objects)}, not {action} of {obj}"
-            )
-        # A retried publish is answered with the first attempt's entry, which another system of
-        # the same agency may have made; anyone else's is not our receipt.
-        me = self.identity.spiffe_id
-        try:
-            actor = SpiffeId.parse(entry.actor.id)
-        except CertsError:
-            actor = None
-        if me is None or actor is None or actor.agency != me.agency:
-            raise VerificationFailed(f"receipt attributes the act to {entry.actor.id}, not {me}")
+        """Check the receipt (:meth:`ledger.Receipt.verify`): the checkpoint's signature, the
+        entry's hash and inclusion, and that it records ``action`` of ``obj`` by this agency (a
+        retried write is answered with the first attempt's entry, which another system of the
+        same agency may have made); then witness its checkpoint. Raises
+        :class:`VerificationFailed`, or :class:`ForkDetected` for a rewritten ledger."""
+        verified = self._verified(
+            Receipt(receipt.seq, receipt.entry_hash, receipt.entry, receipt.checkpoint.note, 0,
+                    tuple(receipt.inclusion_proof)),
+            action=action, obj=obj, actor=self._same_agency,
+        )  # fmt: skip
         self.witness.observe(
-            checkpoint,
-            receipt.checkpoint.note,
+            verified.checkpoint,
+            verified.note,
             proof=list(receipt.consistency_proof),
             proof_from=receipt.witnessed_size,
             fetch=self._consistency,
         )
-        return VerifiedReceipt(receipt.seq, entry, checkpoint)
+        return verified
+
+    def _verified(
+        self,
+        receipt: Receipt,
+        *,
+        action: str | None = None,
+        obj: str | None = None,
+        actor: Callable[[str], bool] | None = None,
+    ) -> VerifiedReceipt:
+        try:
+            return receipt.verify([self._verifier], action=action, obj=obj, actor=actor)
+        except LedgerError as exc:
+            raise VerificationFailed(str(exc)) from None
+
+    def _same_agency(self, principal: str) -> bool:
+        try:
+            return SpiffeId.parse(principal).agency == self._me.agency
+        except CertsError:
+            return False

@@ -3,7 +3,8 @@
 A database administrator who holds the signing key could rewrite history and sign it anew; the
 next client that connects catches it, because the new checkpoint is not consistent (RFC 9162
 §2.1.4) with the one it kept. That is the same defence Certificate Transparency clients use.
-The state is a small JSON file per identity; checkpoints in it are verified again when loaded.
+The rules are :func:`ledger.advance`'s; this module keeps the state: a small JSON file per
+identity, locked across threads and processes, whose checkpoints are verified again when loaded.
 """
 
 from __future__ import annotations
@@ -13,25 +14,26 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from clients._errors import VerificationFailed
-from ledger import Checkpoint, LedgerError, Verifier, open_checkpoint, verify_consistency
+from ledger import (
+    Checkpoint,
+    ForkError,
+    LedgerError,
+    ProofFetcher,
+    Verifier,
+    advance,
+    open_checkpoint,
+)
 
 STATE_VERSION = 1
-
-#: Fetches the consistency proof between two sizes, smaller first, from the exchange.
-ProofFetcher = Callable[[int, int], Sequence[bytes]]
 
 
 class ForkDetected(VerificationFailed):
     """The exchange showed a checkpoint inconsistent with one this client verified before."""
-
-
-def describe(cp: Checkpoint) -> str:
-    return f"{cp.origin} size {cp.size} root {cp.root.hex()}"
 
 
 class Witness:
@@ -148,48 +150,23 @@ class Witness:
         fetch: ProofFetcher | None = None,
         newest_since: int | None = None,
     ) -> None:
-        """Accept ``checkpoint`` (already verified against this witness's keys) if consistent with
-        the kept one.
-
-        ``proof`` is a consistency proof between ``proof_from`` and ``checkpoint.size`` (as a
-        receipt carries it); when it does not connect to the kept checkpoint, ``fetch`` gets one
-        that does. ``newest_since`` marks a checkpoint presented as the newest, asked for when the
-        kept checkpoint had that size: a smaller one is a rollback. One between that size and the
-        kept one is not: the kept one arrived meanwhile (another thread's or process's receipt),
-        and the answer must then be a prefix of it, which a consistency proof shows.
-        """
+        """Keep ``checkpoint`` (already verified against this witness's keys) if it is newer than
+        the kept one and consistent with it; :class:`ForkDetected` if it is not consistent (the
+        rules, and the arguments, are :func:`ledger.advance`'s)."""
         with self._locked():
             notes = self._load()
             kept_note = notes.get(checkpoint.origin)
-            if kept_note is None:
-                self._keep(notes, checkpoint, note)
-                return
-            kept = self._open(kept_note)
-            if newest_since is not None and checkpoint.size < newest_since:
-                raise ForkDetected(
-                    f"the exchange's newest checkpoint ({describe(checkpoint)}) is older than one "
-                    f"already verified ({describe(kept)}): the ledger was rolled back"
-                )
-            if checkpoint.size == kept.size:
-                if checkpoint.root != kept.root:
-                    raise ForkDetected(
-                        f"two different ledgers: {describe(checkpoint)}, "
-                        f"verified before: {describe(kept)}"
-                    )
-                return
-            old, new = sorted((kept, checkpoint), key=lambda cp: cp.size)
-            if proof_from != kept.size or not proof:
-                if fetch is None:
-                    raise ForkDetected(
-                        f"no consistency proof between {describe(old)} and {describe(new)}"
-                    )
-                proof = fetch(old.size, new.size)
+            kept = self._open(kept_note) if kept_note is not None else None
             try:
-                verify_consistency(old.size, new.size, old.root, new.root, list(proof))
-            except LedgerError as exc:
-                raise ForkDetected(
-                    f"checkpoint {describe(new)} is not consistent with {describe(old)}: "
-                    f"history was rewritten ({exc})"
-                ) from None
-            if checkpoint.size > kept.size:
+                newer = advance(
+                    kept,
+                    checkpoint,
+                    proof=proof,
+                    proof_from=proof_from,
+                    fetch=fetch,
+                    newest_since=newest_since,
+                )
+            except ForkError as exc:
+                raise ForkDetected(str(exc)) from None
+            if newer:
                 self._keep(notes, checkpoint, note)

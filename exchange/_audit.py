@@ -19,17 +19,8 @@ from exchange._errors import InvalidArgument, NotFound, Unavailable
 from exchange._policy import Policy
 from exchange._rpc import current_principal
 from exchange._store import read
-from ledger import (
-    Action,
-    EntryDraft,
-    LedgerError,
-    LedgerWriter,
-    StorageError,
-    checkpoint_at,
-    iter_entries,
-    prove,
-    prove_consistency,
-)
+from ledger import Action, EntryDraft, LedgerError, StorageError
+from ledger.store import LedgerWriter, checkpoint_at, iter_entries, prove, prove_consistency
 from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
 
 T = TypeVar("T")

@@ -27,7 +27,8 @@ from exchange._server import ExchangeServer, ServerConfig, open_database
 from exchange._server import check_config as check_server_config
 from exchange._store import reseal as reseal_rows
 from exchange._store import with_keyring
-from ledger import Actor, LedgerError, LedgerWriter, load_signer
+from ledger import Actor, LedgerError, load_signer
+from ledger.store import LedgerWriter
 
 _DB = click.option(
     "--db", envvar="SINERGI_DB", default="sqlite:///var/sinergi.db", show_default=True,

@@ -18,8 +18,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
 import ledger
+import ledger.store
 from exchange._errors import ConfigError
-from ledger import APPEND_ONLY_TABLES
+from ledger.store import APPEND_ONLY_TABLES
 
 MIGRATIONS = Path(__file__).parent / "_migrations"
 ALERT_TABLES = ("alerts", "alert_recipients", "alert_subjects", "acknowledgements")
@@ -48,12 +49,12 @@ def upgrade(url: str) -> tuple[str | None, str]:
 
     On PostgreSQL the ledger's advisory lock is held meanwhile, so replicas started together with
     ``--upgrade`` migrate once, and no append runs half-way through a migration."""
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     try:
         with engine.connect() as plain:
-            connection = ledger.writing(plain)
+            connection = ledger.store.writing(plain)
             with connection.begin():
-                ledger.lock_ledger(connection)
+                ledger.store.lock_ledger(connection)
                 before = current_revision(connection)
                 command.upgrade(_config(connection), "head")
                 after = current_revision(connection)
@@ -81,7 +82,7 @@ def grant_app_role(url: str, role: str) -> None:
     and INSERT on every table, the sequences that number alerts; nothing that rewrites."""
     if not _ROLE.fullmatch(role):
         raise ConfigError(f"{role!r} is not a plain PostgreSQL role name")
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     try:
         if engine.dialect.name != "postgresql":
             raise ConfigError("database roles are a PostgreSQL feature; SQLite has none")

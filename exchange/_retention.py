@@ -22,7 +22,8 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from exchange import _store
 from exchange._policy import Policy
-from ledger import Action, Actor, EntryDraft, LedgerWriter
+from ledger import Action, Actor, EntryDraft
+from ledger.store import LedgerWriter
 from sinergi.v1 import alert_pb2
 
 REDACTED = "[removed under retention]"

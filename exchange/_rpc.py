@@ -33,7 +33,8 @@ from exchange._errors import (
 from exchange._identity import PeerRejected, Principal, Trust, authenticate, require
 from exchange._limits import RateLimiter
 from exchange._metrics import Metrics
-from ledger import Action, Actor, EntryDraft, LedgerWriter, Outcome
+from ledger import Action, Actor, EntryDraft, Outcome
+from ledger.store import LedgerWriter
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 _request_digest: contextvars.ContextVar[str] = contextvars.ContextVar("request_digest")

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 import ledger
+import ledger.store
 from certs import load_identity
 from exchange._audit import AuditLedgerService
 from exchange._database import check_revision, upgrade
@@ -33,7 +34,8 @@ from exchange._service import ExchangeService
 from exchange._store import with_keyring
 from exchange._subscriptions import Hub, PostgresWakeups
 from exchange._tls import ServerTls
-from ledger import Action, Actor, EntryDraft, LedgerWriter
+from ledger import Action, Actor, EntryDraft
+from ledger.store import LedgerWriter
 from sinergi.v1 import exchange_pb2_grpc, ledger_pb2_grpc
 
 #: Services that carry no alert or ledger data: their refusals are logged, not ledger entries.
@@ -85,7 +87,7 @@ def initialise_database(url: str) -> None:
 
 def open_database(url: str) -> Engine:
     """An engine on an initialised database, or a :class:`ConfigError` saying what is wrong."""
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     shown = engine.url.render_as_string(hide_password=True)
     name = engine.url.database
     if engine.dialect.name == "sqlite" and name and not Path(name).exists():
@@ -127,7 +129,7 @@ def check_config(config: ServerConfig) -> dict[str, object]:
     engine = open_database(config.database)
     try:
         with engine.connect() as connection:
-            size = ledger.entry_count(connection)
+            size = ledger.store.entry_count(connection)
     finally:
         engine.dispose()
     return {

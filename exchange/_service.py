@@ -43,17 +43,12 @@ from exchange._validate import (
     validate_subscribe,
     validate_update,
 )
-from ledger import (
-    Action,
+from ledger import Action, EntryDraft, LedgerError, Receipt, StorageError, normalise_identifier
+from ledger.store import (
     Committed,
-    EntryDraft,
-    LedgerError,
     LedgerWriter,
-    Receipt,
-    StorageError,
     Work,
     cached_consistency_proof,
-    normalise_identifier,
     prove,
     prove_consistency,
 )

@@ -1,9 +1,9 @@
 """Alert state: the alerts, who they are addressed to, and acknowledgements.
 
-Writes happen only inside ledger works (see :class:`ledger.LedgerWriter`), so each row commits in
-the same transaction as the ledger entry that records it. An alert's ``position`` is assigned while
-the writer holds the ledger lock, so positions grow in commit order: a subscriber's cursor never
-skips a row that commits later with a smaller position.
+Writes happen only inside ledger works (see :class:`ledger.store.LedgerWriter`), so each row
+commits in the same transaction as the ledger entry that records it. An alert's ``position`` is
+assigned while the writer holds the ledger lock, so positions grow in commit order: a
+subscriber's cursor never skips a row that commits later with a smaller position.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -44,10 +45,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from exchange._errors import ConfigError, Internal, Unavailable
+from exchange._errors import ConfigError, Internal, NotFound, Unavailable
 from exchange._sealing import OPTION, Keyring
 from exchange._subscriptions import CHANNEL
 from ledger import normalise_identifier
+from ledger.store import create_engine
 from sinergi.v1 import alert_pb2, exchange_pb2
 
 T = TypeVar("T")
@@ -364,6 +366,30 @@ def thread_of(connection: Connection, alert_id: str) -> list[StoredAlert]:
             select(*_MESSAGE).where(alerts.c.thread_id == thread).order_by(alerts.c.position)
         ),
     )
+
+
+def stored_message(url: str, alert_id: str, kek_file: Path | None = None) -> bytes:
+    """The message ``alert_id`` exactly as the exchange stored it (the bytes whose SHA-256 its
+    ledger entry records), opened with the key-encryption key in ``kek_file`` if it was sealed.
+
+    For internal affairs matching a stored alert with the ledger (`sinergi audit match
+    --alert`): the alert tables are the exchange's, so they are read with its code. Raises
+    :class:`ConfigError` if the database cannot be read or a sealed body needs the key, and
+    :class:`NotFound` if no such message is stored (never stored, or purged)."""
+    engine = with_keyring(create_engine(url), Keyring.load(kek_file) if kek_file else None)
+    try:
+        with engine.connect() as connection:
+            messages = thread_of(connection, alert_id)
+    except Internal as exc:
+        raise ConfigError(f"{exc.reason}: pass the exchange's --kek-file") from None
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"cannot read the alerts of {url}: {exc.__class__.__name__}") from None
+    finally:
+        engine.dispose()
+    for message in messages:
+        if message.alert.id == alert_id:
+            return message.body
+    raise NotFound(f"no alert {alert_id} is stored (never published here, or purged)")
 
 
 def threads(connection: Connection, thread_ids: Sequence[str]) -> dict[str, list[StoredAlert]]:

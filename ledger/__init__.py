@@ -1,7 +1,9 @@
 """Sinergi's audit ledger: canonical entries, hash chain, RFC 6962 Merkle tree, signed checkpoints.
 
-The pure parts (encoding, proofs, notes, verification) do no I/O, so an internal-affairs team can
-verify a ledger with this package alone; the storage parts run on SQLAlchemy.
+This package is pure: encoding, proofs, notes, receipts, witnessing rules, verification and the
+questions internal affairs asks of verified entries, with no database code, so that a client or
+an internal-affairs team verifies a ledger (an export file, a receipt, a server's answers) with
+it alone. The ledger's storage on SQLAlchemy is :mod:`ledger.store`.
 """
 
 from ledger._audit import (
@@ -19,17 +21,17 @@ from ledger._audit import (
     who_accessed,
 )
 from ledger._canonical import canonical_json, parse_canonical
-from ledger._engine import create_engine, lock_ledger, writing
 from ledger._entry import GENESIS_PREV, OK, Action, Actor, Entry, EntryDraft, Outcome
 from ledger._errors import (
     EncodingError,
+    ForkError,
     LedgerError,
     NoteError,
     ProofError,
     StorageError,
     VerificationError,
 )
-from ledger._export import export_checkpoints, export_entries, write_export
+from ledger._export import checkpoint_line, export_checkpoints, export_entries
 from ledger._keys import load_signer, write_signing_key
 from ledger._merkle import (
     EMPTY_ROOT,
@@ -64,56 +66,34 @@ from ledger._note import (
     sign_checkpoint,
     sign_note,
 )
-from ledger._schema import APPEND_ONLY_TABLES, create_schema, install_triggers, missing_triggers
-from ledger._store import (
-    LINGER,
-    BatchStats,
-    Committed,
-    LedgerWriter,
-    NodeCache,
-    Receipt,
-    Work,
-    cached_consistency_proof,
-    checkpoint_at,
-    entry_count,
-    iter_checkpoints,
-    iter_entries,
-    latest_checkpoint,
-    node_reader,
-    prove,
-    prove_consistency,
-)
+from ledger._receipt import Receipt, VerifiedReceipt
 from ledger._verify import Report, verify_ledger
-from ledger._verify_store import verify_database
+from ledger._witnessing import ProofFetcher, advance, describe
 
 __all__ = [
-    "APPEND_ONLY_TABLES",
     "ED25519_ALG",
     "EMPTY_ROOT",
     "GENESIS_PREV",
     "HASH_SIZE",
-    "LINGER",
     "MAX_SIGNATURES",
     "MAX_TREE_SIZE",
     "OK",
     "Action",
     "Actor",
     "Anomaly",
-    "BatchStats",
     "Checkpoint",
-    "Committed",
     "DeniedGroup",
     "EncodingError",
     "Entry",
     "EntryDraft",
+    "ForkError",
     "Frontier",
     "LedgerError",
-    "LedgerWriter",
-    "NodeCache",
     "NodeReader",
     "NoteError",
     "Outcome",
     "ProofError",
+    "ProofFetcher",
     "Receipt",
     "Report",
     "Rules",
@@ -121,44 +101,33 @@ __all__ = [
     "StorageError",
     "Threads",
     "VerificationError",
+    "VerifiedReceipt",
     "Verifier",
-    "Work",
     "activity",
+    "advance",
     "agency_of",
     "anomalies",
-    "cached_consistency_proof",
     "canonical_json",
-    "checkpoint_at",
+    "checkpoint_line",
     "consistency_proof",
-    "create_engine",
-    "create_schema",
     "denied",
-    "entry_count",
+    "describe",
     "entry_time",
     "export_checkpoints",
     "export_entries",
     "generate_signing_key",
     "inclusion_proof",
-    "install_triggers",
-    "iter_checkpoints",
-    "iter_entries",
     "key_id",
-    "latest_checkpoint",
     "leaf_hash",
     "load_private_key_pem",
     "load_public_key_pem",
     "load_signer",
-    "lock_ledger",
-    "missing_triggers",
     "node_hash",
-    "node_reader",
     "normalise_identifier",
     "open_checkpoint",
     "open_note",
     "parse_canonical",
     "private_key_pem",
-    "prove",
-    "prove_consistency",
     "public_key_pem",
     "range_hash",
     "root_at",
@@ -167,11 +136,8 @@ __all__ = [
     "sign_checkpoint",
     "sign_note",
     "verify_consistency",
-    "verify_database",
     "verify_inclusion",
     "verify_ledger",
     "who_accessed",
-    "write_export",
     "write_signing_key",
-    "writing",
 ]

@@ -18,7 +18,7 @@ class NoteError(LedgerError):
 
 
 class StorageError(LedgerError):
-    """The ledger store refused or failed an operation."""
+    """The ledger store (:mod:`ledger.store`) refused or failed an operation."""
 
 
 class VerificationError(LedgerError):
@@ -27,3 +27,8 @@ class VerificationError(LedgerError):
     def __init__(self, message: str, seq: int | None = None) -> None:
         super().__init__(message)
         self.seq = seq
+
+
+class ForkError(VerificationError):
+    """A checkpoint is not consistent with one verified before: the ledger was rewritten or
+    rolled back (RFC 9162 section 2.1.4)."""

@@ -2,7 +2,8 @@
 
 An entry line is the entry's canonical bytes exactly, so its hash is SHA-256(0x00 || line). A
 checkpoint line is a JSON object with the single key ``checkpoint`` whose value is the signed note
-(docs/ledger-format.md, section 4). An auditor verifies the file with no access to the database.
+(docs/ledger-format.md, section 4). An auditor verifies the file with no access to the database;
+:mod:`ledger.store` writes it.
 """
 
 from __future__ import annotations
@@ -10,33 +11,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import IO
-
-from sqlalchemy import Connection
 
 from ledger._errors import VerificationError
 from ledger._merkle import leaf_hash
-from ledger._store import iter_checkpoints, iter_entries
 
 
-def write_export(connection: Connection, out: IO[bytes]) -> tuple[int, int]:
-    """Write the whole ledger; returns (entries, checkpoints) written."""
-    pending = list(iter_checkpoints(connection))
-    pending.reverse()
-    entries = checkpoints = 0
-    while pending and pending[-1][0] == 0:
-        out.write(_checkpoint_line(pending.pop()[1]))
-        checkpoints += 1
-    for seq, _digest, body in iter_entries(connection):
-        out.write(body + b"\n")
-        entries += 1
-        while pending and pending[-1][0] == seq:
-            out.write(_checkpoint_line(pending.pop()[1]))
-            checkpoints += 1
-    return entries, checkpoints
-
-
-def _checkpoint_line(note: bytes) -> bytes:
+def checkpoint_line(note: bytes) -> bytes:
+    """The export line of a signed checkpoint."""
     return json.dumps({"checkpoint": note.decode("utf-8")}, ensure_ascii=False).encode() + b"\n"
 
 

@@ -20,9 +20,10 @@ import structlog
 from sqlalchemy.engine import make_url
 
 import ledger
+import ledger.store
 from certs import create_dev_pki
 from exchange import ExchangeServer, ServerConfig, initialise_database
-from ledger import _schema
+from ledger.store import _schema
 
 T = TypeVar("T")
 PG_URL = os.environ.get("SINERGI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -166,10 +167,13 @@ class RunningServer:
     server_thread: ServerThread
 
     def entries(self) -> list[ledger.Entry]:
-        engine = ledger.create_engine(self.database)
+        engine = ledger.store.create_engine(self.database)
         try:
             with engine.connect() as connection:
-                return [ledger.Entry.decode(body) for _, _, body in ledger.iter_entries(connection)]
+                return [
+                    ledger.Entry.decode(body)
+                    for _, _, body in ledger.store.iter_entries(connection)
+                ]
         finally:
             engine.dispose()
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import click
 
 from clients._cli._alert import alert
-from clients._cli._audit import audit
 from clients._cli._common import LazyGroup
 from clients._cli._config import config
-from clients._cli._ledger import ledger
 from clients._cli._pki import pki
 
 
 @click.group(
     cls=LazyGroup,
-    lazy={"serve": "exchange._cli:serve", "db": "exchange._cli:db"},
+    lazy=("serve", "db", "ledger", "audit"),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(package_name="sinergi")
@@ -26,9 +24,7 @@ def cli() -> None:
 
 
 cli.add_command(alert)
-cli.add_command(audit)
 cli.add_command(config)
-cli.add_command(ledger)
 cli.add_command(pki)
 
 

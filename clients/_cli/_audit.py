@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from clients._cli._alert_io import parse_moment, table
 from clients._cli._audit_report import render_report
-from clients._cli._common import db_option, emit, handle_errors, json_option
+from clients._cli._common import by_name, db_option, emit, handle_errors, json_option
 from clients._cli._ledger import _client, _database, _kept_note, _server_options, _vkey_option
 from clients._client import load_verifier
 from clients._errors import UsageError, VerificationFailed
@@ -33,17 +33,15 @@ from ledger import (
     VerificationError,
     activity,
     anomalies,
-    create_engine,
     denied,
     entry_time,
     export_checkpoints,
     export_entries,
-    iter_checkpoints,
-    iter_entries,
     searches_for,
     verify_ledger,
     who_accessed,
 )
+from ledger.store import iter_checkpoints, iter_entries
 from sinergi.v1 import alert_pb2
 
 P = ParamSpec("P")
@@ -263,27 +261,18 @@ def anomalies_command(
 
 
 def _stored_alert(db: str, alert_id: str, kek_file: Path | None) -> bytes:
-    """The message as the exchange stores it, opened with its key-encryption key if sealed.
-
-    The alert tables are the exchange's: read them with its code (docs/security.md)."""
-    from exchange import ExchangeError  # noqa: PLC0415 - server code, needed only here
-    from exchange._sealing import Keyring  # noqa: PLC0415
-    from exchange._store import thread_of, with_keyring  # noqa: PLC0415
-
-    engine = create_engine(db)
+    """The message as the exchange stores it, read with the exchange's own code
+    (:func:`exchange.stored_message`, loaded by name: docs/decisions/0015)."""
+    stored_message = by_name("stored_message")
     try:
-        if kek_file is not None:
-            engine = with_keyring(engine, Keyring.load(kek_file))
-        with engine.connect() as connection:
-            messages = thread_of(connection, alert_id)
-    except ExchangeError as exc:
-        raise UsageError(f"{exc.reason}: pass the exchange's --kek-file") from None
-    finally:
-        engine.dispose()
-    for message in messages:
-        if message.alert.id == alert_id:
-            return message.body
-    raise UsageError(f"no alert {alert_id} in {db} (purged, or another database)")
+        body = stored_message(db, alert_id, kek_file)
+    except Exception as exc:  # the exchange's typed errors, which clients may not import
+        reason = getattr(exc, "reason", None)
+        if reason is None:
+            raise
+        raise UsageError(f"{reason} (in {db})") from None
+    assert isinstance(body, bytes)
+    return body
 
 
 @audit.command("match")

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -52,24 +52,39 @@ def from_file(name: str, default: str | None = None) -> Callable[[], str | None]
     return value
 
 
+#: What the CLI loads by name, only when it is used (docs/decisions/0005 and 0015): the server's
+#: commands and the one server function an auditor command needs (``clients`` never imports
+#: ``exchange``), and the auditor commands that read a database through ``ledger.store``, so that
+#: the agency commands load neither the server nor SQLAlchemy.
+BY_NAME = {
+    "serve": "exchange._cli:serve",
+    "db": "exchange._cli:db",
+    "ledger": "clients._cli._ledger:ledger",
+    "audit": "clients._cli._audit:audit",
+    "stored_message": "exchange:stored_message",
+}
+
+
+def by_name(name: str) -> Any:  # noqa: ANN401 - a command or a function, checked by the caller
+    """The object ``BY_NAME[name]`` names, imported now."""
+    module, _, attr = BY_NAME[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are imported when used (click docs, "Lazily Loading Subcommands").
+    """A group whose commands ``lazy`` (names in :data:`BY_NAME`) are imported when used (click
+    docs, "Lazily Loading Subcommands")."""
 
-    The server's commands live in :mod:`exchange`; loading them by name keeps `clients` free of
-    any import of the server (docs/architecture.md, "Components").
-    """
-
-    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:  # noqa: ANN401
+    def __init__(self, *args: Any, lazy: Sequence[str] = (), **kwargs: Any) -> None:  # noqa: ANN401
         super().__init__(*args, **kwargs)
-        self._lazy = lazy or {}
+        self._lazy = tuple(lazy)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._lazy])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self._lazy:
-            module, _, attr = self._lazy[cmd_name].partition(":")
-            command = getattr(importlib.import_module(module), attr)
+            command = by_name(cmd_name)
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)

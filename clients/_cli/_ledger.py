@@ -25,20 +25,21 @@ from ledger import (
     LedgerError,
     VerificationError,
     Verifier,
-    checkpoint_at,
-    create_engine,
-    entry_count,
     export_checkpoints,
     export_entries,
     leaf_hash,
-    missing_triggers,
     open_checkpoint,
+    verify_consistency,
+    verify_ledger,
+)
+from ledger.store import (
+    checkpoint_at,
+    create_engine,
+    entry_count,
+    missing_triggers,
     prove,
     prove_consistency,
-    verify_consistency,
     verify_database,
-    verify_inclusion,
-    verify_ledger,
     write_export,
 )
 
@@ -285,22 +286,22 @@ def prove_command(
       sinergi ledger prove 42 --db sqlite:///var/sinergi.db
     """
     verifier = load_verifier(ledger_key)
+    proof: list[bytes] | None = None
     if server is not None:
         with _client(server, identity, ledger_key) as client:
             verified = client.inclusion(seq)
-        entry, cp, proof = verified.entry.encode(), verified.checkpoint, None
     else:
         with _database(db) as connection:
             try:
                 receipt = prove(connection, seq)
             except LedgerError as exc:
                 raise UsageError(str(exc)) from None
-        cp = _open(receipt.checkpoint, verifier, "the stored checkpoint")
-        entry, proof = receipt.entry, list(receipt.inclusion_proof)
         try:
-            verify_inclusion(seq - 1, cp.size, leaf_hash(entry), proof, cp.root)
+            verified = receipt.verify([verifier])
         except LedgerError as exc:
-            raise VerificationFailed(f"entry {seq} is not in the checkpoint: {exc}") from None
+            raise VerificationFailed(str(exc)) from None
+        proof = list(receipt.inclusion_proof)
+    entry, cp = verified.entry.encode(), verified.checkpoint
     result: dict[str, Any] = {"ok": True, "seq": seq, "entry": entry.decode(),
                               "entry_hash": leaf_hash(entry).hex(), "tree_size": cp.size,
                               "root": cp.root.hex()}  # fmt: skip

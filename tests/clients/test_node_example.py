@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import json_format
 
 import ledger
-from clients import ExchangeClient, VerifiedReceipt, new_alert
-from ledger import Action, Actor
+from clients import ExchangeClient, new_alert
+from ledger import Action, Actor, VerifiedReceipt
 from sinergi.v1 import ledger_pb2
 from tests.conftest import ORIGIN, RunningServer, require_tool
 

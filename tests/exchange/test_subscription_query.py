@@ -5,11 +5,12 @@ every page (that made catching up quadratic in the backlog)."""
 from __future__ import annotations
 
 import ledger
+import ledger.store
 from exchange import _store
 
 
 def test_a_page_is_read_in_index_order_without_sorting_the_backlog(sqlite_url: str) -> None:
-    engine = ledger.create_engine(sqlite_url)
+    engine = ledger.store.create_engine(sqlite_url)
     try:
         with engine.connect() as connection:
             for statement in (_store._ALERTS_FOR, _store._ALERTS_FOR_CATEGORIES):

@@ -30,6 +30,7 @@ from pathlib import Path
 import grpc
 
 import ledger
+import ledger.store
 from clients import ClientError, ExchangeClient, Refused, Unreachable, new_alert, parse_subjects
 from exchange._sealing import Keyring, write_kek_file
 from exchange._store import alert_context
@@ -194,11 +195,12 @@ def _serve(db: str, pki: Path, port: int, kek: Path) -> ServeProcess:
 
 def _check_database(db: str, load: Load, keys: Keyring) -> dict[str, int]:
     """Everything acknowledged is there with the entry its receipt proved; nothing half-written."""
-    engine = ledger.create_engine(db)
+    engine = ledger.store.create_engine(db)
     try:
         with engine.connect() as connection:
             entries = {
-                seq: ledger.Entry.decode(body) for seq, _, body in ledger.iter_entries(connection)
+                seq: ledger.Entry.decode(body)
+                for seq, _, body in ledger.store.iter_entries(connection)
             }
             alerts = {  # every body sealed, and it opens: nothing half-written there either
                 alert_id: (seq, keys.open(key_id, wrapped, body, alert_context(alert_id)))

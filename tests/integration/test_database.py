@@ -12,11 +12,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
 import ledger
+import ledger.store
 from clients import ExchangeClient, new_alert
 from exchange import ConfigError, ExchangeServer, ServerConfig
 from exchange._database import grant_app_role, head_revision, upgrade
 from exchange._store import metadata as alert_metadata
-from ledger._schema import metadata as ledger_metadata
+from ledger.store import metadata as ledger_metadata
 from tests.conftest import RunningServer
 
 APP_ROLE = "sinergi_app"
@@ -38,8 +39,8 @@ def test_the_models_match_the_migrated_schema(db_url: str) -> None:
 
 def test_a_database_without_the_current_schema_is_refused(tmp_path: Path, pki: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = ledger.create_engine(url)
-    ledger.create_schema(engine)
+    engine = ledger.store.create_engine(url)
+    ledger.store.create_schema(engine)
     alert_metadata.create_all(engine)  # the tables, but not made by the migrations
     engine.dispose()
     config = ServerConfig(identity=pki / "server", ledger_key=pki / "ledger.key", database=url)

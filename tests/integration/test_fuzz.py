@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ledger
+import ledger.store
 from clients import ExchangeClient, new_alert, parse_subjects
 from sinergi.v1 import exchange_pb2, ledger_pb2
 from tests.conftest import RunningServer
@@ -264,11 +265,13 @@ def _still_serves(server: RunningServer, verifier: ledger.Verifier) -> None:
     with ExchangeClient(server.pki / "immigration", server.address) as client:
         done = client.publish(new_alert(category="OTHER", recipients=["police"], summary="after"))
     assert done.receipt.entry.action == ledger.Action.PUBLISH
-    engine = ledger.create_engine(server.database)
+    engine = ledger.store.create_engine(server.database)
     try:
         with engine.connect() as connection:
             report = ledger.verify_ledger(
-                ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+                ledger.store.iter_entries(connection),
+                ledger.store.iter_checkpoints(connection),
+                [verifier],
             )
     finally:
         engine.dispose()

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 import ledger
+import ledger.store
 from clients import ClientError, ExchangeClient, new_alert
 from ledger import Action
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
@@ -177,11 +178,11 @@ def test_sigterm_drains_and_loses_no_acknowledged_publish(tmp_path: Path) -> Non
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(10) == 0
-    engine = ledger.create_engine(db)
+    engine = ledger.store.create_engine(db)
     with engine.connect() as connection:
         recorded = {
             obj
-            for _, _, body in ledger.iter_entries(connection)
+            for _, _, body in ledger.store.iter_entries(connection)
             for entry in [ledger.Entry.decode(body)]
             if entry.action == Action.PUBLISH
             for obj in entry.objects

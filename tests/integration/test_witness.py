@@ -11,8 +11,10 @@ import pytest
 
 import exchange._audit as exchange_audit
 import ledger
+import ledger.store
 from clients import ExchangeClient, ForkDetected, new_alert
-from ledger import Action, Actor, EntryDraft, LedgerWriter
+from ledger import Action, Actor, EntryDraft
+from ledger.store import LedgerWriter
 from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.conftest import ORIGIN, RunningServer, as_dba
 
@@ -25,7 +27,7 @@ def rewrite_with_the_key(url: str, signer: ledger.Signer, entries: int) -> None:
     """A database administrator who also holds the signing key replaces the whole history."""
     as_dba(url, "DELETE FROM ledger_checkpoints", "DELETE FROM ledger_nodes",
            "DELETE FROM ledger_entries", restore=True)  # fmt: skip
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     writer = LedgerWriter(engine, signer, ORIGIN)
     actor = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "00" * 32)
     try:
@@ -233,9 +235,9 @@ def test_key_rotation_checkpoints_carry_both_signatures(
                         ledger_key=pki / "next" / "ledger.vkey") as rotated:  # fmt: skip
         newest = rotated.checkpoint()
     assert newest.size >= note.seq
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     with engine.connect() as connection:
-        stored = ledger.latest_checkpoint(connection)
+        stored = ledger.store.latest_checkpoint(connection)
     engine.dispose()
     assert stored is not None
     assert ledger.open_note(stored, [old])[1] == [ORIGIN]

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import sqlalchemy
 
 import ledger
+import ledger.store
 from ledger import Action, Actor, EntryDraft, Outcome
 
 WIB = timezone(timedelta(hours=7))
@@ -119,15 +120,15 @@ def script() -> list[Step]:
 
 def replay(url: str, signer: ledger.Signer, origin: str) -> int:
     """Write the script into a fresh ledger at ``url`` through the real writer."""
-    engine = ledger.create_engine(url)
-    ledger.create_schema(engine)
+    engine = ledger.store.create_engine(url)
+    ledger.store.create_schema(engine)
     steps = iter(script())
     current: list[datetime] = []
 
     def clock() -> datetime:
         return current[-1].astimezone(UTC)
 
-    writer = ledger.LedgerWriter(engine, signer, origin, clock=clock)
+    writer = ledger.store.LedgerWriter(engine, signer, origin, clock=clock)
     count = 0
     try:
         for step in steps:
@@ -144,7 +145,7 @@ def entries_of(url: str) -> list[ledger.Entry]:
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as connection:
-            return [ledger.Entry.decode(b) for _, _, b in ledger.iter_entries(connection)]
+            return [ledger.Entry.decode(b) for _, _, b in ledger.store.iter_entries(connection)]
     finally:
         engine.dispose()
 

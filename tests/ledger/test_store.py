@@ -15,7 +15,9 @@ import sqlalchemy
 from sqlalchemy import text
 
 import ledger
-from ledger import Action, Actor, EntryDraft, LedgerWriter
+import ledger.store
+from ledger import Action, Actor, EntryDraft
+from ledger.store import LedgerWriter
 from tests.conftest import ORIGIN, as_dba
 
 ACTOR = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "ab" * 32)
@@ -27,7 +29,7 @@ def draft(i: int) -> EntryDraft:
 
 def fill(url: str, signer: ledger.Signer, batches: Sequence[int]) -> None:
     """Append entries in commit batches of the given sizes."""
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     writer = LedgerWriter(engine, signer, ORIGIN)
     n = 0
     try:
@@ -62,7 +64,7 @@ def verify(url: str, pki: Path, *extra: str) -> tuple[int, dict[str, object]]:
 def test_concurrent_appenders_share_batches_and_make_one_linear_chain(
     db_url: str, signer: ledger.Signer, verifier: ledger.Verifier
 ) -> None:
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     writer = LedgerWriter(engine, signer, ORIGIN)
     try:
         with ThreadPoolExecutor(32) as pool:
@@ -72,8 +74,10 @@ def test_concurrent_appenders_share_batches_and_make_one_linear_chain(
     seqs = sorted(r.receipts[0].seq for r in results)
     assert seqs == list(range(1, 401))
     with engine.connect() as connection:
-        checkpoints = list(ledger.iter_checkpoints(connection))
-        report = ledger.verify_ledger(ledger.iter_entries(connection), checkpoints, [verifier])
+        checkpoints = list(ledger.store.iter_checkpoints(connection))
+        report = ledger.verify_ledger(
+            ledger.store.iter_entries(connection), checkpoints, [verifier]
+        )
     engine.dispose()
     assert report.entries == 400
     assert len(checkpoints) < 400  # group commit: fewer commits (one checkpoint each) than appends
@@ -91,7 +95,7 @@ def test_receipts_made_after_later_batches_prove_inclusion_in_their_own_checkpoi
 ) -> None:
     """Receipts are made on first access, from the nodes their batch knew: asked for after
     more batches have committed, they still prove inclusion in their own batch's checkpoint."""
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     writer = LedgerWriter(engine, signer, ORIGIN)
     try:
         first = writer.append(draft(0), draft(1), draft(2)).result(30)
@@ -119,7 +123,7 @@ def test_a_batch_larger_than_one_insert_statement(
 ) -> None:
     """PostgreSQL gets multi-row INSERTs of at most 1,000 rows each: a work of 2,500 entries
     spans three statements for its entries, and every entry and node lands once."""
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     writer = LedgerWriter(engine, signer, ORIGIN)
     try:
         writer.append(draft(0)).result(30)
@@ -130,9 +134,11 @@ def test_a_batch_larger_than_one_insert_statement(
     with engine.connect() as connection:
         nodes = connection.execute(text("SELECT count(*) FROM ledger_nodes")).scalar_one()
         report = ledger.verify_ledger(
-            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+            ledger.store.iter_entries(connection),
+            ledger.store.iter_checkpoints(connection),
+            [verifier],
         )
-        proof = ledger.prove(connection, 1234)
+        proof = ledger.store.prove(connection, 1234)
     engine.dispose()
     assert report.entries == 2501
     # every leaf, and one node per completed perfect subtree above the leaves
@@ -145,7 +151,7 @@ def test_a_batch_larger_than_one_insert_statement(
 def test_failing_work_does_not_take_its_batch_down(
     sqlite_url: str, signer: ledger.Signer, verifier: ledger.Verifier
 ) -> None:
-    engine = ledger.create_engine(sqlite_url)
+    engine = ledger.store.create_engine(sqlite_url)
     writer = LedgerWriter(engine, signer, ORIGIN)
 
     def broken(connection: sqlalchemy.Connection, seq: int) -> tuple[None, list[EntryDraft]]:
@@ -164,7 +170,9 @@ def test_failing_work_does_not_take_its_batch_down(
         nodes = connection.execute(text("SELECT count(*) FROM ledger_nodes WHERE level = 99"))
         assert nodes.scalar_one() == 0  # the failed work's writes were rolled back
         report = ledger.verify_ledger(
-            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+            ledger.store.iter_entries(connection),
+            ledger.store.iter_checkpoints(connection),
+            [verifier],
         )
     engine.dispose()
     assert report.entries == 2
@@ -275,9 +283,9 @@ def test_verify_checks_an_external_checkpoint(
 ) -> None:
     """A rewrite by someone holding the key is caught by a checkpoint kept outside."""
     fill(db_url, signer, [5])
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     with engine.connect() as connection:
-        kept = ledger.latest_checkpoint(connection)
+        kept = ledger.store.latest_checkpoint(connection)
     engine.dispose()
     assert kept is not None
     (tmp_path / "kept.note").write_bytes(kept)
@@ -292,7 +300,7 @@ def test_verify_checks_an_external_checkpoint(
 
 def test_database_errors_do_not_carry_statement_parameters(sqlite_url: str) -> None:
     """Errors end up in logs; the values written (personal data) must not."""
-    engine = ledger.create_engine(sqlite_url)
+    engine = ledger.store.create_engine(sqlite_url)
     insert = text("INSERT INTO ledger_nodes VALUES (0, 0, :secret)")
     with engine.begin() as connection:
         connection.execute(insert, {"secret": b"PASSPORT-C1234567"})
@@ -305,7 +313,7 @@ def test_database_errors_do_not_carry_statement_parameters(sqlite_url: str) -> N
 def test_a_caller_that_gives_up_does_not_stop_the_writer(
     sqlite_url: str, signer: ledger.Signer
 ) -> None:
-    engine = ledger.create_engine(sqlite_url)
+    engine = ledger.store.create_engine(sqlite_url)
     writer = LedgerWriter(engine, signer, ORIGIN)
     release = threading.Event()
 
@@ -338,21 +346,21 @@ def test_proofs_read_their_nodes_in_one_query_and_match_node_by_node_reads(
     db_url: str, signer: ledger.Signer
 ) -> None:
     fill(db_url, signer, [1, 7, 13, 2, 40, 1, 19])  # 83 entries, a checkpoint per batch
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     sent = _statements(engine)
     with engine.connect() as connection:
-        one_by_one = ledger.node_reader(connection)
-        sizes = [size for size, _note in ledger.iter_checkpoints(connection)][1:]
+        one_by_one = ledger.store.node_reader(connection)
+        sizes = [size for size, _note in ledger.store.iter_checkpoints(connection)][1:]
         for size in sizes:
             root = ledger.root_at(size, one_by_one)
             for seq in (1, size // 2 + 1, size):
-                receipt = ledger.prove(connection, seq, size)
+                receipt = ledger.store.prove(connection, seq, size)
                 expected = ledger.inclusion_proof(seq - 1, size, one_by_one)
                 assert list(receipt.inclusion_proof) == expected
                 ledger.verify_inclusion(seq - 1, size, receipt.entry_hash, expected, root)
             for first in (1, size // 3 + 1, size - 1):
                 sent.clear()
-                proof = ledger.prove_consistency(connection, first, size)
+                proof = ledger.store.prove_consistency(connection, first, size)
                 # The ledger's size, then every node of the proof at once.
                 assert len(sent) == 2, sent
                 assert proof == ledger.consistency_proof(first, size, one_by_one)
@@ -363,13 +371,13 @@ def test_proofs_read_their_nodes_in_one_query_and_match_node_by_node_reads(
 
 def test_a_proof_reads_only_the_nodes_its_cache_lacks(db_url: str, signer: ledger.Signer) -> None:
     fill(db_url, signer, [50, 30])
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     sent = _statements(engine)
-    cache = ledger.NodeCache()
+    cache = ledger.store.NodeCache()
     with engine.connect() as connection:
-        first = ledger.prove_consistency(connection, 37, 80, cache)
+        first = ledger.store.prove_consistency(connection, 37, 80, cache)
         sent.clear()
-        assert ledger.prove_consistency(connection, 37, 80, cache) == first
+        assert ledger.store.prove_consistency(connection, 37, 80, cache) == first
         assert not any("ledger_nodes" in statement for statement in sent), sent
     engine.dispose()
 
@@ -377,13 +385,13 @@ def test_a_proof_reads_only_the_nodes_its_cache_lacks(db_url: str, signer: ledge
 def test_a_missing_node_is_named(db_url: str, signer: ledger.Signer) -> None:
     fill(db_url, signer, [20])
     as_dba(db_url, "DELETE FROM ledger_nodes WHERE level = 2 AND idx = 4")  # leaves 16..19
-    engine = ledger.create_engine(db_url)
+    engine = ledger.store.create_engine(db_url)
     with engine.connect() as connection:
         with pytest.raises(ledger.StorageError, match=r"Merkle node \(2, 4\) is missing"):
-            ledger.prove(connection, 3)
+            ledger.store.prove(connection, 3)
         with pytest.raises(ledger.StorageError, match=r"Merkle node \(2, 4\) is missing"):
-            ledger.prove_consistency(connection, 5, 20)
-        assert ledger.prove_consistency(connection, 8, 16)  # needs no node of leaves 16..19
+            ledger.store.prove_consistency(connection, 5, 20)
+        assert ledger.store.prove_consistency(connection, 8, 16)  # needs no node of leaves 16..19
     engine.dispose()
 
 
@@ -392,7 +400,7 @@ def test_two_writers_on_one_database_continue_each_others_chain(
 ) -> None:
     """Each batch after the other writer's reloads the tip (size, frontier, last hash) from the
     database, as replicas of the exchange do on PostgreSQL."""
-    engines = [ledger.create_engine(db_url) for _ in range(2)]
+    engines = [ledger.store.create_engine(db_url) for _ in range(2)]
     writers = [LedgerWriter(engine, signer, ORIGIN) for engine in engines]
     receipts = []
     try:
@@ -403,7 +411,9 @@ def test_two_writers_on_one_database_continue_each_others_chain(
             writer.close()
     with engines[0].connect() as connection:
         report = ledger.verify_ledger(
-            ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier]
+            ledger.store.iter_entries(connection),
+            ledger.store.iter_checkpoints(connection),
+            [verifier],
         )
     for engine in engines:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""Chunked verification (ledger.verify_database) gives verify_ledger's verdict, on real SQLite
+"""Chunked verification (ledger.store.verify_database) gives verify_ledger's verdict, on real SQLite
 and PostgreSQL: the same report on an intact ledger, the same first failure on a tampered one."""
 
 from __future__ import annotations
@@ -8,18 +8,22 @@ import random
 import pytest
 
 import ledger
+import ledger.store
+from ledger.store import _verify as store_verify
 from tests.conftest import as_dba
 from tests.ledger.test_store import TAMPERS, fill
 
 
 def sequential(url: str, verifier: ledger.Verifier, trusted: list[bytes]) -> ledger.Report:
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     try:
         with engine.connect() as connection:
             return ledger.verify_ledger(
-                ledger.iter_entries(connection), ledger.iter_checkpoints(connection), [verifier],
+                ledger.store.iter_entries(connection),
+                ledger.store.iter_checkpoints(connection),
+                [verifier],
                 trusted=trusted,
-            )  # fmt: skip
+            )
     finally:
         engine.dispose()
 
@@ -31,7 +35,7 @@ def verdicts(
     outcomes: list[object] = []
     for run in (
         lambda: sequential(url, verifier, trusted or []),
-        lambda: ledger.verify_database(url, [verifier], trusted=trusted or [], **how),
+        lambda: ledger.store.verify_database(url, [verifier], trusted=trusted or [], **how),
     ):
         try:
             outcomes.append(run())
@@ -41,9 +45,9 @@ def verdicts(
 
 
 def latest(url: str) -> bytes:
-    engine = ledger.create_engine(url)
+    engine = ledger.store.create_engine(url)
     with engine.connect() as connection:
-        note = ledger.latest_checkpoint(connection)
+        note = ledger.store.latest_checkpoint(connection)
     engine.dispose()
     assert note is not None
     return note
@@ -71,7 +75,9 @@ def test_worker_processes_give_the_same_report(
     expected, got = verdicts(sqlite_url, verifier, workers=2, chunk=8)
     assert isinstance(expected, ledger.Report)
     assert got == expected
-    ledger.verify_database(sqlite_url, [verifier], workers=2, chunk=8, progress=progress.append)
+    ledger.store.verify_database(
+        sqlite_url, [verifier], workers=2, chunk=8, progress=progress.append
+    )
     assert sorted(progress) == progress
     assert progress[-1] == 32
 
@@ -121,7 +127,7 @@ def test_a_trusted_checkpoint_of_another_history_is_caught(
 
 
 def test_an_empty_ledger_verifies(sqlite_url: str, verifier: ledger.Verifier) -> None:
-    report = ledger.verify_database(sqlite_url, [verifier])
+    report = ledger.store.verify_database(sqlite_url, [verifier])
     assert (report.entries, report.root, report.checkpoints) == (0, ledger.EMPTY_ROOT, 0)
 
 
@@ -130,7 +136,7 @@ def test_the_chunk_size_must_be_a_power_of_two(
 ) -> None:
     fill(sqlite_url, signer, [3])
     with pytest.raises(ValueError, match="power of two"):
-        ledger.verify_database(sqlite_url, [verifier], chunk=3)
+        ledger.store.verify_database(sqlite_url, [verifier], chunk=3)
 
 
 def test_without_worker_processes_it_verifies_in_process(
@@ -138,12 +144,11 @@ def test_without_worker_processes_it_verifies_in_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Where processes cannot be started, the same checks run in this one: never fewer."""
-    from ledger import _verify_store  # noqa: PLC0415 - the module whose pool is refused
 
     def refused(*_args: object, **_kwargs: object) -> None:
         raise OSError("no processes here")
 
-    monkeypatch.setattr(_verify_store, "ProcessPoolExecutor", refused)
+    monkeypatch.setattr(store_verify, "ProcessPoolExecutor", refused)
     fill(sqlite_url, signer, [5, 6, 7])
     expected, got = verdicts(sqlite_url, verifier, workers=2, chunk=4)
     assert isinstance(expected, ledger.Report)

@@ -12,7 +12,7 @@ the migrated database. There is no downgrade: the ledger is append-only.
 import sqlalchemy as sa
 from alembic import op
 
-from ledger import APPEND_ONLY_TABLES, install_triggers
+from ledger.store import APPEND_ONLY_TABLES, install_triggers
 
 revision = "0001"
 down_revision = None

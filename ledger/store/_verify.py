@@ -27,13 +27,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from ledger._engine import create_engine
 from ledger._entry import GENESIS_PREV
 from ledger._errors import VerificationError
 from ledger._merkle import EMPTY_ROOT, node_hash
 from ledger._note import Checkpoint, Verifier
-from ledger._schema import entries
-from ledger._store import iter_checkpoints, iter_entries
 from ledger._verify import (
     Report,
     check_checkpoints,
@@ -45,6 +42,9 @@ from ledger._verify import (
     verify_ledger,
     walk,
 )
+from ledger.store._engine import create_engine
+from ledger.store._reads import iter_checkpoints, iter_entries
+from ledger.store._schema import entries
 
 #: The smallest run handed to a worker: below it, starting processes costs more than it saves.
 MIN_CHUNK = 1 << 14

@@ -1,0 +1,59 @@
+"""The ledger's storage on SQLAlchemy (SQLite and PostgreSQL): the append-only tables and their
+triggers, the group-committed writer, reads and proofs from stored nodes, verification of a whole
+database on every core, and the export file.
+
+Only the exchange and auditors reading a database need it; the pure ledger (:mod:`ledger`) never
+imports it, so a client verifies receipts and export files without any database code.
+"""
+
+from ledger.store._engine import create_engine, lock_ledger, writing
+from ledger.store._export import write_export
+from ledger.store._reads import (
+    NodeCache,
+    cached_consistency_proof,
+    checkpoint_at,
+    entry_count,
+    iter_checkpoints,
+    iter_entries,
+    latest_checkpoint,
+    node_reader,
+    prove,
+    prove_consistency,
+)
+from ledger.store._schema import (
+    APPEND_ONLY_TABLES,
+    create_schema,
+    install_triggers,
+    metadata,
+    missing_triggers,
+)
+from ledger.store._verify import verify_database
+from ledger.store._writer import LINGER, BatchStats, Committed, LedgerWriter, Work
+
+__all__ = [
+    "APPEND_ONLY_TABLES",
+    "LINGER",
+    "BatchStats",
+    "Committed",
+    "LedgerWriter",
+    "NodeCache",
+    "Work",
+    "cached_consistency_proof",
+    "checkpoint_at",
+    "create_engine",
+    "create_schema",
+    "entry_count",
+    "install_triggers",
+    "iter_checkpoints",
+    "iter_entries",
+    "latest_checkpoint",
+    "lock_ledger",
+    "metadata",
+    "missing_triggers",
+    "node_reader",
+    "prove",
+    "prove_consistency",
+    "verify_database",
+    "write_export",
+    "writing",
+]
