@@ -6,6 +6,7 @@ an internal-affairs team verifies a ledger (an export file, a receipt, a server'
 it alone. The ledger's storage on SQLAlchemy is :mod:`ledger.store`.
 """
 
+from ledger import _meta as meta
 from ledger._audit import (
     Anomaly,
     DeniedGroup,
@@ -122,6 +123,7 @@ __all__ = [
     "load_private_key_pem",
     "load_public_key_pem",
     "load_signer",
+    "meta",
     "node_hash",
     "normalise_identifier",
     "open_checkpoint",
