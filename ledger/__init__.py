@@ -22,18 +22,37 @@ from ledger._audit import (
     who_accessed,
 )
 from ledger._canonical import canonical_json, parse_canonical
+from ledger._cosignature import (
+    COSIGNATURE_ALG,
+    Cosignature,
+    CosignatureVerifier,
+    Cosigner,
+    add_signatures,
+    cosignatures,
+    cosigned_message,
+)
 from ledger._entry import GENESIS_PREV, OK, Action, Actor, Entry, EntryDraft, Outcome
 from ledger._errors import (
     EncodingError,
     ForkError,
     LedgerError,
     NoteError,
+    PolicyError,
     ProofError,
+    QuorumError,
     StorageError,
     VerificationError,
+    WitnessRefusal,
 )
 from ledger._export import checkpoint_line, export_checkpoints, export_entries
-from ledger._keys import load_signer, write_signing_key
+from ledger._keys import (
+    WITNESS_KEY_FILE,
+    WITNESS_VERIFIER_FILE,
+    load_cosigner,
+    load_signer,
+    write_cosigning_key,
+    write_signing_key,
+)
 from ledger._merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -62,27 +81,48 @@ from ledger._note import (
     load_public_key_pem,
     open_checkpoint,
     open_note,
+    parse_vkey,
     private_key_pem,
     public_key_pem,
     sign_checkpoint,
     sign_note,
 )
+from ledger._policy import Cosigned, WitnessPolicy
 from ledger._receipt import Receipt, VerifiedReceipt
+from ledger._tlog_witness import (
+    ADD_CHECKPOINT,
+    MAX_PROOF_LINES,
+    SIZE_CONTENT_TYPE,
+    AddCheckpoint,
+    decide,
+    origin_hash,
+)
 from ledger._verify import Report, verify_ledger
 from ledger._witnessing import ProofFetcher, advance, describe
 
 __all__ = [
+    "ADD_CHECKPOINT",
+    "COSIGNATURE_ALG",
     "ED25519_ALG",
     "EMPTY_ROOT",
     "GENESIS_PREV",
     "HASH_SIZE",
+    "MAX_PROOF_LINES",
     "MAX_SIGNATURES",
     "MAX_TREE_SIZE",
     "OK",
+    "SIZE_CONTENT_TYPE",
+    "WITNESS_KEY_FILE",
+    "WITNESS_VERIFIER_FILE",
     "Action",
     "Actor",
+    "AddCheckpoint",
     "Anomaly",
     "Checkpoint",
+    "Cosignature",
+    "CosignatureVerifier",
+    "Cosigned",
+    "Cosigner",
     "DeniedGroup",
     "EncodingError",
     "Entry",
@@ -93,8 +133,10 @@ __all__ = [
     "NodeReader",
     "NoteError",
     "Outcome",
+    "PolicyError",
     "ProofError",
     "ProofFetcher",
+    "QuorumError",
     "Receipt",
     "Report",
     "Rules",
@@ -104,13 +146,19 @@ __all__ = [
     "VerificationError",
     "VerifiedReceipt",
     "Verifier",
+    "WitnessPolicy",
+    "WitnessRefusal",
     "activity",
+    "add_signatures",
     "advance",
     "agency_of",
     "anomalies",
     "canonical_json",
     "checkpoint_line",
     "consistency_proof",
+    "cosignatures",
+    "cosigned_message",
+    "decide",
     "denied",
     "describe",
     "entry_time",
@@ -120,6 +168,7 @@ __all__ = [
     "inclusion_proof",
     "key_id",
     "leaf_hash",
+    "load_cosigner",
     "load_private_key_pem",
     "load_public_key_pem",
     "load_signer",
@@ -128,7 +177,9 @@ __all__ = [
     "normalise_identifier",
     "open_checkpoint",
     "open_note",
+    "origin_hash",
     "parse_canonical",
+    "parse_vkey",
     "private_key_pem",
     "public_key_pem",
     "range_hash",
@@ -141,5 +192,6 @@ __all__ = [
     "verify_inclusion",
     "verify_ledger",
     "who_accessed",
+    "write_cosigning_key",
     "write_signing_key",
 ]

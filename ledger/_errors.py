@@ -32,3 +32,21 @@ class VerificationError(LedgerError):
 class ForkError(VerificationError):
     """A checkpoint is not consistent with one verified before: the ledger was rewritten or
     rolled back (RFC 9162 section 2.1.4)."""
+
+
+class PolicyError(LedgerError):
+    """A witness policy file is malformed (C2SP tlog-policy)."""
+
+
+class QuorumError(VerificationError):
+    """A checkpoint lacks the cosignatures its witness policy requires."""
+
+
+class WitnessRefusal(LedgerError):
+    """A witness refuses an add-checkpoint request (C2SP tlog-witness): ``status`` is the HTTP
+    status it answers; ``size`` its latest cosigned size, for a 409."""
+
+    def __init__(self, status: int, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.size = size

@@ -41,6 +41,7 @@ __all__ = [
     "load_public_key_pem",
     "open_checkpoint",
     "open_note",
+    "parse_vkey",
     "private_key_pem",
     "public_key_pem",
     "sign_checkpoint",
@@ -179,20 +180,7 @@ class Verifier:
 
         Raises NoteError if it is malformed, names another algorithm, or if the key ID does
         not match the name and key."""
-        if not isinstance(vkey, str):
-            raise NoteError("a verifier key is a string")
-        parts = vkey.split("+", 2)
-        if len(parts) != 3:
-            raise NoteError("malformed verifier key: want <name>+<key id>+<key>")
-        name, hex_id, key64 = parts
-        if not _valid_key_name(name) or not _HEX8.fullmatch(hex_id):
-            raise NoteError("malformed verifier key: bad name or key id")
-        raw = _b64decode_strict(key64)
-        if raw is None or not raw:
-            raise NoteError("malformed verifier key: key is not base64")
-        alg, key = raw[0], raw[1:]
-        if bytes.fromhex(hex_id) != key_id(name, key, alg):
-            raise NoteError("verifier key id does not match its name and key")
+        name, alg, key = parse_vkey(vkey)
         if alg != ED25519_ALG:
             raise NoteError(f"unsupported verifier key algorithm 0x{alg:02x}")
         if len(key) != _ED25519_PUBLIC_KEY_SIZE:
@@ -236,9 +224,30 @@ class Verifier:
         return f"Verifier({self._name!r}, key_id={self._key_id.hex()})"
 
 
-def _vkey(name: str, kid: bytes, public: bytes) -> str:
-    b64 = base64.b64encode(bytes([ED25519_ALG]) + public).decode("ascii")
+def _vkey(name: str, kid: bytes, public: bytes, alg: int = ED25519_ALG) -> str:
+    b64 = base64.b64encode(bytes([alg]) + public).decode("ascii")
     return f"{name}+{kid.hex()}+{b64}"
+
+
+def parse_vkey(vkey: str) -> tuple[str, int, bytes]:
+    """Split a verifier key ``<name>+<8 hex digits>+<base64(type || key material)>`` (C2SP
+    signed-note, Verifier keys) into (name, signature type, key material), checking the name and
+    that the key ID matches them. Raises NoteError; the caller checks the type and key size."""
+    if not isinstance(vkey, str):
+        raise NoteError("a verifier key is a string")
+    parts = vkey.split("+", 2)
+    if len(parts) != 3:
+        raise NoteError("malformed verifier key: want <name>+<key id>+<key>")
+    name, hex_id, key64 = parts
+    if not _valid_key_name(name) or not _HEX8.fullmatch(hex_id):
+        raise NoteError("malformed verifier key: bad name or key id")
+    raw = _b64decode_strict(key64)
+    if raw is None or not raw:
+        raise NoteError("malformed verifier key: key is not base64")
+    alg, key = raw[0], raw[1:]
+    if bytes.fromhex(hex_id) != key_id(name, key, alg):
+        raise NoteError("verifier key id does not match its name and key")
+    return name, alg, key
 
 
 def _b64decode_strict(s: str) -> bytes | None:

@@ -49,12 +49,14 @@ Due = dict[int, list[tuple[Checkpoint, str]]]
 
 @dataclass(frozen=True)
 class Report:
-    """A ledger that verified: how much, and the newest checkpoint that covers it."""
+    """A ledger that verified: how much, and the newest checkpoint that covers it (with its
+    signed note as stored, cosignatures included, for a witness policy to judge)."""
 
     entries: int
     root: bytes
     checkpoints: int
     latest: Checkpoint | None
+    latest_note: bytes | None = None
 
 
 def verify_ledger(
@@ -67,11 +69,16 @@ def verify_ledger(
 ) -> Report:
     """Verify (seq, stored hash, body) rows in seq order against signed checkpoints.
 
-    ``trusted`` are signed checkpoints kept outside the ledger (by a client, an auditor or a
-    witness); the ledger must contain each of them. Raises :class:`VerificationError` at the first
-    failure, naming the entry.
+    Every entry must be covered by a signed checkpoint: the exchange signs one per commit batch,
+    in the batch's transaction, so an entry beyond the newest checkpoint (or a ledger with none)
+    was written, or had its checkpoints deleted, outside the exchange. ``trusted`` are signed
+    checkpoints kept outside the ledger (by a client, an auditor or a witness); the ledger must
+    contain each of them. Raises :class:`VerificationError` at the first failure, naming the
+    entry.
     """
-    due, count, latest = _open_all(checkpoints, trusted, verifiers)
+    stored = list(checkpoints)
+    due, count, latest = _open_all(stored, trusted, verifiers)
+    newest_note = max(stored)[1] if stored else None
     check_checkpoints(due.pop(0, []), EMPTY_ROOT)
 
     def reached(size: int, hashes: list[bytes]) -> None:
@@ -79,7 +86,8 @@ def verify_ledger(
 
     walked = walk(entries, 0, GENESIS_PREV.encode(), due, reached, progress=progress)
     check_truncation(due, walked.entries)
-    return Report(walked.entries, fold(walked.hashes), count, latest)
+    check_covered(walked.entries, latest)
+    return Report(walked.entries, fold(walked.hashes), count, latest, newest_note)
 
 
 @dataclass
@@ -165,6 +173,23 @@ def check_truncation(due: Due, size: int) -> None:
             f"the ledger ends at entry {size} but a {source} checkpoint covers "
             f"{first} entries: entries were removed",
             size + 1,
+        )
+
+
+def check_covered(entries: int, latest: Checkpoint | None) -> None:
+    """Every entry is under a signed checkpoint (:func:`verify_ledger` says why)."""
+    if entries and latest is None:
+        raise VerificationError(
+            f"{entries} entries and no signed checkpoint: every commit batch signs one, so the "
+            "checkpoints were deleted",
+            1,
+        )
+    if latest is not None and latest.size < entries:
+        raise VerificationError(
+            f"entries {latest.size + 1}..{entries} are covered by no signed checkpoint (the "
+            f"newest covers {latest.size}): every commit batch signs one, so they were written, "
+            "or their checkpoints deleted, outside the exchange",
+            latest.size + 1,
         )
 
 

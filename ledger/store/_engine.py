@@ -76,3 +76,12 @@ def lock_ledger(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
     # SQLite: BEGIN IMMEDIATE already holds the database's single write lock.
+
+
+def snapshot(connection: Connection) -> Connection:
+    """``connection`` reading one snapshot for its whole transaction: REPEATABLE READ on
+    PostgreSQL, whose default READ COMMITTED takes a new one per statement; a SQLite
+    transaction always reads one."""
+    if connection.dialect.name == "postgresql":
+        return connection.execution_options(isolation_level="REPEATABLE READ")
+    return connection

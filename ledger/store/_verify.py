@@ -34,6 +34,7 @@ from ledger._note import Checkpoint, Verifier
 from ledger._verify import (
     Report,
     check_checkpoints,
+    check_covered,
     check_truncation,
     collect,
     fold,
@@ -42,7 +43,7 @@ from ledger._verify import (
     verify_ledger,
     walk,
 )
-from ledger.store._engine import create_engine
+from ledger.store._engine import create_engine, snapshot
 from ledger.store._reads import iter_checkpoints, iter_entries
 from ledger.store._schema import entries
 
@@ -66,7 +67,10 @@ def verify_database(
     the next verification; every checkpoint stored when it starts must be covered."""
     engine = create_engine(url)
     try:
-        with engine.connect() as connection:
+        # One snapshot for the checkpoints and the count (PostgreSQL's default READ COMMITTED
+        # takes one per statement): a batch committed in between would otherwise show entries
+        # beyond every checkpoint read, which is what a forger's entries look like.
+        with snapshot(engine.connect()) as connection:
             stored = list(iter_checkpoints(connection))
             count, low, high = connection.execute(_SPAN).one()
             if count and (low != 1 or high != count):
@@ -252,7 +256,8 @@ def _combine(
             position >>= 1
         prefix.append(node)
     check_truncation(due, count)
-    return Report(count, fold(prefix), stored_count, latest)
+    check_covered(count, latest)
+    return Report(count, fold(prefix), stored_count, latest, max(stored)[1] if stored else None)
 
 
 def _cores() -> int:

@@ -227,6 +227,11 @@ def _rewrite_without_key(url: str) -> None:
     as_dba(url, *statements)
 
 
+def _rewrite_and_drop_checkpoints(url: str) -> None:
+    _rewrite_without_key(url)
+    as_dba(url, "DELETE FROM ledger_checkpoints WHERE size >= 5")
+
+
 TAMPERS: dict[str, tuple[Tamper, int | None]] = {
     "content edited": (_edit_content, 5),
     "row deleted": (lambda url: as_dba(url, "DELETE FROM ledger_entries WHERE seq = 4"), 4),
@@ -251,6 +256,14 @@ TAMPERS: dict[str, tuple[Tamper, int | None]] = {
     ),
     "tail truncated": (lambda url: as_dba(url, "DELETE FROM ledger_entries WHERE seq > 8"), 9),
     "consistent rewrite without the key": (_rewrite_without_key, 8),
+    # (a) of the witnessed-ledger tamper matrix: nothing left to check the entries against
+    "every checkpoint deleted": (lambda url: as_dba(url, "DELETE FROM ledger_checkpoints"), 1),
+    # (d): a keyless rewrite made consistent, with the checkpoints it would fail deleted
+    "consistent rewrite, its checkpoints deleted": (_rewrite_and_drop_checkpoints, 5),
+    "entries appended without a checkpoint": (
+        lambda url: as_dba(url, "DELETE FROM ledger_checkpoints WHERE size = 10"),
+        9,
+    ),
 }
 
 

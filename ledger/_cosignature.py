@@ -1,0 +1,188 @@
+"""Witness cosignatures on checkpoints: C2SP tlog-cosignature, Ed25519 (``cosignature/v1``).
+
+A witness that has checked a checkpoint's consistency with everything it saw before adds a note
+signature line of its own: ``— <witness name> base64(key ID || timestamp || signature)``, with
+key ID ``SHA-256(name || 0x0A || 0x04 || public key)[:4]``, an 8-byte big-endian POSIX
+timestamp, and an Ed25519 signature over::
+
+    cosignature/v1
+    time <timestamp>
+    <the checkpoint body, final newline included>
+
+It states: as of that time, this is the largest consistent tree the witness has seen for the
+origin (tlog-cosignature, "Ed25519 signed message"). Verifiers of the log's own signature ignore
+these lines (unknown keys), so a cosigned checkpoint is still a valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from ledger._errors import NoteError
+from ledger._note import (
+    _SIG_PREFIX,
+    _parse_signature_line,
+    _raw_public_key,
+    _split_note,
+    _valid_key_name,
+    _vkey,
+    key_id,
+    parse_vkey,
+)
+
+COSIGNATURE_ALG = 0x04
+"""Signature type byte of Ed25519 cosignatures (C2SP tlog-cosignature; signed-note, types)."""
+
+_HEADER = b"cosignature/v1\n"
+_TIMESTAMP_SIZE = 8
+_SIGNATURE_SIZE = 64
+_MAX_TIMESTAMP = 2**63 - 1
+
+
+def cosigned_message(body: bytes, timestamp: int) -> bytes:
+    """What a cosigner signs: the header line, the time line, then the checkpoint body."""
+    if not 0 <= timestamp <= _MAX_TIMESTAMP:
+        raise NoteError(f"cosignature timestamp {timestamp} is not in [0, 2**63 - 1]")
+    return _HEADER + b"time %d\n" % timestamp + body
+
+
+class Cosigner:
+    """A witness's cosigning key: a key name and an Ed25519 private key of its own."""
+
+    __slots__ = ("_key", "_key_id", "_name", "_public")
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        if not _valid_key_name(name):
+            raise ValueError(f"invalid cosigner name {name!r}: empty, or has a space or '+'")
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise TypeError("a cosigner needs an Ed25519 private key")
+        self._name = name
+        self._key = private_key
+        self._public = _raw_public_key(private_key.public_key())
+        self._key_id = key_id(name, self._public, COSIGNATURE_ALG)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def verifier(self) -> CosignatureVerifier:
+        return CosignatureVerifier(self._name, self._key.public_key())
+
+    def verifier_key(self) -> str:
+        """``<name>+<hex key ID>+<base64(0x04 || public key)>``, as policies name witnesses."""
+        return _vkey(self._name, self._key_id, self._public, COSIGNATURE_ALG)
+
+    def cosign(self, body: bytes, timestamp: int) -> bytes:
+        """The signature line cosigning the checkpoint ``body`` at ``timestamp``, UTF-8."""
+        signature = self._key.sign(cosigned_message(body, timestamp))
+        raw = self._key_id + timestamp.to_bytes(_TIMESTAMP_SIZE, "big") + signature
+        return f"{_SIG_PREFIX}{self._name} {base64.b64encode(raw).decode('ascii')}\n".encode()
+
+    def __repr__(self) -> str:
+        return f"Cosigner({self._name!r}, key_id={self._key_id.hex()})"
+
+
+class CosignatureVerifier:
+    """A witness's public cosigning key, by name and key ID."""
+
+    __slots__ = ("_key", "_key_id", "_name", "_public", "_sodium")
+
+    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+        if not _valid_key_name(name):
+            raise ValueError(f"invalid cosigner name {name!r}: empty, or has a space or '+'")
+        self._name = name
+        self._key = public_key
+        self._public = _raw_public_key(public_key)
+        self._key_id = key_id(name, self._public, COSIGNATURE_ALG)
+        self._sodium = VerifyKey(self._public)
+
+    @classmethod
+    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
+        """Parse ``<name>+<key ID>+<base64(0x04 || 32-byte key)>``; NoteError if it is malformed
+        or is not an Ed25519 cosignature key."""
+        name, alg, key = parse_vkey(vkey)
+        if alg != COSIGNATURE_ALG:
+            raise NoteError(f"not a cosignature/v1 key: signature type 0x{alg:02x}, want 0x04")
+        if len(key) != 32:
+            raise NoteError("malformed cosigner key: an Ed25519 key is 32 bytes")
+        return cls(name, Ed25519PublicKey.from_public_bytes(key))
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def key_id(self) -> bytes:
+        return self._key_id
+
+    def verifier_key(self) -> str:
+        return _vkey(self._name, self._key_id, self._public, COSIGNATURE_ALG)
+
+    def timestamp(self, body: bytes, signature: bytes) -> int | None:
+        """The timestamp of ``signature`` (the bytes after the key ID) if it is this key's valid
+        cosignature of ``body``, else None."""
+        if len(signature) != _TIMESTAMP_SIZE + _SIGNATURE_SIZE:
+            return None
+        timestamp = int.from_bytes(signature[:_TIMESTAMP_SIZE], "big")
+        if timestamp > _MAX_TIMESTAMP:
+            return None
+        try:
+            self._sodium.verify(cosigned_message(body, timestamp), signature[_TIMESTAMP_SIZE:])
+        except BadSignatureError:
+            return None
+        return timestamp
+
+    def __repr__(self) -> str:
+        return f"CosignatureVerifier({self._name!r}, key_id={self._key_id.hex()})"
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A verified cosignature: which witness key, and the time it states."""
+
+    name: str
+    key_id: bytes
+    timestamp: int
+
+
+def cosignatures(note: bytes, witnesses: Sequence[CosignatureVerifier]) -> list[Cosignature]:
+    """The verified cosignatures of ``note`` by ``witnesses``, in order of appearance.
+
+    Lines by other keys (the log's own signature, unknown witnesses) are ignored; a line by a
+    known witness key that does not verify raises NoteError, as a bad signature by a known key
+    does in any signed note (C2SP signed-note, Verifying)."""
+    body, lines = _split_note(note)
+    known = {(w.name, w.key_id): w for w in witnesses}
+    found: dict[tuple[str, bytes], Cosignature] = {}
+    for line in lines:
+        name, kid, signature = _parse_signature_line(line)
+        witness = known.get((name, kid))
+        if witness is None:
+            continue
+        timestamp = witness.timestamp(body, signature)
+        if timestamp is None:
+            raise NoteError(f"invalid cosignature by witness key {name}+{kid.hex()}")
+        found.setdefault((name, kid), Cosignature(name, kid, timestamp))
+    return list(found.values())
+
+
+def add_signatures(note: bytes, lines: Iterable[bytes]) -> bytes:
+    """``note`` with the signature ``lines`` appended, each once (a line already there, or
+    given twice, is kept once). The note text and its own signatures are unchanged."""
+    _split_note(note)  # a well-formed note only
+    present = set(note.split(b"\n"))
+    added = []
+    for line in lines:
+        if not line.endswith(b"\n") or b"\n" in line[:-1]:
+            raise NoteError("a signature line is one line ending in a newline")
+        _parse_signature_line(line[:-1])
+        if line[:-1] not in present:
+            present.add(line[:-1])
+            added.append(line)
+    return note + b"".join(added)
