@@ -6,7 +6,7 @@ Only the exchange and auditors reading a database need it; the pure ledger (:mod
 imports it, so a client verifies receipts and export files without any database code.
 """
 
-from ledger.store._engine import create_engine, lock_ledger, writing
+from ledger.store._engine import create_engine, lock_ledger, snapshot, writing
 from ledger.store._export import write_export
 from ledger.store._reads import (
     NodeCache,
@@ -19,6 +19,7 @@ from ledger.store._reads import (
     node_reader,
     prove,
     prove_consistency,
+    store_cosignatures,
 )
 from ledger.store._schema import (
     APPEND_ONLY_TABLES,
@@ -27,6 +28,7 @@ from ledger.store._schema import (
     metadata,
     missing_triggers,
 )
+from ledger.store._signed import RolledBack, SignedHistory
 from ledger.store._verify import verify_database
 from ledger.store._writer import LINGER, BatchStats, Committed, LedgerWriter, Work
 
@@ -37,6 +39,8 @@ __all__ = [
     "Committed",
     "LedgerWriter",
     "NodeCache",
+    "RolledBack",
+    "SignedHistory",
     "Work",
     "cached_consistency_proof",
     "checkpoint_at",
@@ -53,6 +57,8 @@ __all__ = [
     "node_reader",
     "prove",
     "prove_consistency",
+    "snapshot",
+    "store_cosignatures",
     "verify_database",
     "write_export",
     "writing",

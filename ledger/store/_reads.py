@@ -10,14 +10,15 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from ledger._errors import StorageError
 from ledger._merkle import NodeReader, consistency_proof, inclusion_proof
 from ledger._receipt import Receipt
-from ledger.store._schema import checkpoints, entries, nodes
+from ledger.store._schema import checkpoints, cosignatures, entries, nodes
 
 T = TypeVar("T")
 
@@ -32,6 +33,7 @@ _CHECKPOINT = select(checkpoints.c.size, checkpoints.c.note)
 _NEWEST_CHECKPOINT = _CHECKPOINT.order_by(checkpoints.c.size.desc()).limit(1)
 _CHECKPOINT_AT = _CHECKPOINT.where(checkpoints.c.size == bindparam("size"))
 _NEXT_SEQ = select(func.min(entries.c.seq)).where(entries.c.seq > bindparam("after"))
+_COSIGNATURES = select(cosignatures.c.size, cosignatures.c.line)
 #: What a proof's first pass reads in place of each node (see prefetched).
 _PLACEHOLDER = bytes(32)
 
@@ -219,12 +221,16 @@ def iter_entries(
 
 
 def iter_checkpoints(connection: Connection) -> Iterator[tuple[int, bytes]]:
-    """(size, signed note) for every stored checkpoint, smallest first."""
+    """(size, signed note) for every stored checkpoint, smallest first, each with the
+    witnesses' cosignatures stored for it appended."""
+    lines: dict[int, list[bytes]] = {}
+    for size, line in connection.execute(_COSIGNATURES.order_by(cosignatures.c.created)):
+        lines.setdefault(int(size), []).append(blob(line))
     rows = connection.execute(
         select(checkpoints.c.size, checkpoints.c.note).order_by(checkpoints.c.size)
     )
     for size, note in rows:
-        yield size, blob(note)
+        yield size, blob(note) + b"".join(lines.get(size, ()))
 
 
 def latest_checkpoint(connection: Connection) -> bytes | None:
@@ -233,12 +239,43 @@ def latest_checkpoint(connection: Connection) -> bytes | None:
 
 
 def checkpoint_at(connection: Connection, size: int | None) -> tuple[int, bytes] | None:
-    """The stored checkpoint of exactly ``size`` entries (the newest for None)."""
+    """The stored checkpoint of exactly ``size`` entries (the newest for None), with the
+    witnesses' cosignatures stored for it."""
     if size is None:
         row = connection.execute(_NEWEST_CHECKPOINT).first()
     else:
         row = connection.execute(_CHECKPOINT_AT, {"size": size}).first()
-    return (int(row.size), blob(row.note)) if row else None
+    if row is None:
+        return None
+    found = connection.execute(
+        _COSIGNATURES.where(cosignatures.c.size == row.size).order_by(cosignatures.c.created)
+    )
+    return int(row.size), blob(row.note) + b"".join(blob(line) for _, line in found)
+
+
+def store_cosignatures(
+    connection: Connection, size: int, lines: Sequence[tuple[str, bytes]]
+) -> int:
+    """Store witnesses' cosignature lines, (witness key "<name>+<hex key ID>", line with its
+    newline), on the checkpoint of ``size``; one per witness key, a second one ignored. Returns
+    how many were new. The caller verified them."""
+    if not lines:
+        return 0
+    have = {
+        witness
+        for (witness,) in connection.execute(
+            select(cosignatures.c.witness).where(cosignatures.c.size == size)
+        )
+    }
+    now = datetime.now(UTC)
+    rows = [
+        {"size": size, "witness": witness, "line": line, "created": now}
+        for witness, line in dict(lines).items()
+        if witness not in have
+    ]
+    if rows:
+        connection.execute(insert(cosignatures), rows)
+    return len(rows)
 
 
 def prove(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
+    String,
     Table,
     event,
     text,
@@ -52,7 +53,19 @@ checkpoints = Table(
     Column("created", DateTime(timezone=True), nullable=False),
 )
 
-APPEND_ONLY_TABLES = (entries.name, nodes.name, checkpoints.name)
+# Witnesses' cosignature lines (C2SP tlog-cosignature) on a stored checkpoint, one per witness
+# key ("<name>+<hex key ID>"): the checkpoint's note with them appended is the cosigned note.
+cosignatures = Table(
+    "ledger_cosignatures",
+    metadata,
+    Column("size", BigInteger, nullable=False),
+    Column("witness", String(300), nullable=False),
+    Column("line", LargeBinary, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("size", "witness"),
+)
+
+APPEND_ONLY_TABLES = (entries.name, nodes.name, checkpoints.name, cosignatures.name)
 
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION sinergi_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -102,7 +115,7 @@ def install_triggers(connection: Connection, table: str) -> None:
         raise NotImplementedError(connection.dialect.name)
 
 
-for _table in (entries, nodes, checkpoints):
+for _table in (entries, nodes, checkpoints, cosignatures):
     event.listen(_table, "after_create", _create_triggers)
 
 

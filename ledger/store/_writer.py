@@ -24,12 +24,20 @@ from sqlalchemy import Connection, Engine, Table, insert
 
 from ledger._entry import GENESIS_PREV, EntryDraft
 from ledger._errors import LedgerError, StorageError
-from ledger._merkle import Frontier, NodeReader, _decomposition, inclusion_proof, leaf_hash
+from ledger._merkle import (
+    Frontier,
+    NodeReader,
+    _decomposition,
+    inclusion_proof,
+    leaf_hash,
+    root_at,
+)
 from ledger._note import Checkpoint, Signer, sign_checkpoint
 from ledger._receipt import Receipt
 from ledger.store._engine import lock_ledger, writing
 from ledger.store._reads import SIZE, NodeCache, marker, prefetched
 from ledger.store._schema import checkpoints, entries, nodes
+from ledger.store._signed import RolledBack, SignedHistory
 
 T = TypeVar("T")
 #: A work writes its state on the writer's connection and returns (value, entries recording it).
@@ -64,12 +72,14 @@ class Committed(Generic[T]):
 
 @dataclass(frozen=True)
 class BatchStats:
-    """One committed batch, for an observer (metrics) that the ledger does not know about."""
+    """One committed batch, for an observer (metrics, witnesses) that the ledger does not know
+    about: with the signed checkpoint it ended with."""
 
     works: int
     entries: int
     tree_size: int
     seconds: float
+    checkpoint: bytes = b""
 
 
 @dataclass
@@ -114,7 +124,11 @@ class LedgerWriter:
         max_batch: int = 256,
         observe: Callable[[BatchStats], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        history: SignedHistory | None = None,
     ) -> None:
+        """``history`` is what this exchange signed before (:class:`SignedHistory`): with it,
+        the writer refuses to sign a tree that is smaller or inconsistent, and stays halted
+        (:attr:`halted`) until restarted."""
         #: Every node this writer committed, newest kept: receipts' proofs (which mostly need
         #: the newest nodes) read through it and so seldom touch the database.
         self.nodes = NodeCache()
@@ -130,6 +144,10 @@ class LedgerWriter:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending[object] | None] = queue.SimpleQueue()
         self._head: _Head | None = None
+        self._history = history
+        #: the size up to which the head is known to extend what was signed before
+        self._consistent_to = -1
+        self._halted: StorageError | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
@@ -137,6 +155,18 @@ class LedgerWriter:
     @property
     def origin(self) -> str:
         return self._origin
+
+    @property
+    def halted(self) -> str | None:
+        """Why the writer refuses every write, or None while it writes."""
+        return str(self._halted) if self._halted is not None else None
+
+    def halt(self, error: StorageError) -> None:
+        """Refuse every write from now on, with ``error`` (for example, a witness has cosigned a
+        larger tree than this ledger holds). Only a restart lifts it, after an operator acted."""
+        if self._halted is None:
+            self._halted = error
+            _log.error("ledger writes halted: %s", error)
 
     def submit(self, work: Work[T]) -> Future[Committed[T]]:
         """Queue ``work`` for the next commit batch. A work may run twice (when another work of
@@ -189,6 +219,10 @@ class LedgerWriter:
         batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if not batch:
             return
+        if self._halted is not None:
+            for item in batch:
+                item.future.set_exception(self._halted)
+            return
         started = time.perf_counter()
         try:
             try:
@@ -198,6 +232,12 @@ class LedgerWriter:
                 # around each work, so that the others still commit (works are re-runnable:
                 # they read and write only inside the transaction).
                 size, note, known = self._write(batch, careful=True)
+        except RolledBack as exc:
+            self._head = None
+            self.halt(exc)
+            for item in batch:
+                item.future.set_exception(exc)
+            return
         except Exception as exc:  # the transaction failed as a whole: nothing was committed
             self._head = None
             _log.exception("ledger batch of %d failed", len(batch))
@@ -212,6 +252,7 @@ class LedgerWriter:
                 entries=sum(len(item.bodies) for item in batch),
                 tree_size=size,
                 seconds=time.perf_counter() - started,
+                checkpoint=note,
             )
             try:
                 self._observe(stats)
@@ -270,6 +311,14 @@ class LedgerWriter:
             if entry_rows:
                 _insert(connection, entries, entry_rows)
                 _insert(connection, nodes, node_rows)
+                if self._history is not None and self._consistent_to != head.frontier.size:
+                    # A head read from the database (the first batch, another replica's, or
+                    # someone else's rows): check it extends what was signed before.
+                    self._history.check(
+                        self._origin,
+                        frontier.size,
+                        lambda size: prefetched(connection, lambda node: root_at(size, node), None),
+                    )
             note = sign_checkpoint(
                 Checkpoint(self._origin, frontier.size, frontier.root()), self._signers
             )
@@ -280,6 +329,10 @@ class LedgerWriter:
                 )
         self._head = _Head(frontier, bytes.fromhex(prev) if frontier.size else None)
         self.nodes.put_all(known)  # committed: only now may a proof rely on them
+        if entry_rows:
+            self._consistent_to = frontier.size
+            if self._history is not None:
+                self._history.record(self._origin, frontier.size, frontier.root())
         return frontier.size, note, known
 
     def _current_head(self, connection: Connection) -> _Head:
