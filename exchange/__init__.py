@@ -17,7 +17,7 @@ from exchange._identity import Principal
 from exchange._logging import configure_logging
 from exchange._policy import DEFAULT_POLICY, Policy
 from exchange._server import ExchangeServer, ServerConfig, initialise_database
-from exchange._store import stored_message
+from exchange._threads import stored_message
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy import Connection, Engine
 
+from exchange import _entries
 from exchange._errors import InvalidArgument, NotFound, Unavailable
+from exchange._offload import read
 from exchange._policy import Policy
 from exchange._rpc import current_principal
-from exchange._store import read
-from ledger import Action, EntryDraft, LedgerError, StorageError
+from ledger import LedgerError, StorageError
 from ledger.store import LedgerWriter, checkpoint_at, iter_entries, prove, prove_consistency
 from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -34,8 +35,8 @@ MAX_POSITION = 2**53 - 1
 
 def _positions(**values: int) -> None:
     """Refuse positions no ledger can reach, before they are recorded or queried."""
-    bad = [(name, f"must be at most {MAX_POSITION}") for name, v in values.items()
-           if v > MAX_POSITION]  # fmt: skip
+    too_large = [name for name, value in values.items() if value > MAX_POSITION]
+    bad = [(name, f"must be at most {MAX_POSITION}") for name in too_large]
     if bad:
         raise InvalidArgument("position out of range", bad)
 
@@ -55,14 +56,8 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         else:
             self._policy.authorize_audit(agency)
 
-    async def _record(self, method: str, **what: int) -> None:
-        principal = current_principal()
-        entry = EntryDraft(
-            Action.LEDGER_READ,
-            principal.actor,
-            objects=("ledger",),
-            meta={"method": method, **what},
-        )
+    async def _record(self, method: str, **asked: int) -> None:
+        entry = _entries.ledger_read(current_principal().actor, method, **asked)
         try:
             await asyncio.wrap_future(self._ledger.append(entry))
         except LedgerError as exc:

@@ -14,26 +14,29 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from certs import CertsError, load_identity
+from exchange._bodies import with_keyring
 from exchange._config import load_config
 from exchange._database import grant_app_role
 from exchange._database import upgrade as upgrade_database
 from exchange._errors import ConfigError, Internal
 from exchange._logging import configure_logging
 from exchange._policy import DEFAULT_POLICY, Policy
+from exchange._reseal import reseal as reseal_rows
 from exchange._retention import candidates
 from exchange._retention import purge as purge_threads
 from exchange._sealing import Keyring, write_kek_file
 from exchange._server import ExchangeServer, ServerConfig, open_database
 from exchange._server import check_config as check_server_config
-from exchange._store import reseal as reseal_rows
-from exchange._store import with_keyring
 from ledger import Actor, LedgerError, load_signer
 from ledger.store import LedgerWriter
 
 _DB = click.option(
-    "--db", envvar="SINERGI_DB", default="sqlite:///var/sinergi.db", show_default=True,
+    "--db",
+    envvar="SINERGI_DB",
+    default="sqlite:///var/sinergi.db",
+    show_default=True,
     help="SQLAlchemy database URL [env SINERGI_DB].",
-)  # fmt: skip
+)
 _JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 NEXT_STEPS = """\
@@ -59,32 +62,45 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
 
 @click.command()
 @click.option(
-    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="TOML configuration file (docs/sinergi.example.toml); flags override it.",
-)  # fmt: skip
+)
 @click.option(
-    "--db", envvar="SINERGI_DB", default=None,
+    "--db",
+    envvar="SINERGI_DB",
+    default=None,
     help=f"SQLAlchemy database URL [env SINERGI_DB; default {_DEFAULT_DB}].",
-)  # fmt: skip
+)
 @click.option(
-    "--pki", "pki", default=None, type=click.Path(path_type=Path),
+    "--pki",
+    "pki",
+    default=None,
+    type=click.Path(path_type=Path),
     help="PKI directory: server identity in server/, ledger key ledger.key [default certs/dev].",
-)  # fmt: skip
+)
 @click.option("--listen", default=None, help="Address to serve on [default 127.0.0.1:50051].")
 @click.option(
-    "--policy", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    "--policy",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Policy file (TOML). Default: the development policy.",
-)  # fmt: skip
+)
 @click.option(
-    "--crl", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    "--crl",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="PEM CRL file(s) (`sinergi pki crl`), re-read when it changes [default none].",
-)  # fmt: skip
+)
 @click.option("--trust-domain", default=None, help="SPIFFE trust domain [default sinergi.dev].")
 @click.option(
-    "--kek-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    "--kek-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Key-encryption keys for alert bodies at rest (`sinergi db kek`) [default: env "
     "SINERGI_KEK, else bodies are stored unencrypted].",
-)  # fmt: skip
+)
 @click.option(
     "--extra-ledger-key",
     "extra_keys",
@@ -93,14 +109,16 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     help="Also sign checkpoints with this key (key rotation; repeatable).",
 )
 @click.option(
-    "--metrics-listen", default=None,
+    "--metrics-listen",
+    default=None,
     help='Prometheus /metrics over plain HTTP: HOST:PORT, or PORT for 127.0.0.1; "" is off '
     "[default off].",
-)  # fmt: skip
+)
 @click.option(
-    "--reflection/--no-reflection", default=None,
+    "--reflection/--no-reflection",
+    default=None,
     help="gRPC server reflection (mutual TLS like every call) [default on].",
-)  # fmt: skip
+)
 @click.option(
     "--stall-seconds",
     type=click.FloatRange(0, min_open=True),
@@ -131,14 +149,22 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     default=None,
     help="Requests per second per principal; 0 = none [default 0].",
 )
-@click.option("--rate-burst", type=click.IntRange(1), default=None,
-              help="Requests at once above the rate [default 100].")  # fmt: skip
 @click.option(
-    "--check-config", is_flag=True,
+    "--rate-burst",
+    type=click.IntRange(1),
+    default=None,
+    help="Requests at once above the rate [default 100].",
+)
+@click.option(
+    "--check-config",
+    is_flag=True,
     help="Check configuration, policy, PKI files and database, then exit without serving.",
-)  # fmt: skip
-@click.option("--upgrade", is_flag=True,
-              help="Apply pending database migrations first (`sinergi db upgrade`).")  # fmt: skip
+)
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="Apply pending database migrations first (`sinergi db upgrade`).",
+)
 @click.option("--print-next-steps", is_flag=True, help="Print commands to try once listening.")
 @_JSON
 def serve(
@@ -219,11 +245,19 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
     assert isinstance(extra, list)
     numbers = {
         key: values[key]
-        for key in ("stall_seconds", "grace_seconds", "health_interval_seconds",
-                    "max_message_bytes", "reflection", "rate_limit", "rate_burst",
-                    "keepalive_seconds", "max_connection_age_seconds")
+        for key in (
+            "stall_seconds",
+            "grace_seconds",
+            "health_interval_seconds",
+            "max_message_bytes",
+            "reflection",
+            "rate_limit",
+            "rate_burst",
+            "keepalive_seconds",
+            "max_connection_age_seconds",
+        )
         if key in values
-    }  # fmt: skip
+    }
     config = ServerConfig(
         identity=Path(str(values.get("identity", pki / "server"))),
         ledger_key=Path(str(values.get("ledger_key", pki / "ledger.key"))),
@@ -256,12 +290,13 @@ async def _serve(config: ServerConfig, pki: Path, next_steps: bool, as_json: boo
         loop.add_signal_handler(sig, stop.set)
     host = config.listen.rpartition(":")[0]
     if as_json:
-        click.echo(
-            json.dumps(
-                {"ok": True, "listen": f"{host}:{port}", "port": port,
-                 "metrics_port": server.metrics_port or None}
-            )
-        )  # fmt: skip
+        listening = {
+            "ok": True,
+            "listen": f"{host}:{port}",
+            "port": port,
+            "metrics_port": server.metrics_port or None,
+        }
+        click.echo(json.dumps(listening))
     elif next_steps:
         click.echo(
             NEXT_STEPS.format(
@@ -317,8 +352,11 @@ def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
     except (LedgerError, ConfigError, SQLAlchemyError) as exc:
         _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
     message = {"ok": True, "database": db, "from": before, "to": after, "app_role": app_role}
-    text = (f"database ready: {db} (schema {after})" if before == after else
-            f"database ready: {db} (schema {before or 'none'} -> {after})")  # fmt: skip
+    text = (
+        f"database ready: {db} (schema {after})"
+        if before == after
+        else f"database ready: {db} (schema {before or 'none'} -> {after})"
+    )
     if app_role:
         text += f"; role {app_role} may SELECT and INSERT only"
     click.echo(json.dumps(message) if as_json else text)
@@ -326,9 +364,11 @@ def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
 
 @db.command()
 @click.option(
-    "--kek-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    "--kek-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="The key-encryption key file to create (mode 0600) or rotate.",
-)  # fmt: skip
+)
 @click.option(
     "--rotate",
     is_flag=True,
@@ -351,17 +391,18 @@ def kek(kek_file: Path, rotate: bool, as_json: bool) -> None:
         return
     verb = ("rotated" if rotate else "created") if written else "kept"
     text = f"{verb} {kek_file}: new bodies are sealed under key {current}"
-    click.echo(json.dumps({"ok": True, "written": written, "key_id": current}) if as_json
-               else text)  # fmt: skip
+    click.echo(json.dumps({"ok": True, "written": written, "key_id": current}) if as_json else text)
 
 
 @db.command()
 @_DB
 @click.option(
-    "--kek-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    "--kek-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="The key-encryption keys: the first seals, every one listed opens "
-         "[default: env SINERGI_KEK].",
-)  # fmt: skip
+    "[default: env SINERGI_KEK].",
+)
 @_JSON
 def reseal(db: str, kek_file: Path | None, as_json: bool) -> None:
     """Seal every stored alert and acknowledgement under the first key of the KEK file, and
@@ -388,39 +429,63 @@ def reseal(db: str, kek_file: Path | None, as_json: bool) -> None:
         _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
         return
     retired = [k for k in keys.ids[1:] if k not in done.keys_in_use]
-    record = {"ok": True, "alerts": done.alerts, "acknowledgements": done.acknowledgements,
-              "key_id": keys.current_id, "keys_in_use": list(done.keys_in_use),
-              "keys_no_longer_used": retired}  # fmt: skip
-    text = (f"resealed {done.alerts} alerts and {done.acknowledgements} acknowledgements under "
-            f"key {keys.current_id}; keys in use: {', '.join(done.keys_in_use) or 'none'}"
-            + (f"; no row needs {', '.join(retired)} any more" if retired else ""))  # fmt: skip
+    record = {
+        "ok": True,
+        "alerts": done.alerts,
+        "acknowledgements": done.acknowledgements,
+        "key_id": keys.current_id,
+        "keys_in_use": list(done.keys_in_use),
+        "keys_no_longer_used": retired,
+    }
+    text = (
+        f"resealed {done.alerts} alerts and {done.acknowledgements} acknowledgements under "
+        f"key {keys.current_id}; keys in use: {', '.join(done.keys_in_use) or 'none'}"
+        + (f"; no row needs {', '.join(retired)} any more" if retired else "")
+    )
     click.echo(json.dumps(record) if as_json else text)
 
 
 @db.command()
 @_DB
 @click.option(
-    "--pki", default="certs/dev", show_default=True, type=click.Path(path_type=Path),
+    "--pki",
+    default="certs/dev",
+    show_default=True,
+    type=click.Path(path_type=Path),
     help="PKI directory: the ledger key (ledger.key) and the server identity (server/).",
-)  # fmt: skip
+)
 @click.option(
-    "--kek-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    "--kek-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="The server's key-encryption keys, when bodies are encrypted [default: env SINERGI_KEK].",
-)  # fmt: skip
+)
 @click.option(
-    "--policy", default=str(DEFAULT_POLICY), type=click.Path(dir_okay=False, path_type=Path),
+    "--policy",
+    default=str(DEFAULT_POLICY),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Policy file with the [retention] periods. Default: the development policy.",
-)  # fmt: skip
+)
 @click.option("--trust-domain", default="sinergi.dev", show_default=True)
-@click.option("--older-than", type=click.IntRange(0), default=None,
-              help="Days since an alert stopped being in force, for every category, instead of "
-                   "the policy's retention periods.")  # fmt: skip
+@click.option(
+    "--older-than",
+    type=click.IntRange(0),
+    default=None,
+    help="Days since an alert stopped being in force, for every category, instead of "
+    "the policy's retention periods.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be purged; change nothing.")
 @_JSON
 def purge(
-    db: str, pki: Path, kek_file: Path | None, policy: Path, trust_domain: str,
-    older_than: int | None, dry_run: bool, as_json: bool,
-) -> None:  # fmt: skip
+    db: str,
+    pki: Path,
+    kek_file: Path | None,
+    policy: Path,
+    trust_domain: str,
+    older_than: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Remove the personal data of alerts past retention (expired or cancelled, and older than
     their category's period); one REDACT ledger entry per alert; the ledger stays verifiable.
 
@@ -440,8 +505,8 @@ def purge(
             writer = LedgerWriter(engine, load_signer(pki / "ledger.key", origin), origin)
             actor = Actor(str(identity.spiffe_id), identity.fingerprint)
             try:
-                purge_threads(engine, writer, actor, found,
-                              str(older_than) if older_than is not None else "policy")  # fmt: skip
+                days = str(older_than) if older_than is not None else "policy"
+                purge_threads(engine, writer, actor, found, days)
             finally:
                 writer.close()
         database.dispose()
@@ -449,8 +514,14 @@ def purge(
         _fail("stored alerts cannot be decrypted: give the server's --kek-file", as_json)
     except (ConfigError, CertsError, LedgerError, OSError, SQLAlchemyError) as exc:
         _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
-    listed = [{"alert": c.thread_id, "category": c.category,
-               "ended": c.ended.isoformat(timespec="seconds")} for c in found]  # fmt: skip
+    listed = [
+        {
+            "alert": c.thread_id,
+            "category": c.category,
+            "ended": c.ended.isoformat(timespec="seconds"),
+        }
+        for c in found
+    ]
     verb = "would purge" if dry_run else "purged"
     lines = [f"  {a['alert']} {a['category']} ended {a['ended']}" for a in listed]
     text = "\n".join([f"{verb} {len(found)} alerts", *lines])

@@ -41,9 +41,12 @@ _KINDS: dict[str, str] = {
 }
 KEYS = tuple(_KINDS)
 _POSITIVE = (
-    "stall_seconds", "health_interval_seconds", "max_message_bytes", "rate_burst",
+    "stall_seconds",
+    "health_interval_seconds",
+    "max_message_bytes",
+    "rate_burst",
     "keepalive_seconds",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,14 @@ def line_of(text: str, key: str) -> int | None:
 
 
 def _kind_of(value: object) -> str:
-    for kind, types in (("boolean", bool), ("integer", int), ("number", float), ("string", str),
-                        ("list", list), ("table", dict)):  # fmt: skip
+    for kind, types in (
+        ("boolean", bool),
+        ("integer", int),
+        ("number", float),
+        ("string", str),
+        ("list", list),
+        ("table", dict),
+    ):
         if isinstance(value, types):
             return kind
     return type(value).__name__  # dates and times

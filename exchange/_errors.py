@@ -21,13 +21,10 @@ class ExchangeError(Exception):
     #: a refusal (authentication, policy, validation) that the ledger records as DENIED
     denied = True
 
-    def __init__(
-        self, reason: str, violations: Sequence[tuple[str, str]] = (), *, recorded: bool = False
-    ) -> None:
+    def __init__(self, reason: str, violations: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(reason)
         self.reason = reason
         self.violations = tuple(violations)
-        self.recorded = recorded
 
     def to_status(self) -> status_pb2.Status:
         """A ``google.rpc.Status`` with a ``BadRequest`` detail listing every bad field."""

@@ -133,8 +133,11 @@ class Revocations:
             except (OSError, CertsError) as exc:
                 # Log once per change of the file, keep the last verified list in force.
                 self._stamp, self._anchors = self._stat(), anchors
-                _log.error("revocation list not reloaded; the previous one stays in force",
-                           crl=str(self.path), error=_reason(exc))  # fmt: skip
+                _log.error(
+                    "revocation list not reloaded; the previous one stays in force",
+                    crl=str(self.path),
+                    error=_reason(exc),
+                )
         return self._revoked
 
 

@@ -26,40 +26,54 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self._rpcs = Counter(
-            "sinergi_rpc", "RPCs answered, by method and status code.", ["method", "code"],
+            "sinergi_rpc",
+            "RPCs answered, by method and status code.",
+            ["method", "code"],
             registry=r,
-        )  # fmt: skip
+        )
         self._rpc_seconds = Histogram(
-            "sinergi_rpc_duration_seconds", "Time to answer an RPC (a stream: its whole life).",
-            ["method"], registry=r,
-        )  # fmt: skip
-        self._denied = Counter(
-            "sinergi_denied", "Requests refused (authentication, policy, validation).",
-            ["method", "reason_code"], registry=r,
-        )  # fmt: skip
-        self._entries = Gauge(
-            "sinergi_ledger_entries", "Entries in the ledger after this process's last commit.",
+            "sinergi_rpc_duration_seconds",
+            "Time to answer an RPC (a stream: its whole life).",
+            ["method"],
             registry=r,
-        )  # fmt: skip
+        )
+        self._denied = Counter(
+            "sinergi_denied",
+            "Requests refused (authentication, policy, validation).",
+            ["method", "reason_code"],
+            registry=r,
+        )
+        self._entries = Gauge(
+            "sinergi_ledger_entries",
+            "Entries in the ledger after this process's last commit.",
+            registry=r,
+        )
         self._append_seconds = Histogram(
-            "sinergi_ledger_append_seconds", "Time of one group commit, signature included.",
-            buckets=_APPEND_BUCKETS, registry=r,
-        )  # fmt: skip
+            "sinergi_ledger_append_seconds",
+            "Time of one group commit, signature included.",
+            buckets=_APPEND_BUCKETS,
+            registry=r,
+        )
         self._batch_size = Histogram(
-            "sinergi_ledger_batch_size", "Works committed together in one group commit.",
-            buckets=_BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "sinergi_ledger_batch_size",
+            "Works committed together in one group commit.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         self._subscribers = Gauge("sinergi_subscribers", "Open Subscribe streams.", registry=r)
         self._lag = Histogram(
             "sinergi_delivery_lag_seconds",
             "Time from publish to delivery: how far behind subscribers are (a resumed backlog "
             "shows as a long tail).",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400), registry=r,
-        )  # fmt: skip
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400),
+            registry=r,
+        )
         self._expiry = Gauge(
-            "sinergi_certificate_expiry_seconds", "Seconds until the certificate expires.",
-            ["identity"], registry=r,
-        )  # fmt: skip
+            "sinergi_certificate_expiry_seconds",
+            "Seconds until the certificate expires.",
+            ["identity"],
+            registry=r,
+        )
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

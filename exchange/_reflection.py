@@ -16,8 +16,12 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from sinergi.v1 import exchange_pb2, ledger_pb2
 
-_FILES = (exchange_pb2.DESCRIPTOR, ledger_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR,
-          reflection_pb2.DESCRIPTOR)  # fmt: skip
+_FILES = (
+    exchange_pb2.DESCRIPTOR,
+    ledger_pb2.DESCRIPTOR,
+    health_pb2.DESCRIPTOR,
+    reflection_pb2.DESCRIPTOR,
+)
 SERVICES = (
     "sinergi.v1.Exchange",
     "sinergi.v1.AuditLedger",

@@ -13,17 +13,20 @@ copy.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
-from exchange import _store
+from exchange import _entries
+from exchange._bodies import ACK_COLUMNS, ack_context, alert_context, opened_ack, stored_body
 from exchange._policy import Policy
-from ledger import Action, Actor, EntryDraft
-from ledger.store import LedgerWriter
+from exchange._reseal import reclaim
+from exchange._tables import acknowledgements, alert_subjects, alerts
+from exchange._threads import StoredAlert, current_of, threads
+from ledger import Actor, EntryDraft
+from ledger.store import LedgerWriter, Work
 from sinergi.v1 import alert_pb2
 
 REDACTED = "[removed under retention]"
@@ -34,15 +37,15 @@ class Candidate:
     thread_id: str
     category: str
     ended: datetime
-    messages: tuple[_store.StoredAlert, ...]
+    messages: tuple[StoredAlert, ...]
 
 
-def _ended(messages: Sequence[_store.StoredAlert], now: datetime) -> datetime | None:
+def _ended(messages: Sequence[StoredAlert], now: datetime) -> datetime | None:
     """When the thread stopped being in force, or None while it still is."""
     for message in messages:
         if message.alert.message_type == alert_pb2.MESSAGE_TYPE_CANCEL:
             return message.alert.sent.ToDatetime(UTC)
-    current = _store.current_of(messages).alert
+    current = current_of(messages).alert
     if current.HasField("expires"):
         expires = current.expires.ToDatetime(UTC)
         if expires <= now:
@@ -56,20 +59,21 @@ def candidates(
     """Threads past retention: ``older_than`` replaces the policy's period when given."""
     with engine.connect() as connection:
         originals = connection.execute(
-            select(_store.alerts.c.id, _store.alerts.c.category)
-            .where(_store.alerts.c.message_type == "ALERT")
-            .order_by(_store.alerts.c.position)
+            select(alerts.c.id, alerts.c.category)
+            .where(alerts.c.message_type == "ALERT")
+            .order_by(alerts.c.position)
         ).all()
-        threads = _store.threads(connection, [row.id for row in originals])
+        found_threads = threads(connection, [row.id for row in originals])
     found = []
     for row in originals:
-        messages = threads[row.id]
-        if _store.current_of(messages).alert.summary == REDACTED:
+        messages = found_threads[row.id]
+        if current_of(messages).alert.summary == REDACTED:
             continue  # purged before
         ended = _ended(messages, now)
-        keep = older_than if older_than is not None else timedelta(
-            days=policy.retention_days(row.category)
-        )  # fmt: skip
+        if older_than is not None:
+            keep = older_than
+        else:
+            keep = timedelta(days=policy.retention_days(row.category))
         if ended is not None and ended + keep <= now:
             found.append(Candidate(row.id, row.category, ended, tuple(messages)))
     return found
@@ -93,53 +97,45 @@ def purge(
 ) -> int:
     """Purge ``found``, one transaction and one REDACT entry per thread; returns entries added."""
     for candidate in found:
-
-        def work(connection: Connection, _seq: int, c: Candidate = candidate) -> tuple[
-            None, list[EntryDraft]
-        ]:  # fmt: skip
-            originals = b"".join(m.body for m in c.messages)
-            for message in c.messages:
-                redacted = _redacted(message.alert)  # sealed anew when bodies are encrypted
-                connection.execute(
-                    update(_store.alerts)
-                    .where(_store.alerts.c.position == message.position)
-                    .values(**_store.stored_body(
-                        connection, redacted, _store.alert_context(message.alert.id)))
-                )  # fmt: skip
-            connection.execute(
-                delete(_store.alert_subjects).where(
-                    _store.alert_subjects.c.thread_id == c.thread_id
-                )
-            )
-            _clear_notes(connection, c.messages[0].position)
-            return None, [
-                EntryDraft(
-                    Action.REDACT,
-                    actor,
-                    objects=tuple(f"alert:{m.alert.id}" for m in c.messages),
-                    digest=hashlib.sha256(originals).hexdigest(),
-                    meta={"category": c.category, "retention_days": days,
-                          "ended": c.ended.isoformat(timespec="seconds")},
-                )
-            ]  # fmt: skip
-
-        writer.submit(work).result(60)
-    _store.reclaim(engine)
+        writer.submit(_purge(candidate, actor, days)).result(60)
+    reclaim(engine)
     return len(found)
+
+
+def _purge(candidate: Candidate, actor: Actor, days: str) -> Work[None]:
+    """The work that purges ``candidate`` and records it."""
+
+    def work(connection: Connection, _seq: int) -> tuple[None, list[EntryDraft]]:
+        for message in candidate.messages:
+            redacted = _redacted(message.alert)  # sealed anew when bodies are encrypted
+            sealed = stored_body(connection, redacted, alert_context(message.alert.id))
+            connection.execute(
+                update(alerts).where(alerts.c.position == message.position).values(**sealed)
+            )
+        connection.execute(
+            delete(alert_subjects).where(alert_subjects.c.thread_id == candidate.thread_id)
+        )
+        _clear_notes(connection, candidate.messages[0].position)
+        entry = _entries.redaction(
+            actor, candidate.messages, candidate.category, days, candidate.ended
+        )
+        return None, [entry]
+
+    return work
 
 
 def _clear_notes(connection: Connection, position: int) -> None:
     rows = connection.execute(
-        select(*_store.ACK_COLUMNS).where(_store.acknowledgements.c.alert_position == position)
+        select(*ACK_COLUMNS).where(acknowledgements.c.alert_position == position)
     ).all()
     for row in rows:
-        ack = alert_pb2.Acknowledgement.FromString(_store.opened_ack(connection, row))
+        ack = alert_pb2.Acknowledgement.FromString(opened_ack(connection, row))
         if ack.note:
             ack.note = ""
-            context = _store.ack_context(row.alert_position, row.agency, row.principal)
+            context = ack_context(row.alert_position, row.agency, row.principal)
             body = ack.SerializeToString(deterministic=True)
             connection.execute(
-                update(_store.acknowledgements)
-                .where(_store.acknowledgements.c.id == row.id)
-                .values(**_store.stored_body(connection, body, context))
+                update(acknowledgements)
+                .where(acknowledgements.c.id == row.id)
+                .values(**stored_body(connection, body, context))
             )

@@ -23,6 +23,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
+from exchange import _entries
 from exchange._errors import (
     ExchangeError,
     Internal,
@@ -33,11 +34,11 @@ from exchange._errors import (
 from exchange._identity import PeerRejected, Principal, Trust, authenticate, require
 from exchange._limits import RateLimiter
 from exchange._metrics import Metrics
-from ledger import Action, Actor, EntryDraft, Outcome
+from ledger import Actor, EntryDraft
 from ledger.store import LedgerWriter
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
-_request_digest: contextvars.ContextVar[str] = contextvars.ContextVar("request_digest")
+_denied: contextvars.ContextVar[DeniedRecorder] = contextvars.ContextVar("denied")
 _log = structlog.get_logger("sinergi.rpc")
 
 
@@ -46,23 +47,46 @@ def current_principal() -> Principal:
     return _principal.get()
 
 
-def request_digest() -> str:
-    """SHA-256 of the request bytes as received: what a DENIED entry's digest covers."""
-    return _request_digest.get()
+def denied_recorder() -> DeniedRecorder:
+    """The recorder of the RPC being served (set by the guard before any servicer code runs)."""
+    return _denied.get()
 
 
-def denied_entry(
-    actor: Actor, method: str, digest: str, error: ExchangeError, objects: tuple[str, ...] = ()
-) -> EntryDraft:
-    """The DENIED entry for a refused request: who, which method, the request's digest, why."""
-    return EntryDraft(
-        Action.DENIED,
-        actor,
-        objects=objects,
-        digest=digest,
-        outcome=Outcome(error.code.name, error.reason),
-        meta={"method": method},
-    )
+class DeniedRecorder:
+    """The one writer of DENIED entries: one per call, so that a refusal is recorded once.
+
+    The guard writes every refusal that leaves a servicer (:meth:`write`). A refusal decided in a
+    ledger work, from what the work read (a reused idempotency key, an alert not visible), is
+    returned by the work with :meth:`within`: its entry names the alert asked for and commits in
+    the same transaction as the decision, and the guard then knows it is written.
+    """
+
+    def __init__(self, ledger: LedgerWriter, method: str, raw: bytes, *, recorded: bool) -> None:
+        self._ledger = ledger
+        self.method = method  # the full path: /sinergi.v1.Exchange/Publish
+        self.digest = hashlib.sha256(raw).hexdigest()  # of the request bytes as received
+        self.actor = Actor("unknown", "")  # whom the peer's certificate names, once authenticated
+        #: False: this call's refusals are not written (health and reflection, or a rate-limit
+        #: refusal after the first of its second)
+        self.recorded = recorded
+        self._written: ExchangeError | None = None
+
+    def within(
+        self, error: ExchangeError, objects: tuple[str, ...] = ()
+    ) -> tuple[ExchangeError, list[EntryDraft]]:
+        """``error`` and its DENIED entry naming ``objects``, for a ledger work to return."""
+        self._written = error
+        return error, [_entries.denied(self.actor, self.method, self.digest, error, objects)]
+
+    async def write(self, error: ExchangeError) -> None:
+        """Append ``error``'s DENIED entry and wait for its commit, unless it is written."""
+        if not self.recorded or error is self._written:
+            return
+        entry = _entries.denied(self.actor, self.method, self.digest, error)
+        try:
+            await asyncio.wrap_future(self._ledger.append(entry))
+        except Exception:  # the refusal stands; losing its record must be loud
+            _log.exception("could not record a denied request", method=self.method)
 
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; grpcio's classes are not subscriptable
@@ -188,8 +212,8 @@ class Guard(_Interceptor):
         try:
             await asyncio.wait_for(context.write(item), self._stall_seconds)
         except TimeoutError:
-            _log.warning("stream stalled", method=call.method, peer=call.peer,
-                         stall_seconds=self._stall_seconds)  # fmt: skip
+            stall = self._stall_seconds
+            _log.warning("stream stalled", method=call.method, peer=call.peer, stall_seconds=stall)
             raise ResourceExhausted(
                 f"you read nothing for {self._stall_seconds:g} s; "
                 "resume from the last cursor you received"
@@ -231,20 +255,21 @@ class _Call:
         self.started = time.perf_counter()
         self.who: Principal | PeerRejected | None = None
         self.code = grpc.StatusCode.OK
+        recorded = self.service not in guard._unrecorded
+        self.denied = DeniedRecorder(guard._ledger, method, raw, recorded=recorded)
 
     def start(self, parse: Callable[[bytes], Any] | None) -> Any:  # noqa: ANN401
-        _request_digest.set(hashlib.sha256(self.raw).hexdigest())
+        _denied.set(self.denied)
         self.who = authenticate(self.context, self.guard._trust)
+        self.denied.actor = self.who.actor
         principal = require(self.who)
         _principal.set(principal)
         limiter = self.guard._limiter
         if limiter is not None and self.service not in self.guard._unrecorded:
             allowed, record = limiter.take(str(principal.id))
             if not allowed:
-                raise RateLimited(
-                    f"more than {limiter.rate:g} requests per second; retry later",
-                    recorded=not record,  # only the first refusal of each second is recorded
-                )
+                self.denied.recorded = record  # only the first refusal of each second
+                raise RateLimited(f"more than {limiter.rate:g} requests per second; retry later")
         if parse is None:
             return self.raw
         try:
@@ -271,19 +296,9 @@ class _Call:
         if exc.denied:
             if self.guard._metrics is not None:
                 self.guard._metrics.denied(self.method, exc.code.name)
-            if not exc.recorded and self.service not in self.guard._unrecorded:
-                await self._record(exc)
+            await self.denied.write(exc)
         status = rpc_status.to_status(exc.to_status())
         await self.context.abort(status.code, status.details, status.trailing_metadata)
-
-    async def _record(self, exc: ExchangeError) -> None:
-        who = self.who
-        actor = who.actor if who is not None else Actor("unknown", "")
-        entry = denied_entry(actor, self.method, hashlib.sha256(self.raw).hexdigest(), exc)
-        try:
-            await asyncio.wrap_future(self.guard._ledger.append(entry))
-        except Exception:  # the refusal stands; losing its record must be loud
-            _log.exception("could not record a denied request", method=self.method)
 
     def log(self) -> None:
         who = self.who

@@ -46,8 +46,9 @@ _log = structlog.get_logger("sinergi.sealing")
 
 
 def _derive(kek: bytes, purpose: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
-                info=b"sinergi/v1/" + purpose).derive(kek)  # fmt: skip
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"sinergi/v1/" + purpose
+    ).derive(kek)
 
 
 def key_id(kek: bytes) -> str:

@@ -20,7 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 import ledger
 import ledger.store
 from certs import load_identity
+from exchange import _entries
 from exchange._audit import AuditLedgerService
+from exchange._bodies import with_keyring
 from exchange._database import check_revision, upgrade
 from exchange._errors import ConfigError
 from exchange._health import DatabaseHealth
@@ -31,10 +33,9 @@ from exchange._reflection import enable_reflection
 from exchange._rpc import Guard
 from exchange._sealing import Keyring
 from exchange._service import ExchangeService
-from exchange._store import with_keyring
 from exchange._subscriptions import Hub, PostgresWakeups
 from exchange._tls import ServerTls
-from ledger import Action, Actor, EntryDraft
+from ledger import Actor
 from ledger.store import LedgerWriter
 from sinergi.v1 import exchange_pb2_grpc, ledger_pb2_grpc
 
@@ -183,12 +184,7 @@ class ExchangeServer:
             else f"x509:{self._identity.certificate.subject.rfc4514_string()}",
             self._identity.fingerprint,
         )
-        start = EntryDraft(
-            Action.START,
-            actor,
-            digest=self.policy.digest,
-            meta={"policy_digest": self.policy.digest, "origin": self.config.ledger_origin},
-        )
+        start = _entries.start(actor, self.policy.digest, self.config.ledger_origin)
         await asyncio.wrap_future(self.ledger.append(start))
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)

@@ -67,8 +67,11 @@ class ServerTls:
                 identity = load_identity(self.directory)
                 anchors = TrustAnchors.from_pem(identity.ca_pem)
             except (CertsError, ConfigError) as exc:
-                _log.error("server identity not reloaded; the previous one stays in use",
-                           directory=str(self.directory), error=str(exc))  # fmt: skip
+                _log.error(
+                    "server identity not reloaded; the previous one stays in use",
+                    directory=str(self.directory),
+                    error=str(exc),
+                )
                 return None
             self.identity = identity
             self.trust.anchors = anchors

@@ -136,9 +136,9 @@ def _subject(out: Violations, path: str, subject: alert_pb2.Subject) -> None:
         if not (_IMEI.fullmatch(imei) and luhn_ok(imei)):
             out.append((f"{path}.device.imei", "must be 15 digits with a valid Luhn check digit"))
     elif kind == "organisation":
-        _text(out, f"{path}.organisation.name", subject.organisation.name, 200, required=True)
-        _text(out, f"{path}.organisation.registration_number",
-              subject.organisation.registration_number, 64)  # fmt: skip
+        organisation = subject.organisation
+        _text(out, f"{path}.organisation.name", organisation.name, 200, required=True)
+        _text(out, f"{path}.organisation.registration_number", organisation.registration_number, 64)
     else:
         out.append((path, "must be a person, a device or an organisation"))
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import ledger
 import ledger.store
-from exchange import _store
+from exchange import _threads
 
 
 def test_a_page_is_read_in_index_order_without_sorting_the_backlog(sqlite_url: str) -> None:
     engine = ledger.store.create_engine(sqlite_url)
     try:
         with engine.connect() as connection:
-            for statement in (_store._ALERTS_FOR, _store._ALERTS_FOR_CATEGORIES):
+            for statement in (_threads._ALERTS_FOR, _threads._ALERTS_FOR_CATEGORIES):
                 sql = str(statement.compile(dialect=engine.dialect))
                 sql = sql.replace("(__[POSTCOMPILE_categories])", "('PASSPORT_HOLD')")
                 plan = [row[3] for row in connection.exec_driver_sql(

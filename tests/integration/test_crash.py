@@ -32,8 +32,8 @@ import grpc
 import ledger
 import ledger.store
 from clients import ClientError, ExchangeClient, Refused, Unreachable, new_alert, parse_subjects
+from exchange._bodies import alert_context
 from exchange._sealing import Keyring, write_kek_file
-from exchange._store import alert_context
 from ledger import Action
 from sinergi.v1 import alert_pb2
 from tests.clients.conftest import last_json, run

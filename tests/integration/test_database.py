@@ -16,7 +16,7 @@ import ledger.store
 from clients import ExchangeClient, new_alert
 from exchange import ConfigError, ExchangeServer, ServerConfig
 from exchange._database import grant_app_role, head_revision, upgrade
-from exchange._store import metadata as alert_metadata
+from exchange._tables import metadata as alert_metadata
 from ledger.store import metadata as ledger_metadata
 from tests.conftest import RunningServer
 

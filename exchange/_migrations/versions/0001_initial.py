@@ -12,7 +12,7 @@ the migrated database. There is no downgrade: the ledger is append-only.
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.store import APPEND_ONLY_TABLES, install_triggers
+from ledger.store import install_triggers
 
 revision = "0001"
 down_revision = None
@@ -42,7 +42,8 @@ def upgrade() -> None:
         sa.Column("note", sa.LargeBinary, nullable=False),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     )
-    for table in APPEND_ONLY_TABLES:
+    # The tables this revision creates (a migration never follows later schema changes).
+    for table in ("ledger_entries", "ledger_nodes", "ledger_checkpoints"):
         install_triggers(op.get_bind(), table)
     op.create_table(
         "alerts",

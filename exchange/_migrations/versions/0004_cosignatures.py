@@ -26,4 +26,3 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("size", "witness"),
     )
     install_triggers(op.get_bind(), "ledger_cosignatures")
-
