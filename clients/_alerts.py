@@ -22,7 +22,9 @@ SUBJECT_KEYS = ("passport", "nik", "imei", "name", "nationality", "birth-date", 
 
 
 def enum_value(enum: _EnumTypeWrapper[V], prefix: str, name: str, what: str) -> V:
-    """``PASSPORT_HOLD`` -> ``CATEGORY_PASSPORT_HOLD`` number; a clear error listing the choices."""
+    """``PASSPORT_HOLD`` -> ``CATEGORY_PASSPORT_HOLD`` number.
+
+    Raises :class:`UsageError` listing the choices for a name ``enum`` does not have."""
     key = prefix + name.strip().upper().replace("-", "_").replace("+", "_")
     try:
         return enum.Value(key)
@@ -32,11 +34,18 @@ def enum_value(enum: _EnumTypeWrapper[V], prefix: str, name: str, what: str) -> 
 
 
 def enum_name(enum: _EnumTypeWrapper[V], prefix: str, value: V) -> str:
+    """``CATEGORY_PASSPORT_HOLD``'s number -> ``PASSPORT_HOLD``.
+
+    Raises none of the typed errors: a number ``enum`` does not have is protobuf's ValueError,
+    since it comes from code, not from a user."""
     return enum.Name(value).removeprefix(prefix)
 
 
 def parse_subjects(items: Sequence[str]) -> list[alert_pb2.Subject]:
-    """``passport=C1234567,nationality=ID`` per subject; keys as in :data:`SUBJECT_KEYS`."""
+    """``passport=C1234567,nationality=ID`` per subject; keys as in :data:`SUBJECT_KEYS`.
+
+    Raises :class:`UsageError` naming the item for an unknown key, a key without a value, or
+    keys that cannot go together (an IMEI with a name)."""
     subjects = []
     for item in items:
         fields: dict[str, str] = {}
@@ -93,7 +102,11 @@ def new_alert(
     """An ALERT message with CAP's UNKNOWN where the sender does not say, TLP:AMBER by default.
 
     ``recipients`` names agencies, or is ``["*"]`` for every member that may receive the category
-    (not with TLP:RED, which goes to named agencies only)."""
+    (not with TLP:RED, which goes to named agencies only).
+
+    Raises :class:`UsageError` for an empty summary, an unknown enum name, or recipients the
+    exchange would refuse (none; ``*`` with others, or with TLP:RED), before anything reaches
+    the network."""
     message = content_alert(
         summary=summary,
         subjects=subjects,
@@ -130,7 +143,9 @@ def content_alert(
 ) -> alert_pb2.Alert:
     """The content of an alert without its envelope: what :meth:`ExchangeClient.update` sends.
 
-    Category, handling and recipients stay empty, since an update keeps the original's."""
+    Category, handling and recipients stay empty, since an update keeps the original's.
+
+    Raises :class:`UsageError` for an empty summary or an unknown enum name."""
     if not summary.strip():
         raise UsageError("a summary is required")
     message = alert_pb2.Alert(

@@ -24,8 +24,16 @@ from clients._signatures import (
     verify_alert,
 )
 from clients._witness import Witness
+from ledger import (
+    WITNESSED_SIZE_HEADER,
+    LedgerError,
+    Receipt,
+    VerifiedReceipt,
+    Verifier,
+    leaf_hash,
+    open_checkpoint,
+)
 from ledger import Checkpoint as LedgerCheckpoint
-from ledger import LedgerError, Receipt, VerifiedReceipt, Verifier, leaf_hash, open_checkpoint
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -34,7 +42,6 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 LEDGER_KEY_FILE = "ledger.vkey"
 WITNESS_FILE = "witness.json"
-WITNESSED_SIZE = "sinergi-witnessed-size"
 Reply = TypeVar("Reply")
 _JITTER = secrets.SystemRandom()
 # The channel's own reconnection backoff (gRPC's default starts at 1s and grows to 120s): short,
@@ -85,7 +92,9 @@ class Acknowledged:
 
 
 def find_ledger_key(identity_dir: Path, explicit: str | os.PathLike[str] | None) -> Path:
-    """The ledger's verifier key: explicit, else beside the identity, else in its parent."""
+    """The ledger's verifier key: explicit, else beside the identity, else in its parent.
+
+    Raises :class:`UsageError` when neither holds one: no key, no verified receipt."""
     if explicit is not None:
         return Path(explicit)
     for candidate in (identity_dir / LEDGER_KEY_FILE, identity_dir.parent / LEDGER_KEY_FILE):
@@ -98,6 +107,9 @@ def find_ledger_key(identity_dir: Path, explicit: str | os.PathLike[str] | None)
 
 
 def load_verifier(path: Path) -> Verifier:
+    """The ledger's verifier key from ``path`` (a ``ledger.vkey`` line).
+
+    Raises :class:`UsageError` when it cannot be read or is not a verifier key."""
     try:
         return Verifier.from_vkey(path.read_text(encoding="ascii").strip())
     except OSError as exc:
@@ -107,7 +119,13 @@ def load_verifier(path: Path) -> Verifier:
 
 
 class ExchangeClient:
-    """A connection to the exchange as one identity. Use as a context manager."""
+    """A connection to the exchange as one identity. Use as a context manager.
+
+    Every call to the exchange raises :class:`Refused` when the exchange says no (``.code`` is
+    the gRPC status, ``.violations`` the fields it named), :class:`Unreachable` when it cannot be
+    reached within the deadline (UNAVAILABLE is retried first), and :class:`VerificationFailed`
+    when its TLS certificate does not verify against the identity's ``ca.crt``. Each method
+    names the codes it expects and what else it raises."""
 
     def __init__(
         self,
@@ -125,7 +143,10 @@ class ExchangeClient:
 
         Every alert received is checked against its sender's signature (:func:`verify_alert`)
         unless ``verify_senders`` is false: a tool that must show a message which does not
-        verify, to say so, checks it itself."""
+        verify, to say so, checks it itself.
+
+        Raises :class:`UsageError` when the identity directory or the ledger key cannot be read,
+        or the certificate names no principal; nothing is sent before the first call."""
         try:
             self.identity = identity if isinstance(identity, Identity) else load_identity(identity)
             me = self.identity.spiffe_id
@@ -161,10 +182,17 @@ class ExchangeClient:
         self.close()
 
     def close(self) -> None:
+        """Close the connection; raises nothing."""
         self._channel.close()
 
     def publish(self, alert: alert_pb2.Alert, *, idempotency_key: str | None = None) -> Published:
-        """Publish ``alert``; succeeds only once the receipt proves the ledger recorded it."""
+        """Publish ``alert``; succeeds only once the receipt proves the ledger recorded it.
+
+        Raises :class:`Refused` (INVALID_ARGUMENT for a bad field, PERMISSION_DENIED when the
+        policy forbids it, ALREADY_EXISTS for a key reused with other content),
+        :class:`Unreachable`, :class:`VerificationFailed` when the receipt does not verify, and
+        :class:`ForkDetected` when its checkpoint contradicts one verified before: the alert may
+        then be recorded, but on a ledger that cannot be trusted."""
         request = exchange_pb2.PublishRequest(
             idempotency_key=idempotency_key or secrets.token_urlsafe(24), alert=alert
         )
@@ -178,7 +206,11 @@ class ExchangeClient:
         """Supersede the content of ``alert_id`` (an alert of your agency) with ``alert``.
 
         ``alert`` is the whole new content (:func:`clients.content_alert`); the exchange keeps the
-        original's category, handling and recipients. The result names the UPDATE message."""
+        original's category, handling and recipients. The result names the UPDATE message.
+
+        Raises as :meth:`publish` does; :class:`Refused` also with NOT_FOUND (no alert your
+        agency may see), PERMISSION_DENIED (another agency's) and FAILED_PRECONDITION
+        (cancelled)."""
         request = exchange_pb2.UpdateRequest(
             idempotency_key=idempotency_key or secrets.token_urlsafe(24),
             alert_id=alert_id,
@@ -191,7 +223,10 @@ class ExchangeClient:
     def cancel(
         self, alert_id: str, reason: str, *, idempotency_key: str | None = None
     ) -> Published:
-        """Cancel ``alert_id`` (an alert of your agency); the result names the CANCEL message."""
+        """Cancel ``alert_id`` (an alert of your agency); the result names the CANCEL message.
+
+        Raises :class:`UsageError` for an empty reason, before anything is sent; then as
+        :meth:`update` does."""
         if not reason.strip():
             raise UsageError("a reason is required to cancel an alert")
         request = exchange_pb2.CancelRequest(
@@ -213,11 +248,18 @@ class ExchangeClient:
         idempotency_key: str | None = None,
     ) -> Acknowledged:
         """Acknowledge ``alert_id``; retried like a publish, with one idempotency key for every
-        attempt, so it is recorded once."""
+        attempt, so it is recorded once.
+
+        Raises :class:`Refused` (NOT_FOUND when the alert was not addressed to your agency,
+        INVALID_ARGUMENT for ACTION_TAKEN without a case reference), :class:`Unreachable`,
+        :class:`VerificationFailed` when the receipt does not verify, :class:`ForkDetected`."""
         request = exchange_pb2.AcknowledgeRequest(
-            alert_id=alert_id, response=response, case_reference=case_reference, note=note,
+            alert_id=alert_id,
+            response=response,
+            case_reference=case_reference,
+            note=note,
             idempotency_key=idempotency_key or secrets.token_urlsafe(24),
-        )  # fmt: skip
+        )
         reply = self._call(self._stub.Acknowledge, request, witnessed=True)
         receipt = self.verify_receipt(reply.receipt, "ACK", f"alert:{alert_id}")
         return Acknowledged(reply.acknowledgement, receipt)
@@ -233,7 +275,13 @@ class ExchangeClient:
 
         On a dropped connection, and when the exchange sheds this subscriber for reading too
         slowly (RESOURCE_EXHAUSTED), it reconnects and resumes after the last cursor yielded, so
-        nothing is lost; a message may come twice (delivery is at least once)."""
+        nothing is lost; a message may come twice (delivery is at least once).
+
+        Raises, while the caller iterates: :class:`SignatureFailed` for a message whose sender
+        signature does not verify or that does not name your agency (unless
+        ``verify_senders`` is false); :class:`Refused` (PERMISSION_DENIED, INVALID_ARGUMENT);
+        :class:`VerificationFailed` for a refused server certificate; and, with ``reconnect``
+        false only, :class:`Unreachable` or :class:`Refused` with RESOURCE_EXHAUSTED."""
         cursor, retry = after, 0
         while True:
             call = self._stub.Subscribe(
@@ -262,8 +310,12 @@ class ExchangeClient:
                 call.cancel()  # type: ignore[no-untyped-call]
 
     def get_alert(self, alert_id: str) -> exchange_pb2.AlertView:
-        """The thread of ``alert_id``: state, content in force, every message (NOT_FOUND when
-        your agency may not see it). The exchange records the read."""
+        """The thread of ``alert_id``: state, content in force, every message. The exchange
+        records the read.
+
+        Raises :class:`Refused` (NOT_FOUND when your agency may not see it), :class:`Unreachable`,
+        and :class:`SignatureFailed` when a message of the thread is not what its sender
+        signed."""
         request = exchange_pb2.GetAlertRequest(alert_id=alert_id)
         return self._checked(self._unary(self._stub.GetAlert, request))
 
@@ -279,7 +331,11 @@ class ExchangeClient:
     ) -> Iterator[exchange_pb2.AlertView]:
         """Threads your agency may see, newest first, fetching pages as the caller iterates.
 
-        ``sent_after`` is inclusive, ``sent_before`` exclusive; naive datetimes are UTC."""
+        ``sent_after`` is inclusive, ``sent_before`` exclusive; naive datetimes are UTC.
+
+        Raises, while the caller iterates: :class:`Refused` (INVALID_ARGUMENT for a bad
+        filter), :class:`Unreachable`, and :class:`SignatureFailed` for a message that is not
+        what its sender signed."""
         request = exchange_pb2.ListAlertsRequest(
             categories=list(categories),
             sender_agency=sender_agency,
@@ -304,7 +360,10 @@ class ExchangeClient:
     ) -> Iterator[exchange_pb2.AlertView]:
         """Threads your agency may see whose subjects match one identifier: a passport number,
         a NIK, an IMEI, or a name with a birth date. The exchange records a digest of the query.
-        """
+
+        Raises :class:`UsageError` at once unless exactly one identifier is given; then, while
+        the caller iterates, as :meth:`list_alerts` does (PERMISSION_DENIED for an agency that
+        may not search)."""
         given = [k for k, v in (("passport", passport), ("nik", nik), ("imei", imei)) if v]
         if name or birth_date:
             if not (name and birth_date):
@@ -326,14 +385,19 @@ class ExchangeClient:
         return self._pages(self._stub.SearchAlerts, request)
 
     def acknowledgements(self, alert_id: str) -> list[alert_pb2.Acknowledgement]:
-        """Every acknowledgement of ``alert_id`` if your agency sent it, else your agency's own."""
+        """Every acknowledgement of ``alert_id`` if your agency sent it, else your agency's own.
+
+        Raises :class:`Refused` (NOT_FOUND for an alert your agency neither sent nor received)
+        and :class:`Unreachable`."""
         request = exchange_pb2.ListAcknowledgementsRequest(alert_id=alert_id)
         return list(self._unary(self._stub.ListAcknowledgements, request).acknowledgements)
 
     def verify_sender(
         self, alert: alert_pb2.Alert, original: alert_pb2.Alert | None = None
     ) -> SignedBy:
-        """Check ``alert`` against its sender's signature (:func:`clients.verify_alert`)."""
+        """Check ``alert`` against its sender's signature (:func:`clients.verify_alert`).
+
+        Raises :class:`SignatureFailed` saying what is wrong; sends nothing."""
         trust_domain = self._me.trust_domain
         return verify_alert(alert, self.anchors, trust_domain, original=original)
 
@@ -412,7 +476,7 @@ class ExchangeClient:
 
     def _witnessed(self) -> tuple[tuple[str, str], ...]:
         kept = self.witness.latest(self._verifier.name)
-        return ((WITNESSED_SIZE, str(kept.size)),) if kept else ()
+        return ((WITNESSED_SIZE_HEADER, str(kept.size)),) if kept else ()
 
     def _consistency(self, first: int, second: int) -> Sequence[bytes]:
         """For the witness: a proof to a size it already holds a signed checkpoint of."""
@@ -432,7 +496,11 @@ class ExchangeClient:
             raise VerificationFailed(f"checkpoint does not verify: {exc}") from None
 
     def checkpoint(self) -> LedgerCheckpoint:
-        """The exchange's newest checkpoint, verified and witnessed (a rollback is an error)."""
+        """The exchange's newest checkpoint, verified and witnessed.
+
+        Raises :class:`VerificationFailed` when its signature does not verify, and
+        :class:`ForkDetected` when it is older than, or inconsistent with, one verified before
+        (a rollback or a rewritten history)."""
         kept = self.witness.latest(self._verifier.name)
         reply = self._call(self._audit.GetCheckpoint, ledger_pb2.GetCheckpointRequest())
         cp = self._open(reply.note)
@@ -444,7 +512,12 @@ class ExchangeClient:
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
         """Ledger entries start..end as (seq, hash, bytes), for :func:`ledger.verify_ledger`.
 
-        Auditors only; the exchange records the read."""
+        Auditors only; the exchange records the read. The entries are not verified here:
+        :func:`ledger.verify_ledger` does that.
+
+        Raises, while the caller iterates: :class:`Refused` (PERMISSION_DENIED for a caller that
+        is not an auditor, INVALID_ARGUMENT for a bad range) and :class:`Unreachable` (a stream
+        is not retried)."""
         request = ledger_pb2.GetEntriesRequest(start=start, end=end)
         timeout = max(self._timeout, 600)
         try:
@@ -469,16 +542,25 @@ class ExchangeClient:
     def inclusion(self, seq: int) -> VerifiedReceipt:
         """Entry ``seq`` with its inclusion proof in the newest checkpoint, verified and witnessed.
 
-        Auditors only."""
+        Auditors only. Raises :class:`Refused` (PERMISSION_DENIED; NOT_FOUND for no such entry),
+        :class:`Unreachable`, :class:`VerificationFailed` when the proof does not verify, and
+        :class:`ForkDetected`."""
         reply = self._call(self._audit.GetInclusionProof, ledger_pb2.InclusionProofRequest(seq=seq))
-        proof = Receipt(seq, leaf_hash(reply.entry), reply.entry, reply.checkpoint.note, 0,
-                        tuple(reply.proof))  # fmt: skip
+        entry, note = reply.entry, reply.checkpoint.note
+        proof = Receipt(seq, leaf_hash(entry), entry, note, 0, tuple(reply.proof))
         verified = self._verified(proof)
         self.witness.observe(verified.checkpoint, verified.note, fetch=self._consistency)
         return verified
 
     def consistency(self, first: int, second: int) -> tuple[LedgerCheckpoint, list[bytes]]:
-        """The checkpoint at ``second`` and the proof that size ``first`` is its prefix."""
+        """The checkpoint at ``second`` (verified and witnessed) and the proof that size
+        ``first`` is its prefix, which the caller checks against its own checkpoint of that
+        size (:func:`ledger.verify_consistency`).
+
+        Raises :class:`Refused` (NOT_FOUND for no checkpoint of size ``second``,
+        INVALID_ARGUMENT for ``first`` after it), :class:`Unreachable`,
+        :class:`VerificationFailed` when the checkpoint does not verify, and
+        :class:`ForkDetected`."""
         reply = self._call(
             self._audit.GetConsistencyProof,
             ledger_pb2.ConsistencyProofRequest(first=first, second=second),
@@ -492,12 +574,10 @@ class ExchangeClient:
         entry's hash and inclusion, and that it records ``action`` of ``obj`` by this agency (a
         retried write is answered with the first attempt's entry, which another system of the
         same agency may have made); then witness its checkpoint. Raises
-        :class:`VerificationFailed`, or :class:`ForkDetected` for a rewritten ledger."""
-        verified = self._verified(
-            Receipt(receipt.seq, receipt.entry_hash, receipt.entry, receipt.checkpoint.note, 0,
-                    tuple(receipt.inclusion_proof)),
-            action=action, obj=obj, actor=self._same_agency,
-        )  # fmt: skip
+        :class:`VerificationFailed`, or :class:`ForkDetected` for a rewritten ledger (and
+        :class:`Refused` or :class:`Unreachable` if a consistency proof had to be fetched)."""
+        shown = _wire_receipt(receipt)
+        verified = self._verified(shown, action=action, obj=obj, actor=self._same_agency)
         self.witness.observe(
             verified.checkpoint,
             verified.note,
@@ -525,3 +605,15 @@ class ExchangeClient:
             return SpiffeId.parse(principal).agency == self._me.agency
         except CertsError:
             return False
+
+
+def _wire_receipt(receipt: ledger_pb2.Receipt) -> Receipt:
+    """A receipt as the exchange sends it (its tree size is known once its note is opened)."""
+    return Receipt(
+        seq=receipt.seq,
+        entry_hash=receipt.entry_hash,
+        entry=receipt.entry,
+        checkpoint=receipt.checkpoint.note,
+        tree_size=0,
+        inclusion_proof=tuple(receipt.inclusion_proof),
+    )

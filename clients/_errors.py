@@ -60,6 +60,10 @@ _CLOSED_AFTER_HANDSHAKE = re.compile(r"failed to connect to all addresses.*: Soc
 
 
 def from_rpc_error(error: grpc.RpcError) -> ClientError:
+    """The typed error for a failed call, returned for the caller to raise:
+    :class:`VerificationFailed` when this client refused the exchange's TLS certificate,
+    :class:`Unreachable` for UNAVAILABLE and DEADLINE_EXCEEDED, else :class:`Refused` with the
+    status as ``.code`` and the fields the exchange named as ``.violations``."""
     code: grpc.StatusCode = error.code()
     details: str = error.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:

@@ -57,7 +57,9 @@ class SignedBy:
 def sign_request(
     request: SignedRequest, signer: Signer, sender: SpiffeId, now: datetime | None = None
 ) -> None:
-    """Set ``request.signature``: over a Statement holding the request, its signature unset."""
+    """Set ``request.signature``: over a Statement holding the request, its signature unset.
+
+    Raises none of the typed errors: it reads nothing but the request and the key."""
     request.ClearField("signature")
     statement = exchange_pb2.Statement(sender=str(sender))
     statement.signed_at.FromDatetime(now or datetime.now(UTC))
@@ -145,8 +147,11 @@ def _mismatch(
         expected.ClearField("references")
         expected.references.extend(alert.references)
     if expected != alert:
-        differ = [f.name for f in alert_pb2.Alert.DESCRIPTOR.fields
-                  if getattr(expected, f.name) != getattr(alert, f.name)]  # fmt: skip
+        differ = [
+            f.name
+            for f in alert_pb2.Alert.DESCRIPTOR.fields
+            if getattr(expected, f.name) != getattr(alert, f.name)
+        ]
         return "fields " + ", ".join(differ) + " differ"
     if original is not None and named is not None:
         return _addressing_mismatch(

@@ -131,11 +131,18 @@ class Witness:
         self._remember(note, checkpoint)
 
     def notes(self) -> dict[str, bytes]:
-        """The kept signed notes by origin, exactly as received."""
+        """The kept signed notes by origin, exactly as received.
+
+        Raises :class:`VerificationFailed` when the state file is unreadable or of an unknown
+        format: a witness that lost its memory must not start afresh silently."""
         with self._locked():
             return self._load()
 
     def latest(self, origin: str) -> Checkpoint | None:
+        """The newest kept checkpoint of ``origin``, verified again, or None.
+
+        Raises :class:`VerificationFailed` as :meth:`notes` does, and when the kept checkpoint
+        no longer verifies against this witness's keys."""
         with self._locked():
             note = self._load().get(origin)
             return self._open(note) if note is not None else None
@@ -152,7 +159,11 @@ class Witness:
     ) -> None:
         """Keep ``checkpoint`` (already verified against this witness's keys) if it is newer than
         the kept one and consistent with it; :class:`ForkDetected` if it is not consistent (the
-        rules, and the arguments, are :func:`ledger.advance`'s)."""
+        rules, and the arguments, are :func:`ledger.advance`'s).
+
+        Raises :class:`ForkDetected` for an inconsistent or rolled-back checkpoint,
+        :class:`VerificationFailed` as :meth:`latest` does, and whatever ``fetch`` raises (for
+        :class:`ExchangeClient`'s, :class:`Refused` or :class:`Unreachable`)."""
         with self._locked():
             notes = self._load()
             kept_note = notes.get(checkpoint.origin)

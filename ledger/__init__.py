@@ -10,10 +10,11 @@ from ledger import _meta as meta
 from ledger._audit import (
     Anomaly,
     DeniedGroup,
+    PrincipalName,
+    Principals,
     Rules,
     Threads,
     activity,
-    agency_of,
     anomalies,
     denied,
     entry_time,
@@ -87,7 +88,7 @@ from ledger._note import (
     sign_checkpoint,
     sign_note,
 )
-from ledger._policy import Cosigned, WitnessPolicy
+from ledger._policy import Cosigned, WitnessPolicy, parse_logs
 from ledger._receipt import Receipt, VerifiedReceipt
 from ledger._tlog_witness import (
     ADD_CHECKPOINT,
@@ -98,11 +99,17 @@ from ledger._tlog_witness import (
     origin_hash,
 )
 from ledger._verify import Report, verify_ledger
-from ledger._witnessing import ProofFetcher, advance, describe
+from ledger._witnessing import WITNESSED_SIZE_HEADER, ProofFetcher, advance, describe
+
+#: The database the exchange and the `sinergi` commands use when none is named (``--db``,
+#: ``SINERGI_DB``). A URL only, here so that every side names one default without importing
+#: database code: :mod:`ledger.store` opens it.
+DEFAULT_DATABASE = "sqlite:///var/sinergi.db"
 
 __all__ = [
     "ADD_CHECKPOINT",
     "COSIGNATURE_ALG",
+    "DEFAULT_DATABASE",
     "ED25519_ALG",
     "EMPTY_ROOT",
     "GENESIS_PREV",
@@ -112,6 +119,7 @@ __all__ = [
     "MAX_TREE_SIZE",
     "OK",
     "SIZE_CONTENT_TYPE",
+    "WITNESSED_SIZE_HEADER",
     "WITNESS_KEY_FILE",
     "WITNESS_VERIFIER_FILE",
     "Action",
@@ -134,6 +142,8 @@ __all__ = [
     "NoteError",
     "Outcome",
     "PolicyError",
+    "PrincipalName",
+    "Principals",
     "ProofError",
     "ProofFetcher",
     "QuorumError",
@@ -151,7 +161,6 @@ __all__ = [
     "activity",
     "add_signatures",
     "advance",
-    "agency_of",
     "anomalies",
     "canonical_json",
     "checkpoint_line",
@@ -179,6 +188,7 @@ __all__ = [
     "open_note",
     "origin_hash",
     "parse_canonical",
+    "parse_logs",
     "parse_vkey",
     "private_key_pem",
     "public_key_pem",

@@ -4,26 +4,47 @@ principal did, what was refused, and what looks wrong.
 Pure functions over decoded entries (no I/O), so the same answers come from the database, an
 export file or the AuditLedger service. Alerts are named by id only: the ledger holds digests,
 never personal data (docs/ledger-format.md, section 1.4).
+
+Principals are strings here. Which agency a principal belongs to, and its kind, the caller reads
+(:data:`Principals`; the CLI's is built on ``certs.SpiffeId.parse``): the syntax of a principal's
+name has one home, in ``certs``, which the ledger does not import.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from ledger import _meta as meta
 from ledger._entry import Action, Entry
 
 #: acts that hand alert contents to someone, or show them
 ACCESS = frozenset({Action.DELIVER, Action.READ, Action.SEARCH, Action.ACK})
 #: acts that write an alert
 WRITES = frozenset({Action.PUBLISH, Action.UPDATE, Action.CANCEL})
-_PRINCIPAL = re.compile(r"spiffe://[^/]+/agency/([^/]+)/([^/]+)/([^/]+)")
+
+
+class PrincipalName(Protocol):
+    """What the queries read of a principal: its agency, and its kind (``system`` or
+    ``officer``). A ``certs.SpiffeId`` is one."""
+
+    @property
+    def agency(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+#: The caller's reading of a principal (an entry's actor id): its agency and kind, or None when
+#: it names no principal of an agency (an unknown peer, a certificate without a SPIFFE ID).
+Principals = Callable[[str], PrincipalName | None]
 
 
 def entry_time(entry: Entry) -> datetime:
@@ -31,24 +52,29 @@ def entry_time(entry: Entry) -> datetime:
     return datetime.fromisoformat(entry.time.replace("Z", "+00:00"))
 
 
-def agency_of(principal: str) -> str:
-    """The agency of a SPIFFE principal, or "" for anything else (e.g. an unknown peer)."""
-    match = _PRINCIPAL.fullmatch(principal)
-    return match.group(1) if match else ""
+def _once_each(principals: Principals) -> Principals:
+    """``principals``, asked once per distinct principal: the queries ask for every entry."""
+    return functools.cache(principals)
 
 
-def kind_of(principal: str) -> str:
-    """``system`` or ``officer`` for a SPIFFE principal, else ""."""
-    match = _PRINCIPAL.fullmatch(principal)
-    return match.group(2) if match else ""
+def _agency(principals: Principals, principal: str) -> str:
+    """The agency of ``principal``, or "" when it names none."""
+    name = principals(principal)
+    return name.agency if name is not None else ""
+
+
+def _kind(principals: Principals, principal: str) -> str:
+    """The kind of ``principal``, or "" when it names none."""
+    name = principals(principal)
+    return name.kind if name is not None else ""
 
 
 @dataclass(frozen=True)
 class Addressing:
-    """Who an alert thread was for, as its PUBLISH entry recorded it."""
+    """Who an alert thread was from and for, as its PUBLISH entry recorded it."""
 
-    sender_agency: str
-    recipients: frozenset[str]
+    sender: str  # the principal that published it
+    recipients: frozenset[str]  # agencies
 
 
 class Threads:
@@ -65,9 +91,9 @@ class Threads:
             original = entry.objects[-1].removeprefix("alert:")
             self._original[message] = original
             if entry.action == Action.PUBLISH:
-                to = entry.meta.get("to", [])
+                to = entry.meta.get(meta.TO, [])
                 self.addressing[message] = Addressing(
-                    agency_of(entry.actor.id),
+                    entry.actor.id,
                     frozenset(str(a) for a in to) if isinstance(to, list) else frozenset(),
                 )
 
@@ -79,12 +105,12 @@ class Threads:
         original = self.original(alert_id)
         return {original} | {m for m, o in self._original.items() if o == original}
 
-    def addressed_to(self, alert_id: str, agency: str) -> bool | None:
+    def addressed_to(self, alert_id: str, agency: str, principals: Principals) -> bool | None:
         """Whether the thread was sent by or to ``agency``; None if its PUBLISH is not known."""
         found = self.addressing.get(self.original(alert_id))
         if found is None:
             return None
-        return agency == found.sender_agency or agency in found.recipients
+        return agency == _agency(principals, found.sender) or agency in found.recipients
 
 
 def _alert_ids(entry: Entry) -> list[str]:
@@ -105,17 +131,19 @@ def who_accessed(entries: Sequence[Entry], alert_id: str) -> list[Entry]:
 def activity(
     entries: Iterable[Entry],
     *,
+    principals: Principals,
     principal: str = "",
     agency: str = "",
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[Entry]:
     """What one principal (or every principal of one agency) did in [since, until)."""
+    principals = _once_each(principals)
     found = []
     for entry in entries:
         if principal and entry.actor.id != principal:
             continue
-        if agency and agency_of(entry.actor.id) != agency:
+        if agency and _agency(principals, entry.actor.id) != agency:
             continue
         when = entry_time(entry)
         if (since and when < since) or (until and when >= until):
@@ -145,7 +173,7 @@ def denied(entries: Iterable[Entry]) -> list[DeniedGroup]:
         group = groups.setdefault(key, DeniedGroup(*key, first=entry.time))
         group.count += 1
         group.last = entry.time
-        group.methods.add(str(entry.meta.get("method", "")).rsplit("/", 1)[-1])
+        group.methods.add(meta.method_name(str(entry.meta.get(meta.METHOD, ""))))
     return sorted(groups.values(), key=lambda g: (-g.count, g.principal, g.reason))
 
 
@@ -179,7 +207,7 @@ def _window(entry: Entry, rules: Rules) -> datetime:
     return start + steps * rules.window
 
 
-def _volume(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
+def _volume(lookups: Sequence[Entry], rules: Rules, principals: Principals) -> list[Anomaly]:
     counts: dict[str, Counter[datetime]] = defaultdict(Counter)
     seqs: dict[tuple[str, datetime], list[int]] = defaultdict(list)
     for entry in lookups:
@@ -188,10 +216,11 @@ def _volume(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
         seqs[entry.actor.id, window].append(entry.seq)
     found = []
     for principal, per_window in counts.items():
+        agency = _agency(principals, principal)
         peers = [
             n
             for other, windows in counts.items()
-            if other != principal and agency_of(other) == agency_of(principal)
+            if other != principal and _agency(principals, other) == agency
             for n in windows.values()
         ]
         for window, count in sorted(per_window.items()):
@@ -214,11 +243,11 @@ def _volume(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
     return found
 
 
-def _off_hours(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
+def _off_hours(lookups: Sequence[Entry], rules: Rules, principals: Principals) -> list[Anomaly]:
     start, end = rules.working_hours
     late: dict[str, list[int]] = defaultdict(list)
     for entry in lookups:
-        if kind_of(entry.actor.id) not in rules.off_hours_kinds:
+        if _kind(principals, entry.actor.id) not in rules.off_hours_kinds:
             continue
         local = entry_time(entry).astimezone(rules.timezone)
         if not start <= local.time() < end:
@@ -234,20 +263,22 @@ def _off_hours(lookups: Sequence[Entry], rules: Rules) -> list[Anomaly]:
     ]
 
 
-def _unaddressed(entries: Sequence[Entry], searches: Sequence[Entry]) -> list[Anomaly]:
+def _unaddressed(
+    entries: Sequence[Entry], searches: Sequence[Entry], principals: Principals
+) -> list[Anomaly]:
     threads = Threads(entries)
     hits: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for entry in searches:
-        agency = agency_of(entry.actor.id)
+        agency = _agency(principals, entry.actor.id)
         for alert in _alert_ids(entry):
-            if threads.addressed_to(alert, agency) is False:
+            if threads.addressed_to(alert, agency, principals) is False:
                 hits[entry.actor.id].append((entry.seq, alert))
     return [
         Anomaly(
             principal,
             "unaddressed-search",
             f"searches found {_count(len({a for _, a in found}), 'alert')} not addressed to "
-            f"{agency_of(principal)}",
+            f"{_agency(principals, principal)}",
             tuple(sorted({s for s, _ in found})),
         )
         for principal, found in hits.items()
@@ -271,8 +302,8 @@ def searches_for(entries: Iterable[Entry], kind: str, value: str) -> list[Entry]
     candidate = normalise_identifier(kind, value)
     found = []
     for entry in entries:
-        salt = entry.meta.get("salt")
-        if entry.action != Action.SEARCH or entry.meta.get("kind") != kind:
+        salt = entry.meta.get(meta.SALT)
+        if entry.action != Action.SEARCH or entry.meta.get(meta.KIND) != kind:
             continue
         if (
             isinstance(salt, str)
@@ -286,15 +317,22 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def anomalies(entries: Sequence[Entry], rules: Rules | None = None) -> list[Anomaly]:
+def anomalies(
+    entries: Sequence[Entry], rules: Rules | None = None, *, principals: Principals
+) -> list[Anomaly]:
     """Principals worth a look, each with the rule that fired and the entries behind it:
     reads and searches far above their own and their agency's usual level, reads and searches
     by officers outside working hours, and searches that found alerts not addressed to the
     searcher's agency (visible to it by TLP sharing, but not sent to it)."""
     rules = rules or Rules()
+    principals = _once_each(principals)
     lookups = [
         e for e in entries if e.action in (Action.READ, Action.SEARCH) and e.outcome.status == "OK"
     ]
     searches = [e for e in lookups if e.action == Action.SEARCH]
-    found = _volume(lookups, rules) + _off_hours(lookups, rules) + _unaddressed(entries, searches)
+    found = (
+        _volume(lookups, rules, principals)
+        + _off_hours(lookups, rules, principals)
+        + _unaddressed(entries, searches, principals)
+    )
     return sorted(found, key=lambda a: (a.principal, a.rule))

@@ -10,10 +10,16 @@ kept checkpoint lives, and how it is locked and cached, is the keeper's business
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from ledger._errors import ForkError, LedgerError
 from ledger._merkle import verify_consistency
 from ledger._note import Checkpoint
+
+#: The gRPC metadata key of a write: the size of the newest checkpoint the caller verified, so
+#: that the receipt's consistency proof starts there (docs/api.md). Clients send it, the exchange
+#: reads it; one spelling for both.
+WITNESSED_SIZE_HEADER: Final = "sinergi-witnessed-size"
 
 #: Fetches the consistency proof between two sizes, smaller first, from the exchange.
 ProofFetcher = Callable[[int, int], Sequence[bytes]]

@@ -12,7 +12,7 @@ from clients._cli._pki import pki
 
 @click.group(
     cls=LazyGroup,
-    lazy=("serve", "db", "ledger", "audit"),
+    lazy=("serve", "db", "ledger", "audit", "witness"),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(package_name="sinergi")

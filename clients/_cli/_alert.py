@@ -4,7 +4,7 @@ show, list, search and acks, are in :mod:`clients._cli._alert_read`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
@@ -153,8 +153,8 @@ def publish(
         message = read_alert_file(file)
     else:
         if not (category and recipients and content["summary"]):
-            missing = [f"--{k}" for k, v in (("category", category), ("to", recipients),
-                                             ("summary", content["summary"])) if not v]  # fmt: skip
+            needed = {"--category": category, "--to": recipients, "--summary": content["summary"]}
+            missing = [flag for flag, value in needed.items() if not value]
             raise UsageError(f"missing {', '.join(missing)} (or give the whole alert with --file)")
         message = new_alert(
             category=category,
@@ -182,12 +182,26 @@ def _flag_names(content: dict[str, Any]) -> dict[str, object]:
     return {("subject" if k == "subjects" else k): v for k, v in content.items()}
 
 
+# An update's content leaves the envelope empty: what the exchange assigns, and what the
+# update keeps from the thread's original.
+_ENVELOPE: Final = (
+    "id",
+    "sender",
+    "sent",
+    "signature",
+    "message_type",
+    "references",
+    "category",
+    "handling",
+    "recipients",
+)
+
+
 def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert_pb2.Alert:
     """The content in force with the flags the user gave applied; the envelope left empty."""
     message = alert_pb2.Alert()
     message.CopyFrom(current)
-    for name in ("id", "sender", "sent", "message_type", "references", "category", "handling",
-                 "recipients", "signature"):  # fmt: skip
+    for name in _ENVELOPE:
         message.ClearField(name)
     if content["summary"] is not None:
         if not content["summary"].strip():
@@ -198,9 +212,12 @@ def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert
         message.subjects.extend(parse_subjects(content["subjects"]))
     if content["details"] is not None:
         message.details = content["details"]
-    enums = {"status": (alert_pb2.Status, "STATUS_"), "severity": (alert_pb2.Severity, "SEVERITY_"),
-             "urgency": (alert_pb2.Urgency, "URGENCY_"),
-             "certainty": (alert_pb2.Certainty, "CERTAINTY_")}  # fmt: skip
+    enums = {
+        "status": (alert_pb2.Status, "STATUS_"),
+        "severity": (alert_pb2.Severity, "SEVERITY_"),
+        "urgency": (alert_pb2.Urgency, "URGENCY_"),
+        "certainty": (alert_pb2.Certainty, "CERTAINTY_"),
+    }
     for name, (enum, prefix) in enums.items():
         if content[name] is not None:
             setattr(message, name, enum_value(enum, prefix, content[name], name))
@@ -303,9 +320,14 @@ def cancel(
 @server_option
 @ledger_key_option
 @click.option(
-    "--after", "--from-cursor", "after", default=0, show_default=True,
-    type=click.IntRange(min=0), help="Resume after this cursor (the number in brackets).",
-)  # fmt: skip
+    "--after",
+    "--from-cursor",
+    "after",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Resume after this cursor (the number in brackets).",
+)
 @click.option("--category", "categories", multiple=True, help="Only these categories (repeatable).")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
 @json_option

@@ -13,6 +13,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from clients._alerts import alert_from_json, enum_name
+from clients._cli._common import spiffe_id
 from clients._errors import UsageError
 from clients._signatures import SignedBy
 from sinergi.v1 import alert_pb2, exchange_pb2
@@ -96,8 +97,8 @@ def message_type(value: alert_pb2.MessageType.ValueType) -> str:
 
 def sender_agency(sender: str) -> str:
     """``spiffe://td/agency/police/system/gateway`` -> ``police``; tables have little room."""
-    parts = sender.split("/")
-    return parts[4] if len(parts) > 4 and parts[3] == "agency" else sender
+    name = spiffe_id(sender)
+    return name.agency if name is not None else sender
 
 
 def shorten(text: str, width: int = SUMMARY_WIDTH) -> str:
@@ -137,8 +138,13 @@ def subjects_text(subjects: Iterable[alert_pb2.Subject]) -> str:
             out.append(f"organisation={subject.organisation.name}")
         elif kind == "person":
             p = subject.person
-            pairs = [("passport", p.passport_number), ("nik", p.nik), ("name", p.name),
-                     ("birth-date", p.birth_date), ("nationality", p.nationality)]  # fmt: skip
+            pairs = [
+                ("passport", p.passport_number),
+                ("nik", p.nik),
+                ("name", p.name),
+                ("birth-date", p.birth_date),
+                ("nationality", p.nationality),
+            ]
             out.append(",".join(f"{k}={v}" for k, v in pairs if v))
     return "; ".join(out) or "-"
 

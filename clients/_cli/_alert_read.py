@@ -223,7 +223,11 @@ def acks(alert_id: str, identity: str, server: str, ledger_key: str | None, as_j
     headers = ("AGENCY", "PRINCIPAL", "RESPONSE", "CASE REF", "TIME", "NOTE")
     emit(
         as_json,
-        {"ok": True, "alert_id": alert_id, "count": len(found),
-         "acknowledgements": [record(a) for a in found]},
+        {
+            "ok": True,
+            "alert_id": alert_id,
+            "count": len(found),
+            "acknowledgements": [record(a) for a in found],
+        },
         table(headers, rows) if found else f"no acknowledgements of {alert_id}",
-    )  # fmt: skip
+    )

@@ -21,12 +21,12 @@ from google.protobuf import json_format
 
 from clients._cli._alert_io import parse_moment, table
 from clients._cli._audit_report import render_report
-from clients._cli._common import by_name, db_option, emit, handle_errors, json_option
-from clients._cli._ledger import _client, _database, _kept_note, _server_options, _vkey_option
-from clients._client import load_verifier
+from clients._cli._common import by_name, emit, handle_errors, json_option, spiffe_id
+from clients._cli._source import Source, source_options
 from clients._errors import UsageError, VerificationFailed
 from ledger import (
     Checkpoint,
+    DeniedGroup,
     Entry,
     Report,
     Rules,
@@ -35,17 +35,18 @@ from ledger import (
     anomalies,
     denied,
     entry_time,
-    export_checkpoints,
-    export_entries,
     searches_for,
     verify_ledger,
     who_accessed,
 )
-from ledger.store import iter_checkpoints, iter_entries
 from sinergi.v1 import alert_pb2
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_sources = source_options(
+    file_help="Read an export file (`sinergi ledger export`) instead of the database."
+)
+_DEFAULT = Rules()
 
 
 @dataclass(frozen=True)
@@ -55,50 +56,49 @@ class Verified:
     source: str
 
 
-def _source_options(fn: Callable[P, R]) -> Callable[P, R]:
-    fn = _vkey_option(_server_options(fn))
-    fn = click.option(
-        "--file", "export_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        help="Read an export file (`sinergi ledger export`) instead of the database.",
-    )(fn)  # fmt: skip
-    return db_option(fn)
-
-
-def _load(
-    db: str, export_file: Path | None, server: str | None, identity: str | None, key: Path
-) -> Verified:
-    verifier = load_verifier(key)
-    checkpoints: Sequence[tuple[int, bytes]]
-    if export_file is not None:
-        rows, checkpoints, source = list(export_entries(export_file)), [], str(export_file)
-        checkpoints = export_checkpoints(export_file)
-    elif server is not None:
-        with _client(server, identity, key) as client:
-            cp = client.checkpoint()
-            checkpoints = [(cp.size, _kept_note(client, cp))]
-            rows, source = list(client.entries(1, cp.size)), server
-    else:
-        with _database(db) as connection:
-            rows, checkpoints = list(iter_entries(connection)), list(iter_checkpoints(connection))
-        source = db
+def _load(source: Source) -> Verified:
+    verifier = source.verifier()
+    with source.open() as whole:
+        rows = list(whole.entries())
+        checkpoints = whole.checkpoints()
     try:
         report = verify_ledger(rows, checkpoints, [verifier])
     except VerificationError as exc:
         raise VerificationFailed(f"ledger BROKEN: {exc}; no answers from it") from None
-    return Verified([Entry.decode(body) for _, _, body in rows], report, source)
+    return Verified([Entry.decode(body) for _, _, body in rows], report, source.name)
 
 
 def _rules_options(fn: Callable[P, R]) -> Callable[P, R]:
+    start, end = _DEFAULT.working_hours
     for option in (
-        click.option("--factor", type=float, default=5.0, show_default=True,
-                     help="Volume rule: this many times the usual level."),
-        click.option("--min-count", type=int, default=20, show_default=True,
-                     help="Volume rule: at least this many reads and searches in a window."),
-        click.option("--working-hours", default="07:00-19:00", show_default=True,
-                     help="Off-hours rule: officers' working hours, local time."),
-        click.option("--timezone", "zone", default="Asia/Jakarta", show_default=True,
-                     help="IANA zone of the working hours and windows."),
-    ):  # fmt: skip
+        click.option(
+            "--factor",
+            type=float,
+            default=_DEFAULT.factor,
+            show_default=True,
+            help="Volume rule: this many times the usual level.",
+        ),
+        click.option(
+            "--min-count",
+            type=int,
+            default=_DEFAULT.min_count,
+            show_default=True,
+            help="Volume rule: at least this many reads and searches in a window.",
+        ),
+        click.option(
+            "--working-hours",
+            default=f"{start:%H:%M}-{end:%H:%M}",
+            show_default=True,
+            help="Off-hours rule: officers' working hours, local time.",
+        ),
+        click.option(
+            "--timezone",
+            "zone",
+            default=str(_DEFAULT.timezone),
+            show_default=True,
+            help="IANA zone of the working hours and windows.",
+        ),
+    ):
         fn = option(fn)
     return fn
 
@@ -117,21 +117,25 @@ def _rules(factor: float, min_count: int, working_hours: str, zone: str) -> Rule
     return Rules(factor=factor, min_count=min_count, working_hours=(start, end), timezone=tz)
 
 
+_ENTRY_HEADERS = ("SEQ", "TIME", "ACTION", "PRINCIPAL", "OBJECTS", "OUTCOME")
+
+
 def _entry_rows(entries: Sequence[Entry]) -> str:
-    return table(
-        ("SEQ", "TIME", "ACTION", "PRINCIPAL", "OBJECTS", "OUTCOME"),
-        (
-            [str(e.seq), e.time, e.action.value, e.actor.id, ",".join(e.objects) or "-",
-             e.outcome.status]
-            for e in entries
-        ),
-    )  # fmt: skip
+    return table(_ENTRY_HEADERS, map(_entry_row, entries))
+
+
+def _entry_row(e: Entry) -> list[str]:
+    objects = ",".join(e.objects) or "-"
+    return [str(e.seq), e.time, e.action.value, e.actor.id, objects, e.outcome.status]
 
 
 def _covered(report: Report) -> dict[str, Any]:
     cp: Checkpoint | None = report.latest
-    return {"verified_entries": report.entries, "checkpoint_size": cp.size if cp else 0,
-            "root": report.root.hex()}  # fmt: skip
+    return {
+        "verified_entries": report.entries,
+        "checkpoint_size": cp.size if cp else 0,
+        "root": report.root.hex(),
+    }
 
 
 @click.group()
@@ -141,13 +145,10 @@ def audit() -> None:
 
 @audit.command("who-accessed")
 @click.argument("alert_id")
-@_source_options
+@_sources
 @json_option
 @handle_errors
-def who_accessed_command(
-    alert_id: str, db: str, export_file: Path | None, server: str | None, identity: str | None,
-    ledger_key: Path, as_json: bool,
-) -> None:  # fmt: skip
+def who_accessed_command(alert_id: str, source: Source, as_json: bool) -> None:
     """Every principal that wrote, received, read, searched into, acknowledged or tried to reach
     ALERT_ID (or any update of it).
 
@@ -155,16 +156,21 @@ def who_accessed_command(
     Example:
       sinergi audit who-accessed 5d531be1-c725-4649-be2d-acbf7c61a8b8 --db sqlite:///var/sinergi.db
     """
-    verified = _load(db, export_file, server, identity, ledger_key)
+    verified = _load(source)
     rows = who_accessed(verified.entries, alert_id)
     principals = sorted({e.actor.id for e in rows})
+    human = f"{len(rows)} entries, {len(principals)} principals\n{_entry_rows(rows)}"
     emit(
         as_json,
-        {"ok": True, "alert": alert_id, "principals": principals,
-         "entries": [e.to_json() for e in rows], **_covered(verified.report)},
-        f"{len(rows)} entries, {len(principals)} principals\n{_entry_rows(rows)}"
-        if rows else f"no entry concerns alert {alert_id}",
-    )  # fmt: skip
+        {
+            "ok": True,
+            "alert": alert_id,
+            "principals": principals,
+            "entries": [e.to_json() for e in rows],
+            **_covered(verified.report),
+        },
+        human if rows else f"no entry concerns alert {alert_id}",
+    )
 
 
 @audit.command("activity")
@@ -172,14 +178,17 @@ def who_accessed_command(
 @click.option("--agency", default="", help="Every principal of this agency instead.")
 @click.option("--since", default=None, help="ISO 8601 date or time (inclusive).")
 @click.option("--until", default=None, help="ISO 8601 date or time (exclusive; a date: that day).")
-@_source_options
+@_sources
 @json_option
 @handle_errors
 def activity_command(
-    principal: str, agency: str, since: str | None, until: str | None, db: str,
-    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    principal: str,
+    agency: str,
+    since: str | None,
+    until: str | None,
+    source: Source,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """What PRINCIPAL (a SPIFFE ID), or a whole --agency, did in a time range.
 
     \b
@@ -191,8 +200,15 @@ def activity_command(
         raise UsageError("name a PRINCIPAL or --agency, not both")
     start = parse_moment(since, "--since") if since else None
     end = parse_moment(until, "--until", end_of_day=True) if until else None
-    verified = _load(db, export_file, server, identity, ledger_key)
-    rows = activity(verified.entries, principal=principal, agency=agency, since=start, until=end)
+    verified = _load(source)
+    rows = activity(
+        verified.entries,
+        principals=spiffe_id,
+        principal=principal,
+        agency=agency,
+        since=start,
+        until=end,
+    )
     emit(
         as_json,
         {"ok": True, "entries": [e.to_json() for e in rows], **_covered(verified.report)},
@@ -200,44 +216,59 @@ def activity_command(
     )
 
 
+_DENIED_HEADERS = ("PRINCIPAL", "STATUS", "COUNT", "METHODS", "FIRST", "LAST", "REASON")
+
+
+def _denied_json(g: DeniedGroup) -> dict[str, Any]:
+    return {
+        "principal": g.principal,
+        "status": g.status,
+        "reason": g.reason,
+        "count": g.count,
+        "first": g.first,
+        "last": g.last,
+        "methods": sorted(g.methods),
+    }
+
+
+def _denied_row(g: DeniedGroup) -> list[str]:
+    methods = ",".join(sorted(g.methods))
+    return [g.principal, g.status, str(g.count), methods, g.first, g.last, g.reason]
+
+
 @audit.command("denied")
-@_source_options
+@_sources
 @json_option
 @handle_errors
-def denied_command(
-    db: str, export_file: Path | None, server: str | None, identity: str | None,
-    ledger_key: Path, as_json: bool,
-) -> None:  # fmt: skip
+def denied_command(source: Source, as_json: bool) -> None:
     """Refused attempts, grouped by principal and reason, most frequent first.
 
     \b
     Example:
       sinergi audit denied --file ledger.jsonl --ledger-key ledger.vkey
     """
-    verified = _load(db, export_file, server, identity, ledger_key)
+    verified = _load(source)
     groups = denied(verified.entries)
     emit(
         as_json,
-        {"ok": True, "groups": [
-            {"principal": g.principal, "status": g.status, "reason": g.reason, "count": g.count,
-             "first": g.first, "last": g.last, "methods": sorted(g.methods)} for g in groups],
-         **_covered(verified.report)},
-        table(("PRINCIPAL", "STATUS", "COUNT", "METHODS", "FIRST", "LAST", "REASON"),
-              ([g.principal, g.status, str(g.count), ",".join(sorted(g.methods)), g.first,
-                g.last, g.reason] for g in groups)) if groups else "no refused attempts",
-    )  # fmt: skip
+        {"ok": True, "groups": [_denied_json(g) for g in groups], **_covered(verified.report)},
+        table(_DENIED_HEADERS, map(_denied_row, groups)) if groups else "no refused attempts",
+    )
 
 
 @audit.command("anomalies")
 @_rules_options
-@_source_options
+@_sources
 @json_option
 @handle_errors
 def anomalies_command(
-    factor: float, min_count: int, working_hours: str, zone: str, db: str,
-    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    factor: float,
+    min_count: int,
+    working_hours: str,
+    zone: str,
+    source: Source,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Principals worth a look, with the rule that fired: reads and searches far above their own
     and their agency's usual level, officers' lookups outside working hours, searches that found
     alerts not addressed to their agency.
@@ -247,17 +278,21 @@ def anomalies_command(
       sinergi audit anomalies --working-hours 07:00-19:00 --db sqlite:///var/sinergi.db
     """
     rules = _rules(factor, min_count, working_hours, zone)
-    verified = _load(db, export_file, server, identity, ledger_key)
-    found = anomalies(verified.entries, rules)
+    verified = _load(source)
+    found = anomalies(verified.entries, rules, principals=spiffe_id)
+    rows = ([a.principal, a.rule, str(len(a.seqs)), a.detail] for a in found)
     emit(
         as_json,
-        {"ok": True, "anomalies": [{"principal": a.principal, "rule": a.rule, "detail": a.detail,
-                                    "seqs": list(a.seqs)} for a in found],
-         **_covered(verified.report)},
-        table(("PRINCIPAL", "RULE", "ENTRIES", "DETAIL"),
-              ([a.principal, a.rule, str(len(a.seqs)), a.detail] for a in found))
-        if found else "no anomalies",
-    )  # fmt: skip
+        {
+            "ok": True,
+            "anomalies": [
+                {"principal": a.principal, "rule": a.rule, "detail": a.detail, "seqs": list(a.seqs)}
+                for a in found
+            ],
+            **_covered(verified.report),
+        },
+        table(("PRINCIPAL", "RULE", "ENTRIES", "DETAIL"), rows) if found else "no anomalies",
+    )
 
 
 def _stored_alert(db: str, alert_id: str, kek_file: Path | None) -> bytes:
@@ -275,28 +310,40 @@ def _stored_alert(db: str, alert_id: str, kek_file: Path | None) -> bytes:
     return body
 
 
+_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+
 @audit.command("match")
 @click.option("--alert", "alert_id", default=None, help="An alert as stored in --db.")
-@click.option("--kek-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="With --alert: the exchange's key-encryption key.")  # fmt: skip
-@click.option("--alert-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="A retained copy: the alert as JSON (`alert show --json`'s "
-                                 "current or history item).")  # fmt: skip
+@click.option(
+    "--kek-file", type=_FILE, default=None, help="With --alert: the exchange's key-encryption key."
+)
+@click.option(
+    "--alert-file",
+    type=_FILE,
+    default=None,
+    help="A retained copy: the alert as JSON (`alert show --json`'s current or history item).",
+)
 @click.option("--passport", default=None, help="Test SEARCH entries for this identifier...")
 @click.option("--nik", default=None)
 @click.option("--imei", default=None)
 @click.option("--name", default=None)
 @click.option("--birth-date", default=None)
-@_source_options
+@_sources
 @json_option
 @handle_errors
 def match_command(
-    alert_id: str | None, kek_file: Path | None, alert_file: Path | None, passport: str | None,
+    alert_id: str | None,
+    kek_file: Path | None,
+    alert_file: Path | None,
+    passport: str | None,
     nik: str | None,
-    imei: str | None, name: str | None, birth_date: str | None, db: str,
-    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    imei: str | None,
+    name: str | None,
+    birth_date: str | None,
+    source: Source,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Prove which entries concerned a given alert or identifier: the ledger keeps digests, so
     recompute them from the alert as stored, a retained copy, or a candidate identifier.
 
@@ -311,13 +358,13 @@ def match_command(
     given = [k for k, v in identifiers.items() if v]
     if sum(map(bool, (alert_id, alert_file, given))) != 1 or len(given) > 1:
         raise UsageError("give one of --alert, --alert-file, or one identifier")
-    verified = _load(db, export_file, server, identity, ledger_key)
+    verified = _load(source)
     if given:
         kind = given[0]
         rows = searches_for(verified.entries, kind, str(identifiers[kind]))
         what = f"searches for that {kind}"
     else:
-        body = _stored_alert(db, alert_id, kek_file) if alert_id else _read_copy(alert_file)
+        body = _stored_alert(source.db, alert_id, kek_file) if alert_id else _read_copy(alert_file)
         digest = hashlib.sha256(body).hexdigest()
         rows = [e for e in verified.entries if e.digest == digest]
         what = f"entries with digest {digest}"
@@ -338,17 +385,25 @@ def _read_copy(path: Path | None) -> bytes:
 
 
 @audit.command("report")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the HTML report.")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the HTML report.",
+)
 @_rules_options
-@_source_options
+@_sources
 @json_option
 @handle_errors
 def report_command(
-    out: Path, factor: float, min_count: int, working_hours: str, zone: str, db: str,
-    export_file: Path | None, server: str | None, identity: str | None, ledger_key: Path,
+    out: Path,
+    factor: float,
+    min_count: int,
+    working_hours: str,
+    zone: str,
+    source: Source,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """A self-contained HTML report (no network) for a case file: the verification result, the
     checkpoint it covers, activity per agency per day, refused attempts and anomalies.
 
@@ -357,12 +412,18 @@ def report_command(
       sinergi audit report --out report.html --db sqlite:///var/sinergi.db
     """
     rules = _rules(factor, min_count, working_hours, zone)
-    verified = _load(db, export_file, server, identity, ledger_key)
-    found = anomalies(verified.entries, rules)
+    verified = _load(source)
+    found = anomalies(verified.entries, rules, principals=spiffe_id)
     html = render_report(
-        verified.entries, verified.report, denied(verified.entries), found, rules,
-        source=verified.source, generated=datetime.now(rules.timezone),
-    )  # fmt: skip
+        verified.entries,
+        verified.report,
+        denied(verified.entries),
+        found,
+        rules,
+        principals=spiffe_id,
+        source=verified.source,
+        generated=datetime.now(rules.timezone),
+    )
     out.write_text(html, encoding="utf-8")
     first = entry_time(verified.entries[0]).isoformat() if verified.entries else "-"
     emit(

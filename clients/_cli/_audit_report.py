@@ -8,10 +8,21 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from html import escape
 
-from ledger import Anomaly, DeniedGroup, Entry, Report, Rules, agency_of, entry_time
+from ledger import Anomaly, DeniedGroup, Entry, Principals, Report, Rules, entry_time
 
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+# One colour per agency in the chart (the "tab10" palette).
+_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
@@ -24,19 +35,22 @@ width: .9em; height: .9em; margin-right: .3em; vertical-align: -.1em; }
 """
 
 
-def _per_day(entries: Sequence[Entry], rules: Rules) -> tuple[list[date], dict[str, Counter[date]]]:
+def _per_day(
+    entries: Sequence[Entry], rules: Rules, principals: Principals
+) -> tuple[list[date], dict[str, Counter[date]]]:
     counts: dict[str, Counter[date]] = {}
     for entry in entries:
-        agency = agency_of(entry.actor.id) or "(other)"
+        name = principals(entry.actor.id)
+        agency = name.agency if name is not None else "(other)"
         day = entry_time(entry).astimezone(rules.timezone).date()
         counts.setdefault(agency, Counter())[day] += 1
     days = sorted({d for c in counts.values() for d in c})
     return days, dict(sorted(counts.items()))
 
 
-def _chart(entries: Sequence[Entry], rules: Rules) -> str:
+def _chart(entries: Sequence[Entry], rules: Rules, principals: Principals) -> str:
     """Stacked bars: entries per agency per local day."""
-    days, counts = _per_day(entries, rules)
+    days, counts = _per_day(entries, rules, principals)
     if not days:
         return "<p>No entries.</p>"
     width, height, left, bottom = 760, 260, 48, 36
@@ -62,8 +76,8 @@ def _chart(entries: Sequence[Entry], rules: Rules) -> str:
                     f'fill="{_COLOURS[j % len(_COLOURS)]}"><title>{escape(agency)} {day}: {n}'
                     "</title></rect>"
                 )
-        parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{height - bottom + 16}" '
-                     f'text-anchor="middle" font-size="11">{day:%m-%d}</text>')  # fmt: skip
+        label = f'x="{x + slot * 0.35:.1f}" y="{height - bottom + 16}" text-anchor="middle"'
+        parts.append(f'<text {label} font-size="11">{day:%m-%d}</text>')
     parts.append("</svg>")
     legend = "".join(
         f'<span><i style="background:{_COLOURS[j % len(_COLOURS)]}"></i>{escape(agency)} '
@@ -90,26 +104,34 @@ def render_report(
     found: Sequence[Anomaly],
     rules: Rules,
     *,
+    principals: Principals,
     source: str,
     generated: datetime,
 ) -> str:
+    """The report; ``principals`` reads each principal's agency for the activity chart."""
     cp = report.latest
     hours, (start, end) = rules.window.total_seconds() / 3600, rules.working_hours
     actions = Counter(e.action.value for e in entries)
     first = entries[0].time if entries else "-"
     last = entries[-1].time if entries else "-"
+    intact = (
+        f"INTACT: {report.entries} entries, {report.checkpoints} signed checkpoints, "
+        "every hash, link, root and signature checked"
+    )
+    thresholds = (
+        f"volume above {rules.factor:g}x usual and at least {rules.min_count} per {hours:g} h; "
+        f"working hours {start:%H:%M}-{end:%H:%M} {rules.timezone}"
+    )
     summary = [
         ("Source", source),
-        ("Verification", f"INTACT: {report.entries} entries, {report.checkpoints} signed "
-                         "checkpoints, every hash, link, root and signature checked"),
+        ("Verification", intact),
         ("Checkpoint covered", f"{cp.origin}, size {cp.size}" if cp else "none"),
         ("Root hash", report.root.hex()),
         ("Period", f"{first} to {last}"),
         ("Entries by action", ", ".join(f"{a} {n}" for a, n in sorted(actions.items()))),
-        ("Rules", f"volume above {rules.factor:g}x usual and at least {rules.min_count} per "
-                  f"{hours:g} h; working hours {start:%H:%M}-{end:%H:%M} {rules.timezone}"),
+        ("Rules", thresholds),
         ("Generated", generated.isoformat(timespec="seconds")),
-    ]  # fmt: skip
+    ]
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td{' class=ok' if k == 'Verification' else ''}>"
         f"<code>{escape(v)}</code></td></tr>"
@@ -122,7 +144,7 @@ def render_report(
 <h1>Sinergi audit report</h1>
 <table id="summary">{rows}</table>
 <h2>Activity per agency per day</h2>
-<div id="activity">{_chart(entries, rules)}</div>
+<div id="activity">{_chart(entries, rules, principals)}</div>
 <h2>Anomalies ({len(found)})</h2>
 <div id="anomalies">{
         _table(

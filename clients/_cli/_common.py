@@ -17,17 +17,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from click.decorators import FC
 
-from certs import CertsError
-from clients._config import file_setting
+from certs import CertsError, SpiffeId
+from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE
+from clients._config import SETTINGS, file_setting
 from clients._errors import ClientError
 from ledger import LedgerError
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_DB = "sqlite:///var/sinergi.db"
-DEFAULT_SERVER = "127.0.0.1:50051"
+#: The development PKI (`sinergi pki dev`), and so the commands' examples and defaults.
+DEV_PKI = "certs/dev"
 
 
 class ConfigFileError(click.ClickException):
@@ -52,6 +54,32 @@ def from_file(name: str, default: str | None = None) -> Callable[[], str | None]
     return value
 
 
+def setting_option(
+    flag: str,
+    name: str,
+    text: str = "",
+    *,
+    default: str | None = None,
+    **attrs: Any,  # noqa: ANN401 - click.option's keywords
+) -> Callable[[FC], FC]:
+    """``flag`` for the client setting ``name`` (:data:`clients._config.SETTINGS`): when the flag
+    is not given, the setting's environment variable, then the configuration file, then
+    ``default``. Its help is ``text`` followed by where else the value may come from."""
+    env = SETTINGS[name][0]
+    shown = f"{text} [env {env}; config file: {name}]." if text else None
+    return click.option(flag, envvar=env, default=from_file(name, default), help=shown, **attrs)
+
+
+@functools.lru_cache(maxsize=4096)  # a ledger names few principals, each many times
+def spiffe_id(principal: str) -> SpiffeId | None:
+    """``principal`` (of a ledger entry, of a message) as a SPIFFE ID, or None for anything else,
+    such as an unknown peer: how the commands read principals (their syntax is certs')."""
+    try:
+        return SpiffeId.parse(principal)
+    except CertsError:
+        return None
+
+
 #: What the CLI loads by name, only when it is used (docs/decisions/0005 and 0015): the server's
 #: commands and the one server function an auditor command needs (``clients`` never imports
 #: ``exchange``), and the auditor commands that read a database through ``ledger.store``, so that
@@ -62,6 +90,7 @@ BY_NAME = {
     "ledger": "clients._cli._ledger:ledger",
     "audit": "clients._cli._audit:audit",
     "stored_message": "exchange:stored_message",
+    "witness": "witness._cli:witness",
 }
 
 
@@ -146,34 +175,19 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Machine-readable output: one JSON object per line."
 )
-identity_option = click.option(
+identity_option = setting_option(
     "--identity",
-    envvar="SINERGI_IDENTITY",
+    "identity",
+    "Identity directory with tls.crt, tls.key and ca.crt",
     required=True,
-    default=from_file("identity"),
     type=click.Path(file_okay=False, path_type=str),
-    help="Identity directory with tls.crt, tls.key and ca.crt [env SINERGI_IDENTITY; config "
-    "file: identity].",
 )
-server_option = click.option(
-    "--server",
-    envvar="SINERGI_SERVER",
-    default=from_file("server", DEFAULT_SERVER),
-    show_default=DEFAULT_SERVER,
-    help="Exchange address [env SINERGI_SERVER; config file: server].",
+server_option = setting_option(
+    "--server", "server", "Exchange address", default=DEFAULT_SERVER, show_default=DEFAULT_SERVER
 )
-ledger_key_option = click.option(
+ledger_key_option = setting_option(
     "--ledger-key",
-    envvar="SINERGI_LEDGER_KEY",
+    "ledger_key",
+    f"The ledger's verifier key ({LEDGER_KEY_FILE}); default: beside the identity or its parent",
     type=click.Path(dir_okay=False, path_type=str),
-    default=from_file("ledger_key"),
-    help="The ledger's verifier key (ledger.vkey); default: beside the identity or its parent "
-    "[env SINERGI_LEDGER_KEY; config file: ledger_key].",
-)
-db_option = click.option(
-    "--db",
-    envvar="SINERGI_DB",
-    default=from_file("db", DEFAULT_DB),
-    show_default=DEFAULT_DB,
-    help="SQLAlchemy database URL [env SINERGI_DB; config file: db].",
 )

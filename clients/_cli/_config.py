@@ -8,19 +8,14 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from clients._cli._common import (
-    DEFAULT_DB,
-    DEFAULT_SERVER,
-    emit,
-    from_file,
-    handle_errors,
-    json_option,
-)
+from clients._cli._common import emit, handle_errors, json_option, setting_option
+from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE
 from clients._config import SETTINGS, load_config
+from ledger import DEFAULT_DATABASE
 
 _DEFAULTS = {
     "server": DEFAULT_SERVER,
-    "db": DEFAULT_DB,
+    "db": DEFAULT_DATABASE,
     "identity": None,
     "ledger_key": None,  # alert commands: beside the identity or its parent
 }
@@ -32,10 +27,10 @@ def config() -> None:
 
 
 @config.command()
-@click.option("--server", envvar="SINERGI_SERVER", default=from_file("server", DEFAULT_SERVER))
-@click.option("--identity", envvar="SINERGI_IDENTITY", default=from_file("identity"))
-@click.option("--db", envvar="SINERGI_DB", default=from_file("db", DEFAULT_DB))
-@click.option("--ledger-key", envvar="SINERGI_LEDGER_KEY", default=from_file("ledger_key"))
+@setting_option("--server", "server", default=DEFAULT_SERVER)
+@setting_option("--identity", "identity")
+@setting_option("--db", "db", default=DEFAULT_DATABASE)
+@setting_option("--ledger-key", "ledger_key")
 @json_option
 @click.pass_context
 @handle_errors
@@ -99,7 +94,7 @@ def _shown(name: str, value: str | None) -> str:
     if value is not None:
         return value
     if name == "ledger_key":
-        return "ledger.vkey beside the identity, or in its parent"
+        return f"{LEDGER_KEY_FILE} beside the identity, or in its parent"
     return "(none)"
 
 

@@ -12,21 +12,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
-from sqlalchemy import Connection
 
-from clients._cli._common import db_option, emit, fail, from_file, handle_errors, json_option
-from clients._client import ExchangeClient, load_verifier
+from clients._cli._common import emit, fail, handle_errors, json_option
+from clients._cli._source import Source, db_option, source_options, witnessed_checkpoint
 from clients._errors import UsageError, VerificationFailed
 from ledger import (
     Checkpoint,
     LedgerError,
     VerificationError,
     Verifier,
-    export_checkpoints,
-    export_entries,
     leaf_hash,
     open_checkpoint,
     verify_consistency,
@@ -34,7 +31,6 @@ from ledger import (
 )
 from ledger.store import (
     checkpoint_at,
-    create_engine,
     entry_count,
     missing_triggers,
     prove,
@@ -42,54 +38,6 @@ from ledger.store import (
     verify_database,
     write_export,
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
-DEV_LEDGER_KEY = "certs/dev/ledger.vkey"
-
-
-def _vkey_option(fn: Callable[P, R]) -> Callable[P, R]:
-    return click.option(
-        "--ledger-key",
-        envvar="SINERGI_LEDGER_KEY",
-        default=from_file("ledger_key", DEV_LEDGER_KEY),
-        show_default=DEV_LEDGER_KEY,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="The ledger's verifier key (ledger.vkey) [env SINERGI_LEDGER_KEY; config file: "
-        "ledger_key].",
-    )(fn)
-
-
-def _server_options(fn: Callable[P, R]) -> Callable[P, R]:
-    fn = click.option(
-        "--identity",
-        envvar="SINERGI_IDENTITY",
-        default=from_file("identity"),
-        type=click.Path(file_okay=False, path_type=str),
-        help="With --server: your identity directory [env SINERGI_IDENTITY; config file: "
-        "identity].",
-    )(fn)
-    return click.option(
-        "--server",
-        default=None,
-        help="Ask this exchange instead of reading the database (needs --identity).",
-    )(fn)
-
-
-@contextmanager
-def _database(url: str) -> Iterator[Connection]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
-
-
-def _client(server: str, identity: str | None, ledger_key: Path) -> ExchangeClient:
-    if not identity:
-        raise UsageError("--server needs --identity (or SINERGI_IDENTITY)")
-    return ExchangeClient(identity, server, ledger_key=ledger_key)
 
 
 def _open(note: bytes, verifier: Verifier, what: str) -> Checkpoint:
@@ -109,15 +57,7 @@ def ledger() -> None:
 
 
 @ledger.command()
-@db_option
-@click.option(
-    "--file",
-    "export_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Verify an export file instead of the database.",
-)
-@_server_options
-@_vkey_option
+@source_options(file_help="Verify an export file instead of the database.")
 @click.option(
     "--checkpoint",
     "trusted",
@@ -127,15 +67,7 @@ def ledger() -> None:
 )
 @json_option
 @handle_errors
-def verify(
-    db: str,
-    export_file: Path | None,
-    server: str | None,
-    identity: str | None,
-    ledger_key: Path,
-    trusted: tuple[Path, ...],
-    as_json: bool,
-) -> None:
+def verify(source: Source, trusted: tuple[Path, ...], as_json: bool) -> None:
     """Verify every entry, link, Merkle root and checkpoint signature. Exit 1 if broken.
 
     With --db it also checks that the append-only triggers are in place. With --server (an
@@ -148,35 +80,33 @@ def verify(
       sinergi ledger verify --file ledger.jsonl --checkpoint kept.note
       sinergi ledger verify --server 127.0.0.1:50051 --identity certs/dev/internal-affairs
     """
-    verifier = load_verifier(ledger_key)
+    verifier = source.verifier()
     kept = [path.read_bytes() for path in trusted]
     missing: list[str] = []
     show = sys.stderr.isatty() and not as_json
     try:
-        if export_file is not None:
-            total = sum(1 for _ in export_entries(export_file))
-            with _progress(total, show) as progress:
-                report = verify_ledger(export_entries(export_file),
-                                       export_checkpoints(export_file), [verifier],
-                                       trusted=kept, progress=progress)  # fmt: skip
-        elif server is not None:
-            with _client(server, identity, ledger_key) as client:
-                cp = client.checkpoint()
-                note = _kept_note(client, cp)
-                with _progress(cp.size, show) as progress:
-                    report = verify_ledger(client.entries(1, cp.size), [(cp.size, note)],
-                                           [verifier], trusted=kept, progress=progress)  # fmt: skip
-        else:
-            with _database(db) as connection:
+        if source.is_database:
+            with source.database() as connection:
                 missing = missing_triggers(connection)
                 total = entry_count(connection)
             with _progress(total, show) as progress:
-                report = verify_database(db, [verifier], trusted=kept, progress=progress)
+                report = verify_database(source.db, [verifier], trusted=kept, progress=progress)
+        else:
+            with source.open() as whole, _progress(whole.size(), show) as progress:
+                rows, checkpoints = whole.entries(), whole.checkpoints()
+                report = verify_ledger(
+                    rows, checkpoints, [verifier], trusted=kept, progress=progress
+                )
     except VerificationError as exc:
         fail(as_json, f"ledger BROKEN: {exc}", 1, {"seq": exc.seq})
     if missing:
-        fail(as_json, f"ledger BROKEN: append-only triggers missing: {', '.join(missing)}", 1,
-             {"missing_triggers": missing})  # fmt: skip
+        triggers = ", ".join(missing)
+        fail(
+            as_json,
+            f"ledger BROKEN: append-only triggers missing: {triggers}",
+            1,
+            {"missing_triggers": missing},
+        )
     latest_cp = report.latest
     emit(
         as_json,
@@ -191,15 +121,6 @@ def verify(
         f"checkpoint{'' if report.checkpoints == 1 else 's'}, "
         f"root {report.root.hex()}",
     )
-
-
-def _kept_note(client: ExchangeClient, cp: Checkpoint) -> bytes:
-    """The signed note of ``cp`` as the witness kept it."""
-    notes = client.witness.notes()
-    note = notes.get(cp.origin)
-    if note is None:
-        raise VerificationFailed("the exchange's checkpoint was not kept by the witness")
-    return note
 
 
 @contextmanager
@@ -217,8 +138,12 @@ def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
 
 @ledger.command()
 @db_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the export (JSON Lines).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the export (JSON Lines).",
+)
 @json_option
 @handle_errors
 def export(db: str, out: Path, as_json: bool) -> None:
@@ -228,37 +153,34 @@ def export(db: str, out: Path, as_json: bool) -> None:
     Example:
       sinergi ledger export --db sqlite:///var/sinergi.db --out ledger.jsonl
     """
-    with _database(db) as connection, open(out, "xb") as target:
+    with Source(db).database() as connection, open(out, "xb") as target:
         entries, checkpoints = write_export(connection, target)
-    emit(as_json, {"ok": True, "file": str(out), "entries": entries, "checkpoints": checkpoints},
-         f"exported {entries} entries and {checkpoints} checkpoints to {out}")  # fmt: skip
+    result = {"ok": True, "file": str(out), "entries": entries, "checkpoints": checkpoints}
+    emit(as_json, result, f"exported {entries} entries and {checkpoints} checkpoints to {out}")
 
 
 @ledger.command()
-@db_option
-@_server_options
-@_vkey_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the signed note to this file, to keep outside.")  # fmt: skip
+@source_options()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the signed note to this file, to keep outside.",
+)
 @json_option
 @handle_errors
-def checkpoint(
-    db: str, server: str | None, identity: str | None, ledger_key: Path, out: Path | None,
-    as_json: bool,
-) -> None:  # fmt: skip
+def checkpoint(source: Source, out: Path | None, as_json: bool) -> None:
     """Print the newest signed checkpoint (verified; witnessed with --server).
 
     \b
     Example:
       sinergi ledger checkpoint --server 127.0.0.1:50051 --identity certs/dev/police --out kept.note
     """
-    verifier = load_verifier(ledger_key)
-    if server is not None:
-        with _client(server, identity, ledger_key) as client:
-            cp = client.checkpoint()
-            note = _kept_note(client, cp)
+    verifier = source.verifier()
+    if source.server is not None:
+        with source.client() as client:
+            cp, note = witnessed_checkpoint(client)
     else:
-        with _database(db) as connection:
+        with source.database() as connection:
             found = checkpoint_at(connection, None)
         if found is None:
             raise UsageError("the ledger has no checkpoint yet")
@@ -271,27 +193,23 @@ def checkpoint(
 
 @ledger.command(name="prove")
 @click.argument("seq", type=click.IntRange(min=1))
-@db_option
-@_server_options
-@_vkey_option
+@source_options()
 @json_option
 @handle_errors
-def prove_command(
-    seq: int, db: str, server: str | None, identity: str | None, ledger_key: Path, as_json: bool
-) -> None:
+def prove_command(seq: int, source: Source, as_json: bool) -> None:
     """Prove that entry SEQ is in the newest checkpoint (RFC 6962 inclusion proof), verified.
 
     \b
     Example:
       sinergi ledger prove 42 --db sqlite:///var/sinergi.db
     """
-    verifier = load_verifier(ledger_key)
+    verifier = source.verifier()
     proof: list[bytes] | None = None
-    if server is not None:
-        with _client(server, identity, ledger_key) as client:
+    if source.server is not None:
+        with source.client() as client:
             verified = client.inclusion(seq)
     else:
-        with _database(db) as connection:
+        with source.database() as connection:
             try:
                 receipt = prove(connection, seq)
             except LedgerError as exc:
@@ -302,30 +220,33 @@ def prove_command(
             raise VerificationFailed(str(exc)) from None
         proof = list(receipt.inclusion_proof)
     entry, cp = verified.entry.encode(), verified.checkpoint
-    result: dict[str, Any] = {"ok": True, "seq": seq, "entry": entry.decode(),
-                              "entry_hash": leaf_hash(entry).hex(), "tree_size": cp.size,
-                              "root": cp.root.hex()}  # fmt: skip
+    result: dict[str, Any] = {
+        "ok": True,
+        "seq": seq,
+        "entry": entry.decode(),
+        "entry_hash": leaf_hash(entry).hex(),
+        "tree_size": cp.size,
+        "root": cp.root.hex(),
+    }
     if proof is not None:
         result["proof"] = [h.hex() for h in proof]
-    emit(as_json, result,
-         f"entry {seq} is included in the signed checkpoint of size {cp.size} (proof verified)\n"
-         f"  {entry.decode()}")  # fmt: skip
+    included = f"entry {seq} is included in the signed checkpoint of size {cp.size}"
+    emit(as_json, result, f"{included} (proof verified)\n  {entry.decode()}")
 
 
 @ledger.command()
 @click.argument("old", type=click.IntRange(min=1))
 @click.argument("new", type=click.IntRange(min=1))
-@db_option
-@_server_options
-@_vkey_option
-@click.option("--checkpoint", "old_note", type=click.Path(dir_okay=False, exists=True,
-              path_type=Path), help="With --server: your kept checkpoint of size OLD.")  # fmt: skip
+@source_options()
+@click.option(
+    "--checkpoint",
+    "old_note",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="With --server: your kept checkpoint of size OLD.",
+)
 @json_option
 @handle_errors
-def consistency(
-    old: int, new: int, db: str, server: str | None, identity: str | None, ledger_key: Path,
-    old_note: Path | None, as_json: bool,
-) -> None:  # fmt: skip
+def consistency(old: int, new: int, source: Source, old_note: Path | None, as_json: bool) -> None:
     """Prove that the checkpoint of size OLD is a prefix of the one of size NEW, verified.
 
     \b
@@ -334,15 +255,15 @@ def consistency(
     """
     if old > new:
         raise UsageError("OLD must not be larger than NEW")
-    verifier = load_verifier(ledger_key)
-    if server is not None:
+    verifier = source.verifier()
+    if source.server is not None:
         if old_note is None:
             raise UsageError("with --server, pass your kept checkpoint of size OLD (--checkpoint)")
-        with _client(server, identity, ledger_key) as client:
+        with source.client() as client:
             old_cp = _open(old_note.read_bytes(), verifier, str(old_note))
             new_cp, proof = client.consistency(old, new)
     else:
-        with _database(db) as connection:
+        with source.database() as connection:
             notes = [checkpoint_at(connection, size) for size in (old, new)]
             if None in notes:
                 missing = [s for s, n in zip((old, new), notes, strict=True) if n is None]
@@ -357,8 +278,14 @@ def consistency(
         verify_consistency(old, new, old_cp.root, new_cp.root, proof)
     except LedgerError as exc:
         fail(as_json, f"NOT consistent: {exc}", 1)
-    result = {"ok": True, "old": old, "new": new, "proof": [h.hex() for h in proof],
-              "old_root": old_cp.root.hex(), "new_root": new_cp.root.hex()}  # fmt: skip
+    result = {
+        "ok": True,
+        "old": old,
+        "new": new,
+        "proof": [h.hex() for h in proof],
+        "old_root": old_cp.root.hex(),
+        "new_root": new_cp.root.hex(),
+    }
     hashes = "1 hash" if len(proof) == 1 else f"{len(proof)} hashes"
     human = f"checkpoint {old} is a prefix of checkpoint {new} ({hashes} verified)"
     emit(as_json, result, human)

@@ -20,17 +20,19 @@ from certs import (
     describe,
     read_certificates,
 )
-from clients._cli._common import emit, handle_errors, json_option
+from clients._cli._common import DEV_PKI, emit, handle_errors, json_option
+from clients._client import LEDGER_KEY_FILE
 from ledger import write_signing_key
 
+_PKI_DIR_ENV = "SINERGI_PKI_DIR"
 _dir_option = click.option(
     "--dir",
     "directory",
-    envvar="SINERGI_PKI_DIR",
+    envvar=_PKI_DIR_ENV,
     default="certs/pki",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The deployment PKI directory [env SINERGI_PKI_DIR].",
+    help=f"The deployment PKI directory [env {_PKI_DIR_ENV}].",
 )
 _passphrase_option = click.option(
     "--passphrase-file",
@@ -63,7 +65,7 @@ def pki() -> None:
 
 @pki.command()
 @click.option(
-    "--dir", "directory", default="certs/dev", show_default=True, type=click.Path(path_type=Path)
+    "--dir", "directory", default=DEV_PKI, show_default=True, type=click.Path(path_type=Path)
 )
 @click.option("--trust-domain", default=DEV_TRUST_DOMAIN, show_default=True)
 @json_option
@@ -81,7 +83,7 @@ def dev(directory: Path, trust_domain: str, as_json: bool) -> None:
     created = result.created or key_created
     lines = [f"development PKI {'created' if created else 'already present'} in {directory}"]
     lines += [f"  {name:<18} {path}" for name, path in identities.items()]
-    lines.append(f"  {'ledger key':<18} {directory / 'ledger.vkey'}")
+    lines.append(f"  {'ledger key':<18} {directory / LEDGER_KEY_FILE}")
     emit(
         as_json,
         {"ok": True, "created": created, "directory": str(directory), "identities": identities},
@@ -185,8 +187,12 @@ def agency_ca(
 @click.argument("name", required=False)
 @_dir_option
 @click.option("--agency", help="Agency of a system or officer identity.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Identity directory to write (tls.crt, tls.key, ca.crt).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Identity directory to write (tls.crt, tls.key, ca.crt).",
+)
 @click.option("--dns", multiple=True, help="DNS name in the SAN (repeatable).")
 @click.option("--ip", multiple=True, help="IP address in the SAN of a server (repeatable).")
 @_days_option
@@ -288,8 +294,11 @@ def revoke(target: str, directory: Path, reason: str, as_json: bool) -> None:
 
 @pki.command()
 @_dir_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Combined CRL file [default DIR/crl.pem].")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Combined CRL file [default DIR/crl.pem].",
+)
 @click.option("--next-update-days", type=click.IntRange(1), default=7, show_default=True)
 @_passphrase_option
 @json_option
@@ -371,15 +380,14 @@ def list_(directory: Path, as_json: bool) -> None:
 
 
 @pki.command()
-@click.argument("paths", nargs=-1, required=True,
-                type=click.Path(exists=True, path_type=Path))  # fmt: skip
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--dir",
     "directory",
-    envvar="SINERGI_PKI_DIR",
+    envvar=_PKI_DIR_ENV,
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Deployment PKI to look revocations up in [env SINERGI_PKI_DIR].",
+    help=f"Deployment PKI to look revocations up in [env {_PKI_DIR_ENV}].",
 )
 @json_option
 @handle_errors

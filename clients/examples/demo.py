@@ -49,9 +49,13 @@ class Demo:
         if show:
             click.echo(f"$ sinergi {shown}")
         result = subprocess.run(  # noqa: S603 - our own CLI, arguments from this script
-            [*SINERGI, *args], capture_output=True, text=True, env=self.env, timeout=120,
+            [*SINERGI, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
             check=False,
-        )  # fmt: skip
+        )
         if show:
             for line in (result.stdout + result.stderr).rstrip().splitlines():
                 click.echo(f"  {line}".replace(str(self.root), "$DEMO"))
@@ -68,11 +72,11 @@ class Demo:
     @contextmanager
     def exchange(self) -> Iterator[str]:
         """A `sinergi serve` process on a free port; stopped (SIGTERM) on the way out."""
+        serve = [*SINERGI, "serve", "--db", self.db, "--pki", str(self.pki)]
+        serve += ["--listen", "127.0.0.1:0", "--json"]
         process = subprocess.Popen(  # noqa: S603 - our own CLI
-            [*SINERGI, "serve", "--db", self.db, "--pki", str(self.pki),
-             "--listen", "127.0.0.1:0", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env,
-        )  # fmt: skip
+            serve, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env
+        )
         try:
             assert process.stdout is not None
             line = process.stdout.readline()  # the first line says where it listens, once it does
@@ -88,6 +92,16 @@ class Demo:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+
+
+def flags(**values: str | Sequence[str]) -> list[str]:
+    """``--name value`` for each keyword, in order (``case_ref`` is ``--case-ref``); a sequence
+    of values repeats the flag."""
+    out: list[str] = []
+    for name, value in values.items():
+        for one in [value] if isinstance(value, str) else value:
+            out += [f"--{name.replace('_', '-')}", one]
+    return out
 
 
 def _first_word_after(output: str, verb: str) -> str:
@@ -113,26 +127,35 @@ def played(demo: Demo, address: str) -> None:
         "Immigration, Batam: a passport applicant was recruited by an unlicensed agent. "
         "The passport is held, and police and labour are told (TLP:AMBER)."
     )
-    out = demo.sinergi(
-        "alert", "publish", "--identity", demo.identity("immigration"),
-        "--category", "PASSPORT_HOLD", "--to", "police,labour", "--tlp", "AMBER",
-        "--severity", "SEVERE", "--subject", f"passport={PASSPORT},nationality=ID",
-        "--subject", "organisation=CV Mitra Karya Abadi (unlicensed)",
-        "--place", "Kantor Imigrasi Kelas I Khusus TPI Batam", "--region", "ID-RI",
-        "--summary", "Passport applicant recruited by an unlicensed agent; passport held",
-    )  # fmt: skip
-    hold = _first_word_after(out, "published")
+    passport_hold = flags(
+        identity=demo.identity("immigration"),
+        category="PASSPORT_HOLD",
+        to="police,labour",
+        tlp="AMBER",
+        severity="SEVERE",
+        subject=[
+            f"passport={PASSPORT},nationality=ID",
+            "organisation=CV Mitra Karya Abadi (unlicensed)",
+        ],
+        place="Kantor Imigrasi Kelas I Khusus TPI Batam",
+        region="ID-RI",
+        summary="Passport applicant recruited by an unlicensed agent; passport held",
+    )
+    hold = _first_word_after(demo.sinergi("alert", "publish", *passport_hold), "published")
 
     demo.say(
         "Labour (BP2MI) checks its register: the recruiter holds no licence (ILLEGAL_RECRUITER)."
     )
-    out = demo.sinergi(
-        "alert", "publish", "--identity", demo.identity("labour"),
-        "--category", "ILLEGAL_RECRUITER", "--to", "immigration", "--tlp", "AMBER+STRICT",
-        "--subject", "organisation=CV Mitra Karya Abadi", "--reference", hold,
-        "--summary", "Recruiter has no P3MI licence; placement abroad would be non-procedural",
-    )  # fmt: skip
-    recruiter = _first_word_after(out, "published")
+    unlicensed = flags(
+        identity=demo.identity("labour"),
+        category="ILLEGAL_RECRUITER",
+        to="immigration",
+        tlp="AMBER+STRICT",
+        subject="organisation=CV Mitra Karya Abadi",
+        reference=hold,
+        summary="Recruiter has no P3MI licence; placement abroad would be non-procedural",
+    )
+    recruiter = _first_word_after(demo.sinergi("alert", "publish", *unlicensed), "published")
 
     demo.say(
         "Police receives the passport hold, checks that immigration signed it (the exchange "
@@ -140,17 +163,22 @@ def played(demo: Demo, address: str) -> None:
     )
     demo.sinergi("alert", "watch", "--identity", demo.identity("police"), "--count", "1")
     demo.sinergi("alert", "show", hold, "--identity", demo.identity("police"))
-    demo.sinergi(
-        "alert", "ack", hold, "--identity", demo.identity("police"), "--response", "ACTION_TAKEN",
-        "--case-ref", "LP/A/117/XI/2026/SPKT/Polda Kepri",
-    )  # fmt: skip
+    acted = flags(
+        identity=demo.identity("police"),
+        response="ACTION_TAKEN",
+        case_ref="LP/A/117/XI/2026/SPKT/Polda Kepri",
+    )
+    demo.sinergi("alert", "ack", hold, *acted)
 
     demo.say("Customs: IMEI registrations abused by a joki syndicate (IMEI_FRAUD to police).")
-    demo.sinergi(
-        "alert", "publish", "--identity", demo.identity("customs"), "--category", "IMEI_FRAUD",
-        "--to", "police", "--subject", f"imei={IMEIS[0]}", "--subject", f"imei={IMEIS[1]}",
-        "--summary", "Joki syndicate registering IMEIs with the passports of departing travellers",
-    )  # fmt: skip
+    imei_fraud = flags(
+        identity=demo.identity("customs"),
+        category="IMEI_FRAUD",
+        to="police",
+        subject=[f"imei={imei}" for imei in IMEIS],
+        summary="Joki syndicate registering IMEIs with the passports of departing travellers",
+    )
+    demo.sinergi("alert", "publish", *imei_fraud)
 
     demo.say(
         "A police officer (certs identity police-officer) searches the passport again and again, "

@@ -1,13 +1,15 @@
 """The audit queries over the scripted week (tests/ledger/history.py): exact rows, and the anomaly
-rules firing on the snooper and on no one else."""
+rules firing on the snooper and on no one else. Principals are read as the CLI reads them, with
+``certs.SpiffeId.parse``: the ledger itself does not parse them."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
 
+from certs import CertsError, SpiffeId
 from ledger import Action, Entry
-from ledger._audit import Rules, activity, anomalies, denied, who_accessed
+from ledger._audit import PrincipalName, Rules, activity, anomalies, denied, who_accessed
 from tests.ledger.history import (
     BUDI,
     CUSTOMS,
@@ -21,6 +23,13 @@ from tests.ledger.history import (
 )
 
 ENTRIES: list[Entry] = list(scripted_entries())
+
+
+def spiffe(principal: str) -> SpiffeId | None:
+    try:
+        return SpiffeId.parse(principal)
+    except CertsError:
+        return None
 
 
 def test_the_script_is_what_the_expectations_assume() -> None:
@@ -49,13 +58,15 @@ def test_who_accessed_follows_the_thread_and_names_every_principal() -> None:
 
 
 def test_activity_of_a_principal_and_of_an_agency_in_a_time_range() -> None:
-    night = activity(ENTRIES, principal=SNOOP.id, since=datetime(2026, 11, 6, 0, tzinfo=WIB),
+    night = activity(ENTRIES, principals=spiffe, principal=SNOOP.id,
+                     since=datetime(2026, 11, 6, 0, tzinfo=WIB),
                      until=datetime(2026, 11, 6, 6, tzinfo=WIB))  # fmt: skip
     assert len(night) == SNOOP_SEARCHES + 1  # and the refused GetAlert at 03:00
     assert {e.action for e in night} == {Action.SEARCH, Action.DENIED}
-    labour = activity(ENTRIES, agency="labour")
+    labour = activity(ENTRIES, principals=spiffe, agency="labour")
     assert Counter(e.actor.id.split("/")[-1] for e in labour) == {"gateway": 5 + 1, "ani": 5}
-    one_day = activity(ENTRIES, principal=BUDI.id, since=datetime(2026, 11, 3, tzinfo=WIB),
+    one_day = activity(ENTRIES, principals=spiffe, principal=BUDI.id,
+                       since=datetime(2026, 11, 3, tzinfo=WIB),
                        until=datetime(2026, 11, 3, tzinfo=WIB) + timedelta(days=1))  # fmt: skip
     assert [e.action for e in one_day] == [Action.SEARCH, Action.SEARCH, Action.READ]
 
@@ -70,7 +81,7 @@ def test_denied_attempts_grouped_by_principal_and_reason() -> None:
 
 
 def test_anomaly_rules_fire_on_the_snooper_and_no_one_else() -> None:
-    found = anomalies(ENTRIES)
+    found = anomalies(ENTRIES, principals=spiffe)
     assert [(a.principal, a.rule) for a in found] == [
         (SNOOP.id, "off-hours"),
         (SNOOP.id, "unaddressed-search"),
@@ -87,4 +98,23 @@ def test_anomaly_rules_fire_on_the_snooper_and_no_one_else() -> None:
 def test_rules_are_tunable() -> None:
     # A night-shift team: nobody's searches are off-hours, and a high bar for volume.
     relaxed = Rules(working_hours=(datetime.min.time(), datetime.max.time()), min_count=100)
-    assert [a.rule for a in anomalies(ENTRIES, relaxed)] == ["unaddressed-search"]
+    assert [a.rule for a in anomalies(ENTRIES, relaxed, principals=spiffe)] == [
+        "unaddressed-search"
+    ]
+
+
+def test_the_caller_reads_principals() -> None:
+    # Read as a labour officer, the snooper found only alerts addressed to its agency.
+    def snoop_in_labour(principal: str) -> PrincipalName | None:
+        name = spiffe(principal)
+        if name is None or principal != SNOOP.id:
+            return name
+        return SpiffeId(name.trust_domain, "labour", name.kind, name.name)
+
+    rules = {a.rule for a in anomalies(ENTRIES, principals=snoop_in_labour)}
+    assert rules == {"off-hours", "volume"}
+    assert activity(ENTRIES, principals=snoop_in_labour, agency="labour", principal=SNOOP.id)
+    # A principal the reader does not know is of no agency, and of no kind the rules watch.
+    assert activity(ENTRIES, principals=lambda _: None, agency="labour") == []
+    unknown = {a.rule for a in anomalies(ENTRIES, principals=lambda _: None)}
+    assert not unknown & {"off-hours", "unaddressed-search"}
