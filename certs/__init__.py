@@ -19,6 +19,7 @@ from certs._dev import (
     DEV_AGENCIES,
     DEV_AUDITOR_AGENCY,
     DEV_TRUST_DOMAIN,
+    DEV_WITNESSES,
     DevPki,
     create_dev_pki,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "DEV_AGENCIES",
     "DEV_AUDITOR_AGENCY",
     "DEV_TRUST_DOMAIN",
+    "DEV_WITNESSES",
     "EXPIRY_WARNING",
     "IDENTITY_FILES",
     "KINDS",

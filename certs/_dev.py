@@ -1,4 +1,5 @@
-"""The development PKI (``certs/dev/``): one CA, the exchange server and one identity per agency.
+"""The development PKI (``certs/dev/``): one CA, the exchange server, one identity per agency,
+and the TLS identities of two witnesses (docs/witness.md).
 
 It is created once and then left alone, so keys handed to a running server or copied into a demo
 never change under it; a directory that holds part of a PKI is refused rather than completed with
@@ -24,6 +25,7 @@ __all__ = [
     "DEV_AGENCIES",
     "DEV_AUDITOR_AGENCY",
     "DEV_TRUST_DOMAIN",
+    "DEV_WITNESSES",
     "DevPki",
     "create_dev_pki",
 ]
@@ -31,6 +33,12 @@ __all__ = [
 DEV_TRUST_DOMAIN = "sinergi.dev"
 DEV_AGENCIES = ("immigration", "police", "customs", "labour")
 DEV_AUDITOR_AGENCY = "internal-affairs"
+#: The development witnesses (a witness's name: its directory). Their cosigning keys, trusted
+#: log keys and state are the witness package's (``witness.create_dev_witnesses``): certs
+#: imports nothing of ours, so it issues their TLS identities only.
+DEV_WITNESSES = MappingProxyType(
+    {"internal-affairs": "witness-internal-affairs", "police": "witness-police"}
+)
 
 _CA_DIR = "ca"
 _CA_BUNDLE = "ca.crt"
@@ -64,7 +72,7 @@ def create_dev_pki(
     """Create the development PKI under ``directory`` unless ``ca/ca.crt`` is already there."""
     root = Path(directory)
     principals = _principals(trust_domain)
-    names = [_SERVER, *principals]
+    names = [_SERVER, *principals, *DEV_WITNESSES.values()]
     identities = MappingProxyType({name: root / name for name in names})
     if (root / _CA_DIR / "ca.crt").exists():
         return DevPki(root, created=False, identities=identities)
@@ -81,13 +89,23 @@ def create_dev_pki(
     # The development CA issues every identity itself; its scope says so (CaScope).
     ca = create_ca("Sinergi Development CA", scope=CaScope(trust_domain, development=True))
     _private_dir(root)
+    # The exchange is also the witnesses' TLS client: its certificate says clientAuth too.
     server = issue_server(
         ca,
         common_name="sinergi-exchange",
         dns_names=["localhost"],
         ip_addresses=["127.0.0.1", "::1"],
+        client_auth=True,
     )
     write_identity(identities[_SERVER], server, ca.certificate)
+    for witness, witness_dir in DEV_WITNESSES.items():
+        issued = issue_server(
+            ca,
+            common_name=f"sinergi-witness-{witness}",
+            dns_names=["localhost"],
+            ip_addresses=["127.0.0.1", "::1"],
+        )
+        write_identity(identities[witness_dir], issued, ca.certificate)
     for name, principal in principals.items():
         write_identity(identities[name], issue_client(ca, principal), ca.certificate)
     ca_pem = ca.certificate.public_bytes(serialization.Encoding.PEM)

@@ -205,12 +205,13 @@ def _leaf(
     validity: tuple[datetime, datetime],
     *,
     key: ec.EllipticCurvePrivateKey | None = None,
+    also: Sequence[x509.ObjectIdentifier] = (),
 ) -> Issued:
     extensions: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
         # ECDHE key exchange: the leaf key only signs the handshake (RFC 5280 4.2.1.3).
         (_key_usage(digital_signature=True), True),
-        (x509.ExtendedKeyUsage([purpose]), False),  # 4.2.1.12
+        (x509.ExtendedKeyUsage([purpose, *also]), False),  # 4.2.1.12
         # The subject is never empty, so the SAN is not critical (RFC 5280 4.2.1.6).
         (x509.SubjectAlternativeName(san), False),
     ]
@@ -225,8 +226,13 @@ def issue_server(
     ip_addresses: Sequence[str],
     valid_days: int = 397,
     key: ec.EllipticCurvePrivateKey | None = None,
+    client_auth: bool = False,
 ) -> Issued:
-    """Issue a TLS server certificate; clients match the SAN, never the CN (RFC 6125 6.4.4)."""
+    """Issue a TLS server certificate; clients match the SAN, never the CN (RFC 6125 6.4.4).
+
+    ``client_auth`` adds the clientAuth usage (RFC 5280 4.2.1.12), for the exchange, which is
+    also the TLS client of the witnesses: OpenSSL refuses a client certificate without it. It
+    names no SPIFFE ID, so the exchange's own trust check refuses it as a client of its own."""
     scope = ca_scope_of(ca.certificate)
     if scope is not None and scope.agency is not None:
         raise CertificateError(f"agency CA {scope} does not issue server certificates")
@@ -239,7 +245,15 @@ def issue_server(
     if not san:
         raise CertificateError("a server certificate needs at least one DNS name or IP address")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    return _leaf(ca, subject, san, ExtendedKeyUsageOID.SERVER_AUTH, _validity(valid_days), key=key)
+    return _leaf(
+        ca,
+        subject,
+        san,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        _validity(valid_days),
+        key=key,
+        also=[ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [],
+    )
 
 
 def issue_client(

@@ -96,6 +96,8 @@ class CosignatureVerifier:
     def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
         if not _valid_key_name(name):
             raise ValueError(f"invalid cosigner name {name!r}: empty, or has a space or '+'")
+        if not isinstance(public_key, Ed25519PublicKey):
+            raise TypeError("a cosignature verifier needs an Ed25519 public key")
         self._name = name
         self._key = public_key
         self._public = _raw_public_key(public_key)
@@ -120,6 +122,9 @@ class CosignatureVerifier:
     @property
     def key_id(self) -> bytes:
         return self._key_id
+
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key
 
     def verifier_key(self) -> str:
         return _vkey(self._name, self._key_id, self._public, COSIGNATURE_ALG)
@@ -173,16 +178,21 @@ def cosignatures(note: bytes, witnesses: Sequence[CosignatureVerifier]) -> list[
 
 
 def add_signatures(note: bytes, lines: Iterable[bytes]) -> bytes:
-    """``note`` with the signature ``lines`` appended, each once (a line already there, or
-    given twice, is kept once). The note text and its own signatures are unchanged."""
-    _split_note(note)  # a well-formed note only
-    present = set(note.split(b"\n"))
+    """``note`` with the signature ``lines`` appended, each once (a line already among its
+    signatures, or given twice, is kept once). The note text and its own signatures are
+    unchanged; NoteError if a line is malformed or the result is not a valid note (C2SP
+    signed-note: UTF-8, no control characters, at most :data:`MAX_SIGNATURES` signatures)."""
+    _, signatures = _split_note(note)  # a well-formed note only
+    present = set(signatures)
     added = []
     for line in lines:
         if not line.endswith(b"\n") or b"\n" in line[:-1]:
             raise NoteError("a signature line is one line ending in a newline")
-        _parse_signature_line(line[:-1])
         if line[:-1] not in present:
             present.add(line[:-1])
             added.append(line)
-    return note + b"".join(added)
+    result = note + b"".join(added)
+    _split_note(result)  # the added lines' characters, and the count of signatures
+    for line in added:
+        _parse_signature_line(line[:-1])
+    return result

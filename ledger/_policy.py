@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger._cosignature import Cosignature, CosignatureVerifier, cosignatures
 from ledger._errors import NoteError, PolicyError, QuorumError
-from ledger._note import Checkpoint, Verifier, open_checkpoint
+from ledger._note import Checkpoint, Verifier, _raw_public_key, open_checkpoint
 
 NONE = "none"
 #: Limits on what a policy may hold (tlog-policy, "Implementation limits": at least 32 each).
 _MAX = 64
-_BYTES_ALLOWED = re.compile(rb"[^\x09\x0a\x20-\x7e\x80-\xff]")
+_BYTE_REFUSED = re.compile(rb"[^\x09\x0a\x20-\x7e\x80-\xff]")
+#: tlog-policy, "Structure": items are separated by ASCII spaces and tabs only (str.split would
+#: also split on U+00A0 and other Unicode spaces, which are opaque octets of a name here).
+_WHITESPACE = re.compile(r"[ \t]+")
+_THRESHOLD = re.compile(r"[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -64,30 +68,23 @@ class WitnessPolicy:
     @classmethod
     def parse(cls, text: bytes, source: str = "policy") -> WitnessPolicy:
         """Parse a policy file strictly; :class:`PolicyError` naming the line otherwise."""
-        found = _BYTES_ALLOWED.search(text)
-        if found:
-            raise PolicyError(f"{source}: byte 0x{found[0][0]:02x} is not allowed in a policy")
         logs: list[Verifier] = []
         urls: list[str | None] = []
         witnesses: dict[str, Witness] = {}
         groups: dict[str, Group] = {}
         quorum: str | None = None
-        for number, raw in enumerate(text.decode("utf-8", "surrogateescape").split("\n"), 1):
-            words = raw.split()
-            if not words or words[0].startswith("#"):
-                continue
-            where = f"{source}:{number}"
-            keyword, args = words[0], words[1:]
+        for where, keyword, args in _lines(text, source):
             try:
                 if keyword == "log" and len(args) in (1, 2):
-                    logs.append(Verifier.from_vkey(args[0]))
-                    urls.append(args[1] if len(args) == 2 else None)
+                    log, url = _log(args, logs, where)
+                    logs.append(log)
+                    urls.append(url)
                 elif keyword == "witness" and len(args) in (2, 3):
                     name = _new_name(args[0], witnesses, groups, where)
-                    verifier = CosignatureVerifier.from_vkey(args[1])
-                    if any(w.verifier.verifier_key() == args[1] for w in witnesses.values()):
+                    cosigner = CosignatureVerifier.from_vkey(args[1])
+                    if _raw(cosigner) in (_raw(w.verifier) for w in witnesses.values()):
                         raise PolicyError(f"{where}: this witness key is listed twice")
-                    witnesses[name] = Witness(name, verifier, args[2] if len(args) == 3 else None)
+                    witnesses[name] = Witness(name, cosigner, args[2] if len(args) == 3 else None)
                 elif keyword == "group" and len(args) >= 3:
                     name = _new_name(args[0], witnesses, groups, where)
                     groups[name] = _group(name, args[1], args[2:], {*witnesses, *groups}, where)
@@ -162,6 +159,56 @@ class WitnessPolicy:
         return f"{group.threshold} of ({members})"
 
 
+def parse_logs(text: bytes, source: str = "logs") -> tuple[tuple[Verifier, str | None], ...]:
+    """The log keys (and URLs) of a file of ``log <vkey> [<url>]`` lines only, read with the
+    policy's own rules (characters, spaces, comments, no key twice): the list of logs a witness
+    trusts (C2SP tlog-witness: "configured with a list of supported log public keys").
+    :class:`PolicyError` naming the line for anything else."""
+    logs: list[Verifier] = []
+    urls: list[str | None] = []
+    for where, keyword, args in _lines(text, source):
+        if keyword != "log" or len(args) not in (1, 2):
+            raise PolicyError(f"{where}: not a `log <vkey> [<url>]` line")
+        try:
+            verifier, url = _log(args, logs, where)
+        except NoteError as exc:
+            raise PolicyError(f"{where}: {exc}") from None
+        logs.append(verifier)
+        urls.append(url)
+    if len(logs) > _MAX:
+        raise PolicyError(f"{source}: more than {_MAX} logs")
+    return tuple(zip(logs, urls, strict=True))
+
+
+def _lines(text: bytes, source: str) -> Iterator[tuple[str, str, list[str]]]:
+    """(``source:line``, keyword, arguments) of each line that is not blank or a comment
+    (tlog-policy, "Structure" and "Character set"). Octets above 0x7f are opaque: decoded with
+    surrogateescape, so that two different byte strings stay two different names."""
+    found = _BYTE_REFUSED.search(text)
+    if found:
+        number = text.count(b"\n", 0, found.start()) + 1
+        raise PolicyError(
+            f"{source}:{number}: byte 0x{found[0][0]:02x} is not allowed in a policy file"
+        )
+    for number, raw in enumerate(text.decode("utf-8", "surrogateescape").split("\n"), 1):
+        words = [word for word in _WHITESPACE.split(raw) if word]
+        if words and not words[0].startswith("#"):
+            yield f"{source}:{number}", words[0], words[1:]
+
+
+def _log(args: list[str], logs: list[Verifier], where: str) -> tuple[Verifier, str | None]:
+    verifier = Verifier.from_vkey(args[0])
+    if _raw(verifier) in (_raw(log) for log in logs):
+        raise PolicyError(f"{where}: this log key is listed twice")
+    return verifier, args[1] if len(args) == 2 else None
+
+
+def _raw(verifier: Verifier | CosignatureVerifier) -> bytes:
+    """The key material: tlog-policy calls two vkeys duplicates when they wrap the same public
+    key, "even if they differ by key name and key id"."""
+    return _raw_public_key(verifier.public_key())
+
+
 def _new_name(
     name: str, witnesses: dict[str, Witness], groups: dict[str, Group], where: str
 ) -> str:
@@ -174,6 +221,8 @@ def _new_name(
 
 def _group(name: str, threshold: str, members: list[str], defined: set[str], where: str) -> Group:
     for member in members:
+        if member == NONE:
+            raise PolicyError(f"{where}: 'none' cannot be a group member")
         if member not in defined:
             raise PolicyError(f"{where}: group member {member!r} is not defined above")
     if len(set(members)) != len(members):
@@ -182,7 +231,7 @@ def _group(name: str, threshold: str, members: list[str], defined: set[str], whe
         k = len(members)
     elif threshold == "any":
         k = 1
-    elif threshold.isdigit() and not threshold.startswith("0"):
+    elif _THRESHOLD.fullmatch(threshold):  # ASCII decimal: str.isdigit() takes "²" and "٣"
         k = int(threshold)
         if not 1 <= k <= len(members):
             raise PolicyError(f"{where}: threshold {k} is not between 1 and {len(members)}")

@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger._errors import LedgerError, WitnessRefusal
-from ledger._merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
-from ledger._note import Checkpoint, Verifier, open_checkpoint
+from ledger._errors import LedgerError, NoteError, WitnessRefusal
+from ledger._merkle import EMPTY_ROOT, HASH_SIZE, MAX_TREE_SIZE, verify_consistency
+from ledger._note import Checkpoint, Verifier, _split_note, open_checkpoint
 
 ADD_CHECKPOINT = "add-checkpoint"
 #: The Content-Type of a 409 answer, whose body is the witness's latest size and a newline.
@@ -65,7 +65,20 @@ class AddCheckpoint:
             if len(node) != HASH_SIZE or base64.b64encode(node) != line:
                 raise WitnessRefusal(400, f"proof line {len(proof) + 1} is not a base64 hash")
             proof.append(node)
-        return cls(int(old.group(1)), tuple(proof), rest[1:])
+        old_size = int(old.group(1))
+        if old_size > MAX_TREE_SIZE:
+            raise WitnessRefusal(400, f"old size {old_size} does not fit in 64 bits")
+        return cls(old_size, tuple(proof), rest[1:])
+
+    def origin(self) -> str:
+        """The origin the note's text claims, before any signature is checked: what a witness
+        needs to find the log keys it trusts for it, or to answer 404 (tlog-witness,
+        add-checkpoint). :class:`WitnessRefusal` 400 if the note is not a checkpoint."""
+        try:
+            text, _ = _split_note(self.note)
+            return Checkpoint.parse(text).origin
+        except NoteError as exc:
+            raise WitnessRefusal(400, f"the body does not end in a checkpoint: {exc}") from None
 
 
 def decide(
@@ -79,6 +92,8 @@ def decide(
         shown = open_checkpoint(request.note, list(logs))
     except LedgerError as exc:
         raise WitnessRefusal(403, f"no valid signature by a trusted log key: {exc}") from None
+    if latest is not None and latest.origin != shown.origin:
+        raise ValueError(f"latest is a checkpoint of {latest.origin!r}, not {shown.origin!r}")
     if request.old_size > shown.size:
         raise WitnessRefusal(
             400, f"old size {request.old_size} is larger than the checkpoint's {shown.size}"
@@ -97,6 +112,8 @@ def decide(
     if shown.size == have:
         if shown.root != latest.root:
             raise WitnessRefusal(422, f"size {have} was cosigned with another root: the log forked")
+        if request.proof:  # RFC 9162 2.1.4.2: between equal sizes the proof is empty
+            raise WitnessRefusal(422, "a proof between equal sizes must be empty")
         return shown
     try:
         verify_consistency(have, shown.size, latest.root, shown.root, list(request.proof))

@@ -6,6 +6,8 @@
 - ``clients`` never import ``exchange``: the CLI loads the server's code by name, from the
   table ``clients._cli._common.BY_NAME`` (docs/decisions/0005, 0015).
 - ``exchange`` never imports ``clients``.
+- ``witness`` imports the pure ``ledger`` and ``certs`` only: never the exchange, the clients, or
+  the ledger's storage.
 - No import of our packages hides inside a function, where a reader (or this test) would miss it.
 """
 
@@ -106,7 +108,30 @@ def test_the_exchange_never_imports_the_clients() -> None:
     assert not _violations("exchange", allowed=("exchange", "ledger", "certs", "sinergi"))
 
 
-@pytest.mark.parametrize("package", ["ledger", "certs", "exchange", "clients"])
+def test_the_witness_builds_on_the_pure_ledger_and_certs_alone() -> None:
+    """A witness is run by parties who distrust the exchange: none of its code, nor the
+    ledger's storage, runs in it."""
+    assert not _violations(
+        "witness", allowed=("witness", "ledger", "certs"), forbidden=("ledger.store", *DATABASE)
+    )
+
+
+def test_the_witness_loads_no_server_client_or_database_code() -> None:
+    probe = (
+        "import sys, witness, witness._cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, "sqlalchemy", "psycopg", "alembic", "exchange", "clients"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.strip()
+    assert loaded == "[]"
+
+
+@pytest.mark.parametrize("package", ["ledger", "certs", "exchange", "clients", "witness"])
 def test_no_import_of_ours_hides_in_a_function(package: str) -> None:
     hidden = [
         f"{i.where}: {i.target}"

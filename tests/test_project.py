@@ -83,3 +83,18 @@ def test_declared_ranges_admit_only_runtimes_the_generated_code_accepts() -> Non
     assert protobuf_generated
     assert _lower_bound(declared["grpcio"]) >= max(grpc_generated)
     assert _lower_bound(declared["protobuf"]) >= max(protobuf_generated)
+
+
+def test_every_package_is_installed() -> None:
+    """A package missing from pyproject.toml works in this editable checkout and is absent from
+    a built wheel."""
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("exchange", "ledger", "clients", "certs", "witness")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    examples = {"clients.examples"}  # run from the repository (`make demo`), not installed
+    assert found - listed - examples == set()

@@ -12,6 +12,7 @@ from ledger.store._reads import (
     NodeCache,
     cached_consistency_proof,
     checkpoint_at,
+    cosigned_checkpoints,
     entry_count,
     iter_checkpoints,
     iter_entries,
@@ -20,6 +21,7 @@ from ledger.store._reads import (
     prove,
     prove_consistency,
     store_cosignatures,
+    witness_heads,
 )
 from ledger.store._schema import (
     APPEND_ONLY_TABLES,
@@ -44,6 +46,7 @@ __all__ = [
     "Work",
     "cached_consistency_proof",
     "checkpoint_at",
+    "cosigned_checkpoints",
     "create_engine",
     "create_schema",
     "entry_count",
@@ -60,6 +63,7 @@ __all__ = [
     "snapshot",
     "store_cosignatures",
     "verify_database",
+    "witness_heads",
     "write_export",
     "writing",
 ]

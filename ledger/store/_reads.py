@@ -253,6 +253,28 @@ def checkpoint_at(connection: Connection, size: int | None) -> tuple[int, bytes]
     return int(row.size), blob(row.note) + b"".join(blob(line) for _, line in found)
 
 
+def witness_heads(connection: Connection) -> dict[str, int]:
+    """The largest checkpoint size each witness key has a stored cosignature on."""
+    rows = connection.execute(
+        select(cosignatures.c.witness, func.max(cosignatures.c.size)).group_by(
+            cosignatures.c.witness
+        )
+    )
+    return {witness: int(size) for witness, size in rows}
+
+
+def cosigned_checkpoints(connection: Connection, limit: int = 64) -> Iterator[tuple[int, bytes]]:
+    """The newest ``limit`` checkpoints that have cosignatures, newest first, as
+    :func:`checkpoint_at` gives them (the note with every stored cosignature)."""
+    sizes = connection.execute(
+        select(cosignatures.c.size).distinct().order_by(cosignatures.c.size.desc()).limit(limit)
+    ).scalars()
+    for size in list(sizes):
+        found = checkpoint_at(connection, int(size))
+        if found is not None:
+            yield found
+
+
 def store_cosignatures(
     connection: Connection, size: int, lines: Sequence[tuple[str, bytes]]
 ) -> int:

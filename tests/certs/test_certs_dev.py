@@ -11,6 +11,7 @@ from certs import (
     DEV_AGENCIES,
     DEV_AUDITOR_AGENCY,
     DEV_TRUST_DOMAIN,
+    DEV_WITNESSES,
     IDENTITY_FILES,
     CertificateError,
     CertsError,
@@ -20,7 +21,8 @@ from certs import (
     load_identity,
 )
 
-IDENTITY_DIRS = {"server", *DEV_AGENCIES, DEV_AUDITOR_AGENCY, "police-officer"}
+SERVERS = {"server", *DEV_WITNESSES.values()}
+IDENTITY_DIRS = {*SERVERS, *DEV_AGENCIES, DEV_AUDITOR_AGENCY, "police-officer"}
 
 
 def tree(root):
@@ -48,7 +50,7 @@ def test_creates_everything(tmp_path, pki):
     ca_pem = (root / "ca" / "ca.crt").read_bytes()
     assert (root / "ca.crt").read_bytes() == ca_pem
     verifier = PolicyBuilder().store(Store([ca.certificate])).time(datetime.now(UTC))
-    for name in IDENTITY_DIRS - {"server"}:
+    for name in IDENTITY_DIRS - SERVERS:
         identity = load_identity(pki.identities[name])
         assert identity.ca_pem == ca_pem
         verifier.build_client_verifier().verify(identity.certificate, [])

@@ -1,0 +1,184 @@
+"""Fixtures for the witness: the development PKI with its two witnesses, a real witness server
+on 127.0.0.1:0 in a thread of its own, and an HTTPS client with a certificate of the PKI."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import ledger
+from tests.conftest import ORIGIN
+from witness import WitnessServer, create_dev_witnesses
+
+
+@pytest.fixture
+def dev(pki: Path) -> Path:
+    """This test's development PKI, its ledger key and its two witnesses (keys, logs, state)."""
+    create_dev_witnesses(pki)
+    return pki
+
+
+class Clock:
+    """The witness's clock, set by the test (POSIX seconds)."""
+
+    def __init__(self, now: int = 1_800_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class WitnessThread:
+    """A WitnessServer on its own event loop in a thread, as `sinergi witness serve` runs it."""
+
+    def __init__(self, directory: Path, clock: Callable[[], int]) -> None:
+        self.server = WitnessServer(directory, "127.0.0.1:0", clock=clock)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> int:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise AssertionError("the witness did not start within 30 s")
+        if self._error is not None:
+            raise self._error
+        assert self.server.port is not None
+        return self.server.port
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:  # reported to the test's thread
+            self._error = exc
+            self._ready.set()
+            await self.server.stop()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self.server.stop()
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class Client:
+    """HTTPS with mutual TLS to a witness, as ``identity`` (a directory of the PKI), or with no
+    certificate at all."""
+
+    def __init__(self, pki: Path, port: int, identity: str | None = "server") -> None:
+        self.context = ssl.create_default_context(cafile=pki / "ca.crt")
+        if identity is not None:
+            self.context.load_cert_chain(pki / identity / "tls.crt", pki / identity / "tls.key")
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=self.context, timeout=30
+        )
+        try:
+            connection.request(method, path, body=body)
+            response = connection.getresponse()
+            return Reply(response.status, response.getheader("Content-Type", ""), response.read())
+        finally:
+            connection.close()
+
+    def add(self, request: ledger.AddCheckpoint) -> Reply:
+        return self.request("POST", "/add-checkpoint", request.encode())
+
+    def checkpoint(self, origin: str) -> Reply:
+        return self.request("GET", f"/{ledger.origin_hash(origin)}/checkpoint")
+
+    def status(self) -> dict[str, object]:
+        reply = self.request("GET", "/status")
+        assert reply.status == 200, reply
+        assert reply.content_type.startswith("application/json")
+        return dict(json.loads(reply.body))
+
+    def metrics(self) -> str:
+        reply = self.request("GET", "/metrics")
+        assert reply.status == 200, reply
+        return reply.body.decode()
+
+
+@dataclass
+class Running:
+    directory: Path
+    port: int
+    thread: WitnessThread
+    clock: Clock
+
+    @property
+    def vkey(self) -> str:
+        return self.thread.server.vkey
+
+
+@pytest.fixture
+def start_witness(dev: Path) -> Iterator[Callable[..., Running]]:
+    threads: list[WitnessThread] = []
+
+    def start(name: str = "witness-police", clock: Clock | None = None) -> Running:
+        clock = clock or Clock()
+        thread = WitnessThread(dev / name, clock)
+        port = thread.start()
+        threads.append(thread)
+        return Running(dev / name, port, thread, clock)
+
+    yield start
+    for thread in threads:
+        thread.stop()
+
+
+class Tree:
+    """A real RFC 6962 tree, grown on demand, and its checkpoints signed by the dev ledger key."""
+
+    def __init__(self, signer: ledger.Signer, origin: str = ORIGIN, salt: bytes = b"") -> None:
+        self.signer, self.origin, self.salt = signer, origin, salt
+        self.nodes: dict[tuple[int, int], bytes] = {}
+        self.frontier = ledger.Frontier()
+
+    def grow(self, size: int) -> None:
+        while self.frontier.size < size:
+            leaf = ledger.leaf_hash(self.salt + b"entry %d" % self.frontier.size)
+            for level, index, h in self.frontier.append(leaf):
+                self.nodes[level, index] = h
+
+    def node(self, level: int, index: int) -> bytes:
+        return self.nodes[level, index]
+
+    def checkpoint(self, size: int) -> ledger.Checkpoint:
+        self.grow(size)
+        return ledger.Checkpoint(self.origin, size, ledger.root_at(size, self.node))
+
+    def note(self, size: int, signer: ledger.Signer | None = None) -> bytes:
+        return ledger.sign_checkpoint(self.checkpoint(size), [signer or self.signer])
+
+    def request(self, old: int, size: int) -> ledger.AddCheckpoint:
+        self.grow(size)
+        proof = tuple(ledger.consistency_proof(old, size, self.node)) if old else ()
+        return ledger.AddCheckpoint(old, proof, self.note(size))
