@@ -99,7 +99,14 @@ from ledger._tlog_witness import (
     origin_hash,
 )
 from ledger._verify import Report, verify_ledger
-from ledger._witnessing import WITNESSED_SIZE_HEADER, ProofFetcher, advance, describe
+from ledger._witnessing import (
+    WITNESSED_SIZE_HEADER,
+    ProofFetcher,
+    advance,
+    describe,
+    new_origin,
+    under_key,
+)
 
 #: The database the exchange and the `sinergi` commands use when none is named (``--db``,
 #: ``SINERGI_DB``). A URL only, here so that every side names one default without importing
@@ -182,6 +189,7 @@ __all__ = [
     "load_public_key_pem",
     "load_signer",
     "meta",
+    "new_origin",
     "node_hash",
     "normalise_identifier",
     "open_checkpoint",
@@ -198,6 +206,7 @@ __all__ = [
     "searches_for",
     "sign_checkpoint",
     "sign_note",
+    "under_key",
     "verify_consistency",
     "verify_inclusion",
     "verify_ledger",

@@ -9,7 +9,9 @@ kept checkpoint lives, and how it is locked and cached, is the keeper's business
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Final
 
 from ledger._errors import ForkError, LedgerError
@@ -27,6 +29,21 @@ ProofFetcher = Callable[[int, int], Sequence[bytes]]
 
 def describe(cp: Checkpoint) -> str:
     return f"{cp.origin} size {cp.size} root {cp.root.hex()}"
+
+
+def new_origin(key_name: str, today: date) -> str:
+    """The origin of a new ledger signed by the key named ``key_name``: that name, the day and
+    8 random hex digits (``sinergi.dev/ledger/20261207-3f9a01c2``). Each ledger is its own log
+    for witnesses and clients, so a ledger made anew (a deleted development database, a
+    rebuilt deployment) is never mistaken for a rewrite of the old one, nor the other way round
+    (C2SP tlog-checkpoint: the origin identifies the log)."""
+    return f"{key_name}/{today:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def under_key(origin: str, key_name: str) -> bool:
+    """Whether a checkpoint of ``origin`` may be signed by the key named ``key_name``: the
+    name itself (ledgers from before per-ledger origins) or a ledger under it."""
+    return origin == key_name or origin.startswith(key_name + "/")
 
 
 def advance(

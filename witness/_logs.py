@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger import LedgerError, Verifier, parse_logs
+from ledger import LedgerError, Verifier, parse_logs, under_key
 from witness._errors import ConfigError
 
 LOGS_FILE = "logs"
@@ -45,7 +45,7 @@ class TrustedLogs:
     def for_origin(self, origin: str) -> list[Verifier]:
         """The keys trusted for ``origin``: those named ``origin`` or a prefix of it followed
         by ``/``. Empty: the origin is unknown (404)."""
-        return [key for key in self.keys if origin == key.name or origin.startswith(key.name + "/")]
+        return [key for key in self.keys if under_key(origin, key.name)]
 
     def vkeys(self) -> list[str]:
         return [key.verifier_key() for key in self.keys]

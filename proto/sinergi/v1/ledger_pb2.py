@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sinergi/v1/ledger.proto\x12\nsinergi.v1\"\x1a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"\xb1\x01\n\x07Receipt\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nentry_hash\x18\x02 \x01(\x0c\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12*\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\x12\x16\n\x0ewitnessed_size\x18\x06 \x01(\x03\x12\x19\n\x11\x63onsistency_proof\x18\x07 \x03(\x0c\"\x16\n\x14GetCheckpointRequest\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\")\n\x0bLedgerEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\";\n\x0fLedgerEntryPage\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.sinergi.v1.LedgerEntry\"7\n\x15InclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"g\n\x0eInclusionProof\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12*\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\r\n\x05proof\x18\x04 \x03(\x0c\"8\n\x17\x43onsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x03\x12\x0e\n\x06second\x18\x02 \x01(\x03\"\\\n\x10\x43onsistencyProof\x12\r\n\x05\x66irst\x18\x01 \x01(\x03\x12*\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\r\n\x05proof\x18\x03 \x03(\x0c\x32\x9d\x03\n\x0b\x41uditLedger\x12I\n\rGetCheckpoint\x12 .sinergi.v1.GetCheckpointRequest\x1a\x16.sinergi.v1.Checkpoint\x12\x46\n\nGetEntries\x12\x1d.sinergi.v1.GetEntriesRequest\x1a\x17.sinergi.v1.LedgerEntry0\x01\x12M\n\rGetEntryPages\x12\x1d.sinergi.v1.GetEntriesRequest\x1a\x1b.sinergi.v1.LedgerEntryPage0\x01\x12R\n\x11GetInclusionProof\x12!.sinergi.v1.InclusionProofRequest\x1a\x1a.sinergi.v1.InclusionProof\x12X\n\x13GetConsistencyProof\x12#.sinergi.v1.ConsistencyProofRequest\x1a\x1c.sinergi.v1.ConsistencyProofb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sinergi/v1/ledger.proto\x12\nsinergi.v1\"\x1a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"\xf3\x01\n\x07Receipt\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nentry_hash\x18\x02 \x01(\x0c\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12*\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\x12\x16\n\x0ewitnessed_size\x18\x06 \x01(\x03\x12\x19\n\x11\x63onsistency_proof\x18\x07 \x03(\x0c\x12(\n\x08\x63osigned\x18\x08 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\x16\n\x0e\x63osigned_proof\x18\t \x03(\x0c\"\x16\n\x14GetCheckpointRequest\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\")\n\x0bLedgerEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\";\n\x0fLedgerEntryPage\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.sinergi.v1.LedgerEntry\"7\n\x15InclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"g\n\x0eInclusionProof\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12*\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\r\n\x05proof\x18\x04 \x03(\x0c\"8\n\x17\x43onsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x03\x12\x0e\n\x06second\x18\x02 \x01(\x03\"\\\n\x10\x43onsistencyProof\x12\r\n\x05\x66irst\x18\x01 \x01(\x03\x12*\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x16.sinergi.v1.Checkpoint\x12\r\n\x05proof\x18\x03 \x03(\x0c\x32\x9d\x03\n\x0b\x41uditLedger\x12I\n\rGetCheckpoint\x12 .sinergi.v1.GetCheckpointRequest\x1a\x16.sinergi.v1.Checkpoint\x12\x46\n\nGetEntries\x12\x1d.sinergi.v1.GetEntriesRequest\x1a\x17.sinergi.v1.LedgerEntry0\x01\x12M\n\rGetEntryPages\x12\x1d.sinergi.v1.GetEntriesRequest\x1a\x1b.sinergi.v1.LedgerEntryPage0\x01\x12R\n\x11GetInclusionProof\x12!.sinergi.v1.InclusionProofRequest\x1a\x1a.sinergi.v1.InclusionProof\x12X\n\x13GetConsistencyProof\x12#.sinergi.v1.ConsistencyProofRequest\x1a\x1c.sinergi.v1.ConsistencyProofb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKPOINT']._serialized_start=39
   _globals['_CHECKPOINT']._serialized_end=65
   _globals['_RECEIPT']._serialized_start=68
-  _globals['_RECEIPT']._serialized_end=245
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=247
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=269
-  _globals['_GETENTRIESREQUEST']._serialized_start=271
-  _globals['_GETENTRIESREQUEST']._serialized_end=318
-  _globals['_LEDGERENTRY']._serialized_start=320
-  _globals['_LEDGERENTRY']._serialized_end=361
-  _globals['_LEDGERENTRYPAGE']._serialized_start=363
-  _globals['_LEDGERENTRYPAGE']._serialized_end=422
-  _globals['_INCLUSIONPROOFREQUEST']._serialized_start=424
-  _globals['_INCLUSIONPROOFREQUEST']._serialized_end=479
-  _globals['_INCLUSIONPROOF']._serialized_start=481
-  _globals['_INCLUSIONPROOF']._serialized_end=584
-  _globals['_CONSISTENCYPROOFREQUEST']._serialized_start=586
-  _globals['_CONSISTENCYPROOFREQUEST']._serialized_end=642
-  _globals['_CONSISTENCYPROOF']._serialized_start=644
-  _globals['_CONSISTENCYPROOF']._serialized_end=736
-  _globals['_AUDITLEDGER']._serialized_start=739
-  _globals['_AUDITLEDGER']._serialized_end=1152
+  _globals['_RECEIPT']._serialized_end=311
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=313
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=335
+  _globals['_GETENTRIESREQUEST']._serialized_start=337
+  _globals['_GETENTRIESREQUEST']._serialized_end=384
+  _globals['_LEDGERENTRY']._serialized_start=386
+  _globals['_LEDGERENTRY']._serialized_end=427
+  _globals['_LEDGERENTRYPAGE']._serialized_start=429
+  _globals['_LEDGERENTRYPAGE']._serialized_end=488
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_start=490
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_end=545
+  _globals['_INCLUSIONPROOF']._serialized_start=547
+  _globals['_INCLUSIONPROOF']._serialized_end=650
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_start=652
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_end=708
+  _globals['_CONSISTENCYPROOF']._serialized_start=710
+  _globals['_CONSISTENCYPROOF']._serialized_end=802
+  _globals['_AUDITLEDGER']._serialized_start=805
+  _globals['_AUDITLEDGER']._serialized_end=1218
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,8 @@ class Receipt(google.protobuf.message.Message):
     INCLUSION_PROOF_FIELD_NUMBER: builtins.int
     WITNESSED_SIZE_FIELD_NUMBER: builtins.int
     CONSISTENCY_PROOF_FIELD_NUMBER: builtins.int
+    COSIGNED_FIELD_NUMBER: builtins.int
+    COSIGNED_PROOF_FIELD_NUMBER: builtins.int
     seq: builtins.int
     """1-based sequence number; the Merkle leaf index is seq - 1"""
     entry_hash: builtins.bytes
@@ -69,6 +71,18 @@ class Receipt(google.protobuf.message.Message):
     def inclusion_proof(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]: ...
     @property
     def consistency_proof(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]: ...
+    @property
+    def cosigned(self) -> Global___Checkpoint:
+        """The newest checkpoint that had the quorum of the exchange's witness policy when the receipt
+        was made, with its witnesses' cosignatures (C2SP tlog-cosignature); unset when there is
+        none yet, or the exchange has no witnesses. Witnesses cosign off the publish path, so it is
+        usually a little older than `checkpoint`: `cosigned_proof` is the RFC 6962 consistency
+        proof from its size to `checkpoint`'s, smaller first, showing that the receipt's tree
+        extends the one the witnesses vouched for.
+        """
+
+    @property
+    def cosigned_proof(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]: ...
     def __init__(
         self,
         *,
@@ -79,9 +93,11 @@ class Receipt(google.protobuf.message.Message):
         inclusion_proof: collections.abc.Iterable[builtins.bytes] | None = ...,
         witnessed_size: builtins.int = ...,
         consistency_proof: collections.abc.Iterable[builtins.bytes] | None = ...,
+        cosigned: Global___Checkpoint | None = ...,
+        cosigned_proof: collections.abc.Iterable[builtins.bytes] | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["checkpoint", b"checkpoint"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["checkpoint", b"checkpoint", "consistency_proof", b"consistency_proof", "entry", b"entry", "entry_hash", b"entry_hash", "inclusion_proof", b"inclusion_proof", "seq", b"seq", "witnessed_size", b"witnessed_size"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["checkpoint", b"checkpoint", "cosigned", b"cosigned"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["checkpoint", b"checkpoint", "consistency_proof", b"consistency_proof", "cosigned", b"cosigned", "cosigned_proof", b"cosigned_proof", "entry", b"entry", "entry_hash", b"entry_hash", "inclusion_proof", b"inclusion_proof", "seq", b"seq", "witnessed_size", b"witnessed_size"]) -> None: ...
 
 Global___Receipt: typing_extensions.TypeAlias = Receipt
 
