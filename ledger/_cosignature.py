@@ -20,20 +20,15 @@ import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 
 from ledger._errors import NoteError
 from ledger._note import (
     _SIG_PREFIX,
     _parse_signature_line,
-    _raw_public_key,
+    _PrivateKey,
+    _PublicKey,
     _split_note,
-    _valid_key_name,
-    _vkey,
-    key_id,
-    parse_vkey,
 )
 
 COSIGNATURE_ALG = 0x04
@@ -52,31 +47,14 @@ def cosigned_message(body: bytes, timestamp: int) -> bytes:
     return _HEADER + b"time %d\n" % timestamp + body
 
 
-class Cosigner:
+class Cosigner(_PrivateKey):
     """A witness's cosigning key: a key name and an Ed25519 private key of its own."""
 
-    __slots__ = ("_key", "_key_id", "_name", "_public")
-
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        if not _valid_key_name(name):
-            raise ValueError(f"invalid cosigner name {name!r}: empty, or has a space or '+'")
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise TypeError("a cosigner needs an Ed25519 private key")
-        self._name = name
-        self._key = private_key
-        self._public = _raw_public_key(private_key.public_key())
-        self._key_id = key_id(name, self._public, COSIGNATURE_ALG)
-
-    @property
-    def name(self) -> str:
-        return self._name
+    __slots__ = ()
+    ALG = COSIGNATURE_ALG
 
     def verifier(self) -> CosignatureVerifier:
         return CosignatureVerifier(self._name, self._key.public_key())
-
-    def verifier_key(self) -> str:
-        """``<name>+<hex key ID>+<base64(0x04 || public key)>``, as policies name witnesses."""
-        return _vkey(self._name, self._key_id, self._public, COSIGNATURE_ALG)
 
     def cosign(self, body: bytes, timestamp: int) -> bytes:
         """The signature line cosigning the checkpoint ``body`` at ``timestamp``, UTF-8."""
@@ -84,50 +62,18 @@ class Cosigner:
         raw = self._key_id + timestamp.to_bytes(_TIMESTAMP_SIZE, "big") + signature
         return f"{_SIG_PREFIX}{self._name} {base64.b64encode(raw).decode('ascii')}\n".encode()
 
-    def __repr__(self) -> str:
-        return f"Cosigner({self._name!r}, key_id={self._key_id.hex()})"
 
+class CosignatureVerifier(_PublicKey):
+    """A witness's public cosigning key, by name and key ID; its vkey has type 0x04."""
 
-class CosignatureVerifier:
-    """A witness's public cosigning key, by name and key ID."""
-
-    __slots__ = ("_key", "_key_id", "_name", "_public", "_sodium")
-
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
-        if not _valid_key_name(name):
-            raise ValueError(f"invalid cosigner name {name!r}: empty, or has a space or '+'")
-        if not isinstance(public_key, Ed25519PublicKey):
-            raise TypeError("a cosignature verifier needs an Ed25519 public key")
-        self._name = name
-        self._key = public_key
-        self._public = _raw_public_key(public_key)
-        self._key_id = key_id(name, self._public, COSIGNATURE_ALG)
-        self._sodium = VerifyKey(self._public)
+    __slots__ = ()
+    ALG = COSIGNATURE_ALG
 
     @classmethod
     def from_vkey(cls, vkey: str) -> CosignatureVerifier:
         """Parse ``<name>+<key ID>+<base64(0x04 || 32-byte key)>``; NoteError if it is malformed
         or is not an Ed25519 cosignature key."""
-        name, alg, key = parse_vkey(vkey)
-        if alg != COSIGNATURE_ALG:
-            raise NoteError(f"not a cosignature/v1 key: signature type 0x{alg:02x}, want 0x04")
-        if len(key) != 32:
-            raise NoteError("malformed cosigner key: an Ed25519 key is 32 bytes")
-        return cls(name, Ed25519PublicKey.from_public_bytes(key))
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        return self._key_id
-
-    def public_key(self) -> Ed25519PublicKey:
-        return self._key
-
-    def verifier_key(self) -> str:
-        return _vkey(self._name, self._key_id, self._public, COSIGNATURE_ALG)
+        return cls(*cls._parse(vkey))
 
     def timestamp(self, body: bytes, signature: bytes) -> int | None:
         """The timestamp of ``signature`` (the bytes after the key ID) if it is this key's valid
@@ -142,9 +88,6 @@ class CosignatureVerifier:
         except BadSignatureError:
             return None
         return timestamp
-
-    def __repr__(self) -> str:
-        return f"CosignatureVerifier({self._name!r}, key_id={self._key_id.hex()})"
 
 
 @dataclass(frozen=True)

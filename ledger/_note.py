@@ -21,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -104,20 +105,29 @@ def _raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-class Signer:
-    """An Ed25519 note signer: a key name and a private key (C2SP signed-note, Ed25519)."""
+class _NamedKey:
+    """What every note key has: a name, a raw Ed25519 public key, and the key ID that the name,
+    the signature type (:attr:`ALG`) and the key give (C2SP signed-note, Signatures)."""
 
-    __slots__ = ("_key", "_key_id", "_name", "_public")
+    __slots__ = ("_key_id", "_name", "_public")
+    ALG: ClassVar[int] = ED25519_ALG
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
         if not _valid_key_name(name):
             raise ValueError(f"invalid note key name {name!r}: empty, or has a space or '+'")
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise TypeError("a note signer needs an Ed25519 private key")
         self._name = name
-        self._key = private_key
-        self._public = _raw_public_key(private_key.public_key())
-        self._key_id = key_id(name, self._public)
+        self._public = _raw_public_key(public_key)
+        self._key_id = key_id(name, self._public, self.ALG)
+
+    @classmethod
+    def _parse(cls, vkey: str) -> tuple[str, Ed25519PublicKey]:
+        """Name and key of a vkey of this class's signature type; NoteError otherwise."""
+        name, alg, key = parse_vkey(vkey)
+        if alg != cls.ALG:
+            raise NoteError(f"unsupported verifier key algorithm 0x{alg:02x}, want 0x{cls.ALG:02x}")
+        if len(key) != _ED25519_PUBLIC_KEY_SIZE:
+            raise NoteError("malformed verifier key: an Ed25519 key is 32 bytes")
+        return name, Ed25519PublicKey.from_public_bytes(key)
 
     @property
     def name(self) -> str:
@@ -129,14 +139,52 @@ class Signer:
         """The 4-byte key ID."""
         return self._key_id
 
+    def verifier_key(self) -> str:
+        """The verifier key string ``<name>+<hex key ID>+<base64(type || public key)>``
+        (the vkey format of golang.org/x/mod/sumdb/note)."""
+        return _vkey(self._name, self._key_id, self._public, self.ALG)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r}, key_id={self._key_id.hex()})"
+
+
+class _PrivateKey(_NamedKey):
+    """A named key that signs: the private half kept."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise TypeError(f"a {type(self).__name__} needs an Ed25519 private key")
+        super().__init__(name, private_key.public_key())
+        self._key = private_key
+
     def public_key(self) -> Ed25519PublicKey:
         """The public half of the signing key."""
         return self._key.public_key()
 
-    def verifier_key(self) -> str:
-        """The verifier key string ``<name>+<hex key ID>+<base64(0x01 || public key)>``
-        (the vkey format of golang.org/x/mod/sumdb/note)."""
-        return _vkey(self._name, self._key_id, self._public)
+
+class _PublicKey(_NamedKey):
+    """A named key that verifies, through libsodium (see :class:`Verifier`)."""
+
+    __slots__ = ("_key", "_sodium")
+
+    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+        if not isinstance(public_key, Ed25519PublicKey):
+            raise TypeError(f"a {type(self).__name__} needs an Ed25519 public key")
+        super().__init__(name, public_key)
+        self._key = public_key
+        self._sodium = VerifyKey(self._public)
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The Ed25519 public key."""
+        return self._key
+
+
+class Signer(_PrivateKey):
+    """An Ed25519 note signer: a key name and a private key (C2SP signed-note, Ed25519)."""
+
+    __slots__ = ()
 
     def verifier(self) -> Verifier:
         """A :class:`Verifier` for this signer's key."""
@@ -149,11 +197,8 @@ class Signer:
         b64 = base64.b64encode(self._key_id + sig).decode("ascii")
         return f"{_SIG_PREFIX}{self._name} {b64}\n".encode()
 
-    def __repr__(self) -> str:
-        return f"Signer({self._name!r}, key_id={self._key_id.hex()})"
 
-
-class Verifier:
+class Verifier(_PublicKey):
     """An Ed25519 note verifier: a key name and a public key (C2SP signed-note, Ed25519).
 
     Signatures are checked by libsodium (PyNaCl), not OpenSSL: about a third of the time per
@@ -161,18 +206,7 @@ class Verifier:
     (RFC 8032 section 5.1.7 plus: no small-order key or R, canonical encodings only), so it
     accepts nothing OpenSSL refuses, and every signature that OpenSSL (our signer) makes."""
 
-    __slots__ = ("_key", "_key_id", "_name", "_public", "_sodium")
-
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
-        if not _valid_key_name(name):
-            raise ValueError(f"invalid note key name {name!r}: empty, or has a space or '+'")
-        if not isinstance(public_key, Ed25519PublicKey):
-            raise TypeError("a note verifier needs an Ed25519 public key")
-        self._name = name
-        self._key = public_key
-        self._public = _raw_public_key(public_key)
-        self._key_id = key_id(name, self._public)
-        self._sodium = VerifyKey(self._public)
+    __slots__ = ()
 
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
@@ -180,30 +214,7 @@ class Verifier:
 
         Raises NoteError if it is malformed, names another algorithm, or if the key ID does
         not match the name and key."""
-        name, alg, key = parse_vkey(vkey)
-        if alg != ED25519_ALG:
-            raise NoteError(f"unsupported verifier key algorithm 0x{alg:02x}")
-        if len(key) != _ED25519_PUBLIC_KEY_SIZE:
-            raise NoteError("malformed verifier key: an Ed25519 key is 32 bytes")
-        return cls(name, Ed25519PublicKey.from_public_bytes(key))
-
-    @property
-    def name(self) -> str:
-        """The key name expected in signature lines."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID."""
-        return self._key_id
-
-    def public_key(self) -> Ed25519PublicKey:
-        """The Ed25519 public key."""
-        return self._key
-
-    def verifier_key(self) -> str:
-        """This verifier's vkey string (the inverse of :meth:`from_vkey`)."""
-        return _vkey(self._name, self._key_id, self._public)
+        return cls(*cls._parse(vkey))
 
     def __reduce__(self) -> tuple[Callable[[str], Verifier], tuple[str]]:
         """Pickled as its vkey: verification hands verifiers to worker processes."""
@@ -219,9 +230,6 @@ class Verifier:
         except BadSignatureError:
             return False
         return True
-
-    def __repr__(self) -> str:
-        return f"Verifier({self._name!r}, key_id={self._key_id.hex()})"
 
 
 def _vkey(name: str, kid: bytes, public: bytes, alg: int = ED25519_ALG) -> str:
