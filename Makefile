@@ -63,12 +63,22 @@ proto-check: install
 	  cmp -s "$$tmp/$$f" "proto/$$f" || { echo "stale generated code: proto/$${f#./} (run make proto)"; exit 1; }; \
 	done; echo "generated protobuf code is fresh"
 
+# The two development witnesses (docs/witness.md) run in the background, their state in their
+# directories, and stop when the exchange in the foreground stops (Ctrl-C). `pki dev` made them.
+DEV_WITNESSES := internal-affairs:50061 police:50062
+
 run: install
 	@mkdir -p var
 	$(SINERGI) pki dev --dir $(DEV_PKI)
 	$(SINERGI) db init --db $(DB)
 	$(SINERGI) db kek --kek-file $(KEK)
-	$(SINERGI) serve --db $(DB) --pki $(DEV_PKI) --kek-file $(KEK) --print-next-steps
+	@pids=(); trap 'kill $${pids[@]} 2>/dev/null; wait $${pids[@]} 2>/dev/null' EXIT; \
+	for witness in $(DEV_WITNESSES); do \
+	  $(SINERGI) witness serve --dir $(DEV_PKI)/witness-$${witness%%:*} \
+	    --listen 127.0.0.1:$${witness##*:} & pids+=($$!); \
+	done; \
+	$(SINERGI) serve --db $(DB) --pki $(DEV_PKI) --kek-file $(KEK) \
+	  --witness-policy $(DEV_PKI)/witness-policy --print-next-steps
 
 lint: install
 	$(BIN)/ruff check .

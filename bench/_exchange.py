@@ -9,20 +9,28 @@ A publish is the whole path: the client library builds the request, the server c
 certificate (identity, revocation), the policy and the alert, stores it and its ledger entry in one
 group-committed, durable transaction with a signed checkpoint, and answers with a receipt that the
 client verifies (signature, inclusion proof, witnessed consistency) before ``publish`` returns.
+
+Benchmark 1 also runs the publishes with the development PKI's two witnesses, each `sinergi
+witness serve` in its own process on 127.0.0.1, named by the witness policy the server gets: its
+rate beside the rate without, and how long each commit waited for a checkpoint with the quorum
+of both to cover it (from the stored checkpoints' and cosignatures' times).
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 import secrets
 import shutil
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +52,7 @@ from bench._echo import METHOD
 from certs import Signer, load_identity
 from clients import ExchangeClient, new_alert, parse_subjects, sign_request
 from sinergi.v1 import alert_pb2, exchange_pb2
+from witness import DEV_WITNESS_PORTS, create_dev_witnesses
 
 PUBLISHERS = 8
 AGENCIES = ("immigration", "police", "customs", "labour")
@@ -73,18 +82,83 @@ def _request_size(pki: Path) -> int:
 
 
 @contextmanager
-def serve_exchange(pki: Path, database: str, work: Path, name: str) -> Iterator[tuple[Child, str]]:
+def serve_exchange(
+    pki: Path, database: str, work: Path, name: str, *flags: str
+) -> Iterator[tuple[Child, str]]:
     child = Child(
-        [SINERGI, "serve", "--db", database, "--pki", str(pki), "--listen", "127.0.0.1:0",
-         "--json"],
+        [
+            *(SINERGI, "serve", "--db", database, "--pki", str(pki)),
+            *("--listen", "127.0.0.1:0", "--json", *flags),
+        ],
         stderr=work / f"{name}.log",
         name=f"sinergi serve ({name})",
-    )  # fmt: skip
+    )
     try:
         ready = child.ready_json(timeout=120)
         yield child, f"127.0.0.1:{ready['port']}"
     finally:
         child.stop()
+
+
+@contextmanager
+def _witnesses(pki: Path, work: Path) -> Iterator[Path]:
+    """The development PKI's two witnesses, each `sinergi witness serve` in its own process on
+    127.0.0.1, and a witness policy naming them where they listen (with a quorum of both)."""
+    made = create_dev_witnesses(pki)
+    text = made.policy.read_text()
+    children: list[Child] = []
+    try:
+        for name, directory in made.directories.items():
+            argv = [SINERGI, "witness", "serve", "--dir", str(directory), "--listen", "127.0.0.1:0"]
+            child = Child([*argv, "--json"], stderr=work / f"witness-{name}.log", name=name)
+            children.append(child)
+            port = child.ready_json(timeout=60)["port"]
+            default = f"https://127.0.0.1:{DEV_WITNESS_PORTS[name]}"
+            text = text.replace(default, f"https://127.0.0.1:{port}")
+        policy = work / "witness-policy"
+        policy.write_text(text)
+        yield policy
+    finally:
+        for child in children:
+            child.stop()
+
+
+def _quorum_covers(database: Path, size: int, quorum: int) -> bool:
+    """Whether the exchange stored a quorum of cosignatures on a checkpoint of ``size`` or more."""
+    with closing(sqlite3.connect(database)) as db:
+        row = db.execute(
+            "SELECT max(size) FROM (SELECT size FROM ledger_cosignatures GROUP BY size"
+            " HAVING count(*) >= ?)",
+            (quorum,),
+        ).fetchone()
+    return row[0] is not None and row[0] >= size
+
+
+def _commit_to_quorum(database: Path, quorum: int) -> list[float]:
+    """For every stored checkpoint, the seconds from its commit until a checkpoint of its size
+    or more had ``quorum`` cosignatures stored (the later of them): each commit's wait for the
+    witnesses, as the exchange's clock saw both."""
+    with closing(sqlite3.connect(database)) as db:
+        commits = db.execute(
+            "SELECT size, created FROM ledger_checkpoints ORDER BY size"
+        ).fetchall()
+        cosigned = db.execute(
+            "SELECT size, max(created) FROM ledger_cosignatures GROUP BY size HAVING count(*) >= ?"
+            " ORDER BY size",
+            (quorum,),
+        ).fetchall()
+    sizes = [size for size, _ in cosigned]
+    earliest: list[datetime] = []  # from the end: the earliest quorum at this size or above
+    for _, at in reversed(cosigned):
+        when = datetime.fromisoformat(at)
+        earliest.append(min(when, earliest[-1]) if earliest else when)
+    earliest.reverse()
+    waits = []
+    for size, at in commits:
+        covering = bisect.bisect_left(sizes, size)
+        if covering < len(sizes):
+            waits.append((earliest[covering] - datetime.fromisoformat(at)).total_seconds())
+    return waits
 
 
 @contextmanager
@@ -235,20 +309,60 @@ def _init_database(path: Path) -> str:
     return url
 
 
-def publish_rate(pki_template: Path, work: Path, seconds: float) -> tuple[float, dict[str, object]]:
-    pki = fresh_copy(pki_template, work / "pki-publish")
-    url = _init_database(work / "publish.db")
-    with serve_exchange(pki, url, work, "publish") as (child, address):
-        clients = _clients(pki, address, work / "witness-publish")
-        calls, _sent = _publishers(clients)
-        count, elapsed, latencies, cpu = _measured(calls, seconds, child, "publish")
-        for client in clients:
-            client.close()
+def publish_rate(
+    pki_template: Path, work: Path, seconds: float, name: str = "publish"
+) -> tuple[float, dict[str, object]]:
+    pki = fresh_copy(pki_template, work / f"pki-{name}")
+    url = _init_database(work / f"{name}.db")
+    with serve_exchange(pki, url, work, name) as (child, address):
+        state = work / f"witness-{name}"
+        count, elapsed, latencies, cpu = _publish(pki, address, state, child, seconds)
     return count / elapsed, {
         "publishes": count,
         "p50_ms": 1000 * percentile(latencies, 50),
         "p99_ms": 1000 * percentile(latencies, 99),
         **cpu,
+    }
+
+
+def _publish(
+    pki: Path, address: str, state: Path, server: Child, seconds: float
+) -> tuple[int, float, list[float], dict[str, float]]:
+    clients = _clients(pki, address, state)
+    calls, _sent = _publishers(clients)
+    try:
+        return _measured(calls, seconds, server, "publish")
+    finally:
+        for client in clients:
+            client.close()
+
+
+def witnessed_publish_rate(
+    pki_template: Path, work: Path, seconds: float
+) -> tuple[float, dict[str, object]]:
+    """:func:`publish_rate` with two witnesses; then, once a quorum covers the last commit,
+    each commit's wait for one."""
+    pki = fresh_copy(pki_template, work / "pki-witnessed")
+    database = work / "witnessed.db"
+    url = _init_database(database)
+    with _witnesses(pki, work) as policy:
+        flags = ("--witness-policy", str(policy))
+        with serve_exchange(pki, url, work, "witnessed", *flags) as (child, address):
+            state = work / "witness-witnessed"
+            count, elapsed, latencies, cpu = _publish(pki, address, state, child, seconds)
+            with closing(sqlite3.connect(database)) as db:
+                (last,) = db.execute("SELECT max(size) FROM ledger_checkpoints").fetchone()
+            wait_for(lambda: _quorum_covers(database, last, 2), 60, "a quorum over the last commit")
+    waits = _commit_to_quorum(database, 2)
+    return count / elapsed, {
+        "publishes": count,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        **cpu,
+        "checkpoints": len(waits),
+        "commit_to_quorum_p50_ms": 1000 * percentile(waits, 50),
+        "commit_to_quorum_p99_ms": 1000 * percentile(waits, 99),
+        "commit_to_quorum_max_ms": 1000 * max(waits),
     }
 
 
@@ -464,6 +578,62 @@ def _cpu(details: dict[str, object], unit: str) -> str:
     return f"CPU per {unit}: client {client:,.0f} µs, server {server:,.0f} µs"
 
 
+def _witnessed(pki_template: Path, work: Path, sizes: Sizes, plain: float) -> list[Result]:
+    """Benchmark 1 with two witnesses: its rate against the runs without just before and just
+    after (``plain`` and one more: the machine's speed drifts), and the commit-to-quorum wait
+    against the 1 s limit."""
+    log("1. publish with two witnesses (each its own process), 8 publishers, SQLite")
+    rate, details = witnessed_publish_rate(pki_template, work, sizes.seconds)
+    log("1. publish without witnesses again (the baseline is the mean of both runs)")
+    again, again_details = publish_rate(pki_template, work, sizes.seconds, "publish-again")
+    log(f"   {again:,.0f} publishes/s; {_cpu(again_details, 'publish')}")
+    details["runs_without"] = [plain, again]
+    plain = (plain + again) / 2
+    p50, p99 = details["commit_to_quorum_p50_ms"], details["commit_to_quorum_p99_ms"]
+    assert isinstance(p50, float)
+    assert isinstance(p99, float)
+    log(
+        f"   {rate:,.0f} publishes/s ({rate / plain:.3f} of the run without); commit to quorum "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {details['checkpoints']:,} checkpoints"
+    )
+    without = "baseline: the same publish runs without witnesses, before and after"
+    limit = "baseline: the 1 s limit; from the stored checkpoints' and cosignatures' times"
+    return [
+        Result(
+            "1",
+            "publish with 2 witnesses, vs without",
+            "calls/s",
+            rate,
+            plain,
+            0.9,
+            notes=without,
+            details=details,
+        ),
+        Result(
+            "1",
+            "commit-to-quorum p50, 2 witnesses",
+            "ms",
+            p50,
+            1000.0,
+            1.0,
+            higher=False,
+            notes=limit,
+            details=details,
+        ),
+        Result(
+            "1",
+            "commit-to-quorum p99, 2 witnesses",
+            "ms",
+            p99,
+            1000.0,
+            1.0,
+            higher=False,
+            notes=limit,
+            details=details,
+        ),
+    ]
+
+
 def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="exchange-", dir=RESULTS))
     results: list[Result] = []
@@ -472,24 +642,28 @@ def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
             log("1. bare mTLS echo, 8 client threads")
             echo, echo_details = echo_rate(pki_template, sizes.seconds)
             log(f"   {echo:,.0f} calls/s; {_cpu(echo_details, 'call')}")
+        on_echo: list[Result] = []  # rows whose baseline is the echo rate
         if "1" in only:
             log("1. publish end to end, 8 publishers, SQLite")
             publish, details = publish_rate(pki_template, work, sizes.seconds)
             log(f"   {publish:,.0f} publishes/s; {_cpu(details, 'publish')}")
-            results.append(Result(
+            on_echo.append(Result(
                 "1", "publish, 8 publishers, SQLite", "calls/s", publish, echo, 0.5,
                 notes="baseline: bare grpc.aio mTLS echo, 8 client threads",
                 details={"echo": echo_details, "publish": details},
             ))  # fmt: skip
+            results.append(on_echo[-1])
+            results += _witnessed(pki_template, work, sizes, publish)
         if "2" in only:
             log("2. publish with 4 agencies subscribed; latency at half that rate")
             subscribed, details = delivery(pki_template, work, sizes.seconds)
             log(f"   {subscribed:,.0f} publishes/s, p99 delivery "
                 f"{details['delivery_p99_ms']:.1f} ms")  # fmt: skip
-            results.append(Result(
+            on_echo.append(Result(
                 "2", "publish, 4 agencies subscribed", "calls/s", subscribed, echo, 0.4,
                 notes="baseline: the same echo rate", details=details,
             ))  # fmt: skip
+            results.append(on_echo[-1])
             p99 = details["delivery_p99_ms"]
             assert isinstance(p99, float)
             results.append(Result(
@@ -500,10 +674,9 @@ def run(pki_template: Path, sizes: Sizes, only: set[str]) -> list[Result]:
             log("1. bare mTLS echo again (the baseline is the mean of both runs)")
             again, again_details = echo_rate(pki_template, sizes.seconds)
             log(f"   {again:,.0f} calls/s; {_cpu(again_details, 'call')}")
-            for result in results:
-                if result.unit == "calls/s":
-                    result.baseline = (echo + again) / 2
-                    result.details["echo_runs"] = [echo_details, again_details]
+            for result in on_echo:
+                result.baseline = (echo + again) / 2
+                result.details["echo_runs"] = [echo_details, again_details]
         if "6" in only:
             log("6. server memory at two ledger sizes")
             results.append(memory(work, sizes.memory_small, sizes.memory_large, sizes.memory_work))

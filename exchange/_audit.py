@@ -16,12 +16,20 @@ import grpc
 from sqlalchemy import Connection, Engine
 
 from exchange import _entries
-from exchange._errors import InvalidArgument, NotFound, Unavailable
+from exchange._errors import InvalidArgument, NotFound, ledger_unavailable
 from exchange._offload import read
 from exchange._policy import Policy
+from exchange._receipts import Cosigned
 from exchange._rpc import current_principal
 from ledger import LedgerError, StorageError
-from ledger.store import LedgerWriter, checkpoint_at, iter_entries, prove, prove_consistency
+from ledger.store import (
+    LedgerWriter,
+    RolledBack,
+    checkpoint_at,
+    iter_entries,
+    prove,
+    prove_consistency,
+)
 from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
 
 T = TypeVar("T")
@@ -42,10 +50,19 @@ def _positions(**values: int) -> None:
 
 
 class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
-    def __init__(self, policy: Policy, ledger: LedgerWriter, engine: Engine) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: LedgerWriter,
+        engine: Engine,
+        cosigned: Cosigned | None = None,
+    ) -> None:
+        """``cosigned`` gives the newest checkpoint with the witness policy's quorum, which
+        GetCheckpoint answers while there is one (None: no witnesses)."""
         self._policy = policy
         self._ledger = ledger
         self._engine = engine
+        self._cosigned = cosigned
 
     def _authorize(self, *, witness: bool = False) -> None:
         """Auditors read everything; any member may witness (checkpoints and consistency proofs
@@ -61,11 +78,13 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         try:
             await asyncio.wrap_future(self._ledger.append(entry))
         except LedgerError as exc:
-            raise Unavailable("the ledger is unavailable; retry later") from exc
+            raise ledger_unavailable(self._ledger.halted) from exc
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         try:
             return await read(self._engine, fn)
+        except RolledBack as exc:  # a ledger that lost what was signed: not a missing entry
+            raise ledger_unavailable(str(exc)) from None
         except StorageError as exc:
             raise NotFound(str(exc)) from None
 
@@ -80,7 +99,10 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
     ) -> ledger_pb2.Checkpoint:
         self._authorize(witness=True)
         await self._record("GetCheckpoint")
-        _, note = await self._checkpoint(0)
+        # With witnesses, the newest checkpoint they vouched for: a newer one that no quorum
+        # has seen yet could still be a split view. Until one has its quorum, the newest.
+        found = self._cosigned() if self._cosigned is not None else None
+        _, note = found or await self._checkpoint(0)
         return ledger_pb2.Checkpoint(note=note)
 
     async def GetEntries(  # noqa: N802

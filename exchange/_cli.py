@@ -25,22 +25,22 @@ from exchange._reseal import reseal as reseal_rows
 from exchange._retention import candidates
 from exchange._retention import purge as purge_threads
 from exchange._sealing import Keyring, write_kek_file
-from exchange._server import ExchangeServer, ServerConfig, open_database
+from exchange._server import SIGNED_HISTORY_FILE, ExchangeServer, ServerConfig, open_database
 from exchange._server import check_config as check_server_config
-from ledger import Actor, LedgerError, load_signer
-from ledger.store import LedgerWriter
+from ledger import DEFAULT_DATABASE, Actor, LedgerError, load_signer
+from ledger.store import LedgerWriter, SignedHistory, ledger_origin
 
 _DB = click.option(
     "--db",
     envvar="SINERGI_DB",
-    default="sqlite:///var/sinergi.db",
+    default=DEFAULT_DATABASE,
     show_default=True,
     help="SQLAlchemy database URL [env SINERGI_DB].",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 NEXT_STEPS = """\
-Sinergi exchange listening on {listen} (ledger origin {origin}). Stop with Ctrl-C.
+Sinergi exchange listening on {listen} (ledger origin {origin}). Stop with Ctrl-C.{witnesses}
 In another terminal, after `source .venv/bin/activate`:
   sinergi alert watch --identity {pki}/police
   sinergi alert publish --identity {pki}/immigration --category PASSPORT_HOLD --to police,labour \\
@@ -57,9 +57,6 @@ def _fail(message: str, as_json: bool) -> None:
     sys.exit(2)
 
 
-_DEFAULT_DB = "sqlite:///var/sinergi.db"
-
-
 @click.command()
 @click.option(
     "--config",
@@ -71,7 +68,7 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     "--db",
     envvar="SINERGI_DB",
     default=None,
-    help=f"SQLAlchemy database URL [env SINERGI_DB; default {_DEFAULT_DB}].",
+    help=f"SQLAlchemy database URL [env SINERGI_DB; default {DEFAULT_DATABASE}].",
 )
 @click.option(
     "--pki",
@@ -100,6 +97,13 @@ _DEFAULT_DB = "sqlite:///var/sinergi.db"
     type=click.Path(dir_okay=False, path_type=Path),
     help="Key-encryption keys for alert bodies at rest (`sinergi db kek`) [default: env "
     "SINERGI_KEK, else bodies are stored unencrypted].",
+)
+@click.option(
+    "--witness-policy",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Witness policy (C2SP tlog-policy, docs/witness.md): the witnesses that cosign the "
+    "ledger's checkpoints [default none].",
 )
 @click.option(
     "--extra-ledger-key",
@@ -176,6 +180,7 @@ def serve(
     crl: Path | None,
     trust_domain: str | None,
     kek_file: Path | None,
+    witness_policy: Path | None,
     extra_keys: tuple[Path, ...],
     metrics_listen: str | None,
     reflection: bool | None,
@@ -196,6 +201,7 @@ def serve(
     \b
     Example:
       sinergi serve --db sqlite:///var/sinergi.db --pki certs/dev
+      sinergi serve --pki certs/dev --witness-policy certs/dev/witness-policy
       sinergi serve --config sinergi.toml --check-config
     """
     flags = {
@@ -205,6 +211,7 @@ def serve(
         "policy": policy,
         "crl": crl,
         "kek_file": kek_file,
+        "witness_policy": witness_policy,
         "trust_domain": trust_domain,
         "extra_ledger_keys": [str(k) for k in extra_keys] or None,
         "metrics_listen": metrics_listen,
@@ -225,11 +232,14 @@ def serve(
             upgrade_database(config.database)
         if check_config:
             summary = check_server_config(config)
+            witnesses = summary["witnesses"]
             message = (
                 f"configuration ok: listen {summary['listen']}, database {summary['database']}, "
                 f"policy {str(summary['policy_digest'])[:12]} ({summary['agencies']} agencies), "
-                f"{summary['ledger_entries']} ledger entries, server certificate expires "
-                f"{summary['certificate_expires']}"
+                f"{summary['ledger_entries']} ledger entries (origin "
+                f"{summary['origin'] or 'chosen at the first start'}), "
+                + (f"witnesses {witnesses['quorum']}, " if isinstance(witnesses, dict) else "")
+                + f"server certificate expires {summary['certificate_expires']}"
             )
             click.echo(json.dumps({"ok": True, **summary}) if as_json else message)
             return
@@ -262,11 +272,14 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
         identity=Path(str(values.get("identity", pki / "server"))),
         ledger_key=Path(str(values.get("ledger_key", pki / "ledger.key"))),
         extra_ledger_keys=tuple(Path(str(k)) for k in extra),
-        database=str(values.get("database", _DEFAULT_DB)),
+        database=str(values.get("database", DEFAULT_DATABASE)),
         listen=str(values.get("listen", "127.0.0.1:50051")),
         policy=Path(str(values.get("policy", DEFAULT_POLICY))),
         crl=Path(str(values["crl"])) if values.get("crl") else None,
         kek_file=Path(str(values["kek_file"])) if values.get("kek_file") else None,
+        witness_policy=(
+            Path(str(values["witness_policy"])) if values.get("witness_policy") else None
+        ),
         trust_domain=str(values.get("trust_domain", "sinergi.dev")),
         metrics_listen=str(values.get("metrics_listen", "")),
         **numbers,  # type: ignore[arg-type]  # types checked by load_config and click
@@ -295,12 +308,25 @@ async def _serve(config: ServerConfig, pki: Path, next_steps: bool, as_json: boo
             "listen": f"{host}:{port}",
             "port": port,
             "metrics_port": server.metrics_port or None,
+            "origin": server.origin,
+            "halted": server.ledger.halted,
         }
         click.echo(json.dumps(listening))
     elif next_steps:
+        witnessing = server.witnessing
+        witnesses = (
+            f"\nCheckpoints are cosigned by the witnesses of {config.witness_policy}: "
+            f"{', '.join(w.url or w.name for w in witnessing.policy.witnesses.values())}."
+            if witnessing is not None
+            else ""
+        )
         click.echo(
             NEXT_STEPS.format(
-                listen=f"{host}:{port}", origin=config.ledger_origin, pki=pki, db=config.database
+                listen=f"{host}:{port}",
+                origin=server.origin,
+                witnesses=witnesses,
+                pki=pki,
+                db=config.database,
             )
         )
     sys.stdout.flush()
@@ -501,14 +527,21 @@ def purge(
         found = candidates(engine, rules, datetime.now(UTC), override)
         if not dry_run and found:
             identity = load_identity(pki / "server")
-            origin = f"{trust_domain}/ledger"
-            writer = LedgerWriter(engine, load_signer(pki / "ledger.key", origin), origin)
+            key_name = f"{trust_domain}/ledger"
+            with engine.connect() as connection:
+                origin = ledger_origin(connection, key_name) or key_name
+            # The server's record of what it signed: a purge signs checkpoints too, and must
+            # refuse to sign over a rolled-back ledger just as the server does.
+            history = SignedHistory(pki / SIGNED_HISTORY_FILE)
+            signer = load_signer(pki / "ledger.key", key_name)
+            writer = LedgerWriter(engine, signer, origin, history=history)
             actor = Actor(str(identity.spiffe_id), identity.fingerprint)
             try:
                 days = str(older_than) if older_than is not None else "policy"
                 purge_threads(engine, writer, actor, found, days)
             finally:
                 writer.close()
+                history.close()
         database.dispose()
     except Internal:  # a sealed body that does not open: the detail is in the log
         _fail("stored alerts cannot be decrypted: give the server's --kek-file", as_json)

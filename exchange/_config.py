@@ -27,6 +27,7 @@ _KINDS: dict[str, str] = {
     "policy": "string",
     "crl": "string",
     "kek_file": "string",
+    "witness_policy": "string",
     "trust_domain": "string",
     "metrics_listen": "string",
     "reflection": "boolean",

@@ -87,6 +87,24 @@ class Unavailable(ExchangeError):
     denied = False
 
 
+#: What a write is answered while the ledger writer is halted: the reason (sizes, roots, an
+#: origin, a witness's name: never personal data) and what the operator must do.
+HALTED = (
+    "the exchange refuses to sign its ledger: {reason}. Writes stay refused until an operator "
+    "restores the missing entries from the newest backup or, once internal affairs agree, "
+    'starts a new ledger (docs/operations.md, "When the exchange refuses to sign")'
+)
+
+
+def ledger_unavailable(halted: str | None) -> Unavailable:
+    """UNAVAILABLE for an act the ledger could not record: with the reason when the writer has
+    halted (the ledger was rolled back or rewritten, :class:`ledger.store.RolledBack`), since
+    retrying cannot help there and the operator must act; else the plain retry-later."""
+    if halted is None:
+        return Unavailable("the ledger is unavailable; retry later")
+    return Unavailable(HALTED.format(reason=halted.rstrip(".")))
+
+
 class Internal(ExchangeError):
     code = grpc.StatusCode.INTERNAL
     denied = False

@@ -9,6 +9,7 @@ the metrics reveal nothing the ledger should be asked for.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from wsgiref.simple_server import WSGIServer
 
@@ -60,6 +61,12 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        self._halted = Gauge(
+            "sinergi_ledger_halted",
+            "1 while the ledger writer refuses every write because the ledger was rolled back "
+            "or rewritten (the reason is in the log), else 0.",
+            registry=r,
+        )
         self._subscribers = Gauge("sinergi_subscribers", "Open Subscribe streams.", registry=r)
         self._lag = Histogram(
             "sinergi_delivery_lag_seconds",
@@ -89,6 +96,11 @@ class Metrics:
         self._entries.set(stats.tree_size)
         self._append_seconds.observe(stats.seconds)
         self._batch_size.observe(stats.works)
+
+    def ledger_halted(self, reason: Callable[[], str | None]) -> None:
+        """Read at every scrape: 1 while ``reason()`` names why the writer halted. The reason
+        is not a label (one series per distinct reason); it is logged at error instead."""
+        self._halted.set_function(lambda: 0.0 if reason() is None else 1.0)
 
     def subscribers(self, count: int) -> None:
         self._subscribers.set(count)

@@ -86,7 +86,10 @@ class DeniedRecorder:
         try:
             await asyncio.wrap_future(self._ledger.append(entry))
         except Exception:  # the refusal stands; losing its record must be loud
-            _log.exception("could not record a denied request", method=self.method)
+            if self._ledger.halted is None:
+                _log.exception("could not record a denied request", method=self.method)
+            else:  # the halt itself is logged at error, once, with its reason
+                _log.warning("denied request not recorded: ledger halted", method=self.method)
 
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; grpcio's classes are not subscriptable

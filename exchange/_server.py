@@ -8,13 +8,16 @@ threads"). Database work runs in threads; ledger appends go through the one grou
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2_grpc
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 import ledger
@@ -35,8 +38,16 @@ from exchange._sealing import Keyring
 from exchange._service import ExchangeService
 from exchange._subscriptions import Hub, PostgresWakeups
 from exchange._tls import ServerTls
-from ledger import Actor
-from ledger.store import LedgerWriter
+from exchange._witnessing import Witnessing
+from ledger import Actor, EntryDraft, WitnessPolicy
+from ledger.store import (
+    BatchStats,
+    LedgerWriter,
+    RolledBack,
+    SignedHistory,
+    Work,
+    ledger_origin,
+)
 from sinergi.v1 import exchange_pb2_grpc, ledger_pb2_grpc
 
 #: Services that carry no alert or ledger data: their refusals are logged, not ledger entries.
@@ -44,6 +55,8 @@ _UNRECORDED = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflectio
 
 _log = structlog.get_logger("sinergi.server")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Beside the ledger key: what this exchange signed, per origin (ledger.store.SignedHistory).
+SIGNED_HISTORY_FILE = "ledger.signed.json"
 
 
 @dataclass(frozen=True)
@@ -53,11 +66,16 @@ class ServerConfig:
     identity: Path  # directory with the server's tls.crt, tls.key and the client CA as ca.crt
     ledger_key: Path  # PEM Ed25519 private key that signs checkpoints (never the TLS key)
     extra_ledger_keys: tuple[Path, ...] = ()  # also sign with these (key rotation)
-    database: str = "sqlite:///var/sinergi.db"
+    database: str = ledger.DEFAULT_DATABASE
     listen: str = "127.0.0.1:50051"
     policy: Path = DEFAULT_POLICY
     trust_domain: str = "sinergi.dev"
-    origin: str = ""  # checkpoint origin; defaults to "<trust domain>/ledger"
+    # The name the ledger key signs with (its vkey's name); "<trust domain>/ledger" by default.
+    # Each ledger's origin is chosen under it when the ledger is created (ledger.new_origin).
+    ledger_key_name: str = ""
+    origin: str = ""  # the former name of ledger_key_name, still accepted
+    # C2SP tlog-policy file naming the witnesses that cosign checkpoints (docs/witness.md)
+    witness_policy: Path | None = None
     max_batch: int = 256
     grace_seconds: float = 5.0
     stall_seconds: float = 30.0  # a stream consumer that reads nothing this long is cut off
@@ -76,8 +94,15 @@ class ServerConfig:
     kek_file: Path | None = None
 
     @property
-    def ledger_origin(self) -> str:
-        return self.origin or f"{self.trust_domain}/ledger"
+    def key_name(self) -> str:
+        """The ledger key's name: the origin of ledgers from before per-ledger origins."""
+        return self.ledger_key_name or self.origin or f"{self.trust_domain}/ledger"
+
+    @property
+    def signed_history(self) -> Path:
+        """The exchange's record of what it signed, beside the ledger key, outside the
+        database it guards (docs/operations.md)."""
+        return self.ledger_key.parent / SIGNED_HISTORY_FILE
 
 
 def initialise_database(url: str) -> None:
@@ -124,16 +149,29 @@ def check_config(config: ServerConfig) -> dict[str, object]:
         raise ConfigError(f"policy {config.policy}: cannot read: {exc.strerror}") from None
     identity = load_identity(config.identity)
     ServerTls(config.identity, config.trust_domain, crl=config.crl)  # CA bundle and CRL load
-    for path in (config.ledger_key, *config.extra_ledger_keys):
-        ledger.load_signer(path, config.ledger_origin)
+    signers = [
+        ledger.load_signer(path, config.key_name)
+        for path in (config.ledger_key, *config.extra_ledger_keys)
+    ]
+    witnesses = None
+    if config.witness_policy is not None:
+        named = load_witness_policy(config.witness_policy, signers)
+        witnesses = {
+            "policy": str(config.witness_policy),
+            "quorum": named.describe(),
+            "witnesses": sorted(w.name for w in named.witnesses.values() if w.url),
+        }
     keys = Keyring.configured(config.kek_file)
     engine = open_database(config.database)
     try:
         with engine.connect() as connection:
             size = ledger.store.entry_count(connection)
+            origin = stored_origin(connection, config.key_name)
     finally:
         engine.dispose()
     return {
+        "origin": origin,
+        "witnesses": witnesses,
         "listen": config.listen,
         "database": engine.url.render_as_string(hide_password=True),
         "policy_digest": policy.digest,
@@ -146,6 +184,52 @@ def check_config(config: ServerConfig) -> dict[str, object]:
     }
 
 
+def load_witness_policy(path: Path, signers: list[ledger.Signer]) -> WitnessPolicy:
+    """The witness policy at ``path``, checked: it parses (PolicyError names the line), the
+    witnesses its quorum needs can be asked (they have URLs), and its log keys, if it lists
+    any, include this exchange's (else the witnesses would refuse every checkpoint)."""
+    policy = WitnessPolicy.load(path)
+    asked = [w.name for w in policy.witnesses.values() if w.url]
+    if not policy.satisfied(asked):
+        raise ConfigError(
+            f"witness policy {path}: its quorum ({policy.describe()}) needs a witness without "
+            "a URL, which the exchange cannot ask"
+        )
+    ours = {signer.verifier().verifier_key() for signer in signers}
+    if policy.logs and not ours & {log.verifier_key() for log in policy.logs}:
+        raise ConfigError(
+            f"witness policy {path}: none of its log keys is this exchange's ledger key"
+        )
+    return policy
+
+
+def stored_origin(connection: Connection, key_name: str) -> str | None:
+    """The origin of the stored ledger (None while it is empty), which must be one the ledger
+    key signs for (its name, or under it)."""
+    origin = ledger_origin(connection, key_name)
+    if origin is not None and not ledger.under_key(origin, key_name):
+        raise ConfigError(
+            f"the ledger's origin {origin!r} (its first entry) is not under the ledger key's "
+            f"name {key_name!r}: another ledger key, or another trust domain"
+        )
+    return origin
+
+
+def _observers(observers: list[Callable[[BatchStats], None]]) -> Callable[[BatchStats], None]:
+    """One writer observer calling each of ``observers`` (those added later too: the
+    witnesses need the writer first), so that a failing one (logged) does not keep the batch
+    from the others."""
+
+    def observe(stats: BatchStats) -> None:
+        for observer in observers:
+            try:
+                observer(stats)
+            except Exception:
+                _log.exception("ledger observer failed", observer=repr(observer))
+
+    return observe
+
+
 class ExchangeServer:
     """One exchange process. ``await start()``, then ``await wait()`` or ``await stop()``."""
 
@@ -154,21 +238,46 @@ class ExchangeServer:
         self.policy = Policy.load(config.policy)
         self._identity = load_identity(config.identity)
         self._signers = [
-            ledger.load_signer(path, config.ledger_origin)
+            ledger.load_signer(path, config.key_name)
             for path in (config.ledger_key, *config.extra_ledger_keys)
         ]
+        witness_policy = (
+            load_witness_policy(config.witness_policy, self._signers)
+            if config.witness_policy
+            else None
+        )
         self.keys = Keyring.configured(config.kek_file)
         self._database = open_database(config.database)
         self.engine = with_keyring(self._database, self.keys)
+        try:
+            with self.engine.connect() as connection:
+                found = stored_origin(connection, config.key_name)
+            self.history = SignedHistory(config.signed_history)
+        except BaseException:
+            self._database.dispose()
+            raise
+        #: the ledger's origin: read from its first entry, or chosen now for a new ledger (its
+        #: START entry, the first, records it)
+        self.origin = found or ledger.new_origin(config.key_name, datetime.now(UTC).date())
+        self.new_ledger = found is None
         self.metrics = Metrics()
         self.metrics.certificate("server", self._identity.certificate.not_valid_after_utc)
+        observers: list[Callable[[BatchStats], None]] = [self.metrics.ledger_batch]
         self.ledger = LedgerWriter(
             self.engine,
             self._signers,
-            config.ledger_origin,
+            self.origin,
             max_batch=config.max_batch,
-            observe=self.metrics.ledger_batch,
+            observe=_observers(observers),
+            history=self.history,
         )
+        self.witnessing: Witnessing | None = None
+        if witness_policy is not None:
+            self.witnessing = Witnessing(
+                witness_policy, self._identity, self.engine, self.ledger, self.metrics.registry
+            )
+            observers.append(self.witnessing.offer)
+        self.metrics.ledger_halted(lambda: self.ledger.halted)
         self.hub = Hub(self.metrics.subscribers, self.metrics.delivered)
         self.wakeups: PostgresWakeups | None = None
         self.health: DatabaseHealth | None = None
@@ -177,6 +286,16 @@ class ExchangeServer:
         self.metrics_port = 0
 
     async def start(self) -> int:
+        """Record START, then serve. A ledger that was rolled back or rewritten under the
+        exchange (its START refused with RolledBack) is still served, halted: health
+        NOT_SERVING, every write refused with the reason; anything else stops the start."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> int:
         server_id = self._identity.spiffe_id
         actor = Actor(
             str(server_id)
@@ -184,8 +303,16 @@ class ExchangeServer:
             else f"x509:{self._identity.certificate.subject.rfc4514_string()}",
             self._identity.fingerprint,
         )
-        start = _entries.start(actor, self.policy.digest, self.config.ledger_origin)
-        await asyncio.wrap_future(self.ledger.append(start))
+        start = _entries.start(actor, self.policy.digest, self.origin)
+        with contextlib.suppress(RolledBack):  # the writer halted: reported below
+            await asyncio.wrap_future(self.ledger.submit(self._start_work(start)))
+        if self.ledger.halted is not None:
+            _log.error(
+                "the ledger was rolled back or rewritten: serving with every write refused "
+                "until an operator acts (docs/operations.md)",
+                origin=self.origin,
+                reason=self.ledger.halted,
+            )
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
         # Mutual TLS; tls.crt, tls.key, ca.crt and the CRL are reloaded when they change, and
@@ -201,20 +328,24 @@ class ExchangeServer:
             if self.config.rate_limit > 0
             else None,
         )
+        cosigned = self.witnessing.newest_cosigned if self.witnessing is not None else None
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
-            ExchangeService(self.policy, self.ledger, self.engine, self.hub), server
+            ExchangeService(self.policy, self.ledger, self.engine, self.hub, cosigned), server
         )
         ledger_pb2_grpc.add_AuditLedgerServicer_to_server(
-            AuditLedgerService(self.policy, self.ledger, self.engine), server
+            AuditLedgerService(self.policy, self.ledger, self.engine, cosigned), server
         )
-        self.health = DatabaseHealth(self.engine, self.config.health_interval_seconds)
+        self.health = DatabaseHealth(
+            self.engine, self.config.health_interval_seconds, lambda: self.ledger.halted
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         if self.config.reflection:
             enable_reflection(server)
         self.port = server.add_secure_port(self.config.listen, self.tls.credentials())
         if self.port == 0:
             raise ConfigError(f"cannot listen on {self.config.listen}")
+        self._server = server
         await server.start()
         await self.health.start()
         if self.engine.dialect.name == "postgresql":  # other replicas publish too
@@ -223,13 +354,17 @@ class ExchangeServer:
                 url.render_as_string(hide_password=False), self.hub, asyncio.get_running_loop()
             )
             self.wakeups.start()
-        self._server = server
+        if self.witnessing is not None:
+            await self.witnessing.start()
         _log.info(
             "serving",
             listen=self.config.listen,
             port=self.port,
             policy_digest=self.policy.digest,
-            origin=self.config.ledger_origin,
+            origin=self.origin,
+            new_ledger=self.new_ledger,
+            witnesses=self.witnessing.policy.describe() if self.witnessing else None,
+            halted=self.ledger.halted is not None,
             reflection=self.config.reflection,
             metrics_port=self.metrics_port or None,
             kek=self.keys.current_id if self.keys else None,
@@ -237,6 +372,25 @@ class ExchangeServer:
         if self.keys is None:
             _log.warning("alert bodies are stored unencrypted: no --kek-file and no SINERGI_KEK")
         return self.port
+
+    def _start_work(self, draft: EntryDraft) -> Work[None]:
+        """The START entry. Two exchanges started at once on one empty ledger each chose an
+        origin; the second to commit finds entry 1 naming the other's, and fails its start
+        (started again, it reads the stored origin)."""
+        key_name = self.config.key_name
+
+        def work(connection: Connection, seq: int) -> tuple[None, list[EntryDraft]]:
+            if seq > 1:
+                stored = ledger_origin(connection, key_name)
+                if stored != self.origin:
+                    raise ConfigError(
+                        f"another exchange created this ledger at the same moment, with origin "
+                        f"{stored}; this one chose {self.origin}: start it again, and it takes "
+                        "the stored origin"
+                    )
+            return None, [draft]
+
+        return work
 
     def _channel_options(self) -> list[tuple[str, int]]:
         """Message size limits, keepalive (a vanished subscriber's stream is freed), and an
@@ -266,14 +420,18 @@ class ExchangeServer:
     async def stop(self) -> None:
         """Graceful: health NOT_SERVING, subscriptions end with UNAVAILABLE (clients resume from
         their cursor elsewhere), no new calls, in-flight calls get ``grace_seconds`` to finish,
-        then the ledger writer commits what is queued and stops."""
+        then the ledger writer commits what is queued and stops, and the record of what it
+        signed is written. Safe after a start that failed midway."""
         if self.health is not None:
             await self.health.stop()
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.wakeups is not None:
             await asyncio.to_thread(self.wakeups.stop)
         self.hub.close()
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds)
         await asyncio.to_thread(self.ledger.close)
+        await asyncio.to_thread(self.history.close)
         self.metrics.close()
         self._database.dispose()

@@ -19,12 +19,18 @@ from sqlalchemy import Connection, Engine
 from certs import SpiffeId
 from exchange import _entries
 from exchange._bodies import keyring_of
-from exchange._errors import ExchangeError, InvalidArgument, NotFound, Unavailable
+from exchange._errors import (
+    ExchangeError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    ledger_unavailable,
+)
 from exchange._followups import cancel, open_thread, update
 from exchange._idempotency import Earlier, earlier_acknowledgement, earlier_message, once
 from exchange._offload import read
 from exchange._policy import AgencyPolicy, Policy
-from exchange._receipts import Receipts
+from exchange._receipts import Cosigned, Receipts
 from exchange._rpc import current_principal, denied_recorder
 from exchange._search import matching_threads, search_keys
 from exchange._signatures import check_signature, unsigned
@@ -89,20 +95,29 @@ def _list_query(request: exchange_pb2.ListAlertsRequest) -> ListQuery:
 
 
 class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
-    def __init__(self, policy: Policy, ledger: LedgerWriter, engine: Engine, hub: Hub) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: LedgerWriter,
+        engine: Engine,
+        hub: Hub,
+        cosigned: Cosigned | None = None,
+    ) -> None:
+        """``cosigned`` gives the newest checkpoint with the witness policy's quorum, which
+        receipts carry (None: no witnesses)."""
         self._policy = policy
         self._ledger = ledger
         self._engine = engine
         self._keys = keyring_of(engine)  # None: bodies stored in plain
         self._hub = hub
         # the writer's nodes: a receipt's proof mostly needs new nodes
-        self._receipts = Receipts(engine, ledger.nodes)
+        self._receipts = Receipts(engine, ledger.nodes, cosigned)
 
     async def _commit(self, work: Work[T]) -> Committed[T]:
         try:
             return await asyncio.wrap_future(self._ledger.submit(work))
         except LedgerError as exc:
-            raise Unavailable("the ledger is unavailable; retry later") from exc
+            raise ledger_unavailable(self._ledger.halted) from exc
 
     async def _record(self, *drafts: EntryDraft) -> None:
         """Commit entries before the data they record is sent (docs/decisions/0004)."""

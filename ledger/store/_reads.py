@@ -15,7 +15,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, bindparam, func, insert, select
 
-from ledger._errors import StorageError
+from ledger import _meta as meta
+from ledger._entry import Action, Entry
+from ledger._errors import LedgerError, StorageError
 from ledger._merkle import NodeReader, consistency_proof, inclusion_proof
 from ledger._receipt import Receipt
 from ledger.store._schema import checkpoints, cosignatures, entries, nodes
@@ -218,6 +220,26 @@ def iter_entries(
             else:
                 yield seq, blob(digest), blob(body)
         first = last + 1
+
+
+def ledger_origin(connection: Connection, default: str) -> str | None:
+    """The origin of the stored ledger, as its first entry records it: the first START's
+    ``meta.origin`` (chosen when the ledger was created). ``default`` when entry 1 records none
+    (a ledger written by another tool, which signed under the key's name); None while the
+    ledger is empty. StorageError when entry 1 cannot be read as an entry."""
+    row = connection.execute(_ENTRY_AT, {"seq": 1}).first()
+    if row is None:
+        return None
+    try:
+        first = Entry.decode(blob(row.body))
+    except LedgerError as exc:
+        raise StorageError(f"entry 1 of the ledger is not an entry: {exc}") from None
+    origin = first.meta.get(meta.ORIGIN) if first.action is Action.START else None
+    if origin is None:
+        return default
+    if not isinstance(origin, str) or not origin:
+        raise StorageError("entry 1 of the ledger records an origin that is not a name")
+    return origin
 
 
 def iter_checkpoints(connection: Connection) -> Iterator[tuple[int, bytes]]:

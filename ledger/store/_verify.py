@@ -75,8 +75,9 @@ def verify_database(
             count, low, high = connection.execute(_SPAN).one()
             if count and (low != 1 or high != count):
                 # A gap or a stray seq: the sequential walk names the entry as it always has.
-                return verify_ledger(iter_entries(connection), stored, verifiers,
-                                     trusted=trusted, progress=progress)  # fmt: skip
+                return verify_ledger(
+                    iter_entries(connection), stored, verifiers, trusted=trusted, progress=progress
+                )
     finally:
         engine.dispose()
     workers = workers or _cores()
@@ -99,10 +100,16 @@ def verify_database(
         return slice(bisect_left(values, first), bisect_right(values, last))
 
     jobs = [
-        _Job(url, first, last, stored[within(stored_sizes, first, last)],
-             sizes[within(sizes, first, last)], list(verifiers))
+        _Job(
+            url,
+            first,
+            last,
+            stored[within(stored_sizes, first, last)],
+            sizes[within(sizes, first, last)],
+            list(verifiers),
+        )
         for first, last in runs
-    ]  # fmt: skip
+    ]
     results = _run(jobs, workers, progress)
     return _combine(results, stored, kept, verifiers, count=count, size=size)
 
@@ -153,8 +160,13 @@ def _verify_run(job: _Job) -> _Run:
             if job.first > 1:  # the stored hash of the entry before: the previous run checks it
                 for _seq, digest, _body in iter_entries(connection, job.first - 1, job.first - 1):
                     prev = digest.hex().encode()
-            walked = walk(iter_entries(connection, job.first, job.last), job.first - 1, prev,
-                          set(job.sizes), reached)  # fmt: skip
+            walked = walk(
+                iter_entries(connection, job.first, job.last),
+                job.first - 1,
+                prev,
+                set(job.sizes),
+                reached,
+            )
     except VerificationError as exc:
         run.error = (str(exc), exc.seq)
         return run

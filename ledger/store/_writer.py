@@ -339,8 +339,8 @@ class LedgerWriter:
         size = connection.execute(SIZE).scalar_one()
         if self._head is None or self._head.frontier.size != size:
             self._head = _Head.load(connection)  # first batch, or another replica appended
-        return _Head(Frontier(self._head.frontier.size, self._head.frontier.hashes),
-                     self._head.last_hash)  # fmt: skip
+        tip = self._head.frontier
+        return _Head(Frontier(tip.size, tip.hashes), self._head.last_hash)
 
 
 #: Rows per multi-row INSERT on PostgreSQL: far below its 65,535 parameters per statement.
@@ -382,10 +382,10 @@ def _receipts(
         def node(level: int, index: int) -> bytes:
             return known[level, index]
 
-        return tuple(
-            Receipt(first + i, digest, body, note, size,
-                    tuple(inclusion_proof(first + i - 1, size, node)))
-            for i, (body, digest) in enumerate(zip(bodies, hashes, strict=True))
-        )  # fmt: skip
+        made = []
+        for i, (body, digest) in enumerate(zip(bodies, hashes, strict=True)):
+            proof = tuple(inclusion_proof(first + i - 1, size, node))
+            made.append(Receipt(first + i, digest, body, note, size, proof))
+        return tuple(made)
 
     return make

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -19,7 +20,8 @@ from clients import ClientError, ExchangeClient, new_alert
 from ledger import Action
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.clients.conftest import SINERGI, last_json, run
-from tests.conftest import wait_for
+from tests.conftest import ORIGIN, wait_for
+from witness import create_dev_witnesses
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "sinergi.example.toml"
 
@@ -96,6 +98,53 @@ def test_flags_override_the_file_and_problems_are_precise(
                   "--crl", str(not_a_crl))  # fmt: skip
     assert bad_crl.returncode == 2
     assert str(not_a_crl) in bad_crl.stderr
+
+
+def test_check_config_checks_the_witness_policy(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The policy parses (a mistake names its line), its quorum can be asked for, and its log
+    keys include this exchange's; from the flag or the configuration file."""
+    root, db = deployment
+    pki = root / "certs" / "dev"
+    made = create_dev_witnesses(pki)
+    flags = ("serve", "--db", db, "--pki", str(pki), "--check-config")
+    checked = run(*flags, "--json", "--witness-policy", str(made.policy))
+    assert checked.returncode == 0, checked.stderr
+    summary = last_json(checked)
+    assert summary["witnesses"] == {
+        "policy": str(made.policy),
+        "quorum": "2 of (internal-affairs, police)",
+        "witnesses": ["internal-affairs", "police"],
+    }
+    assert summary["origin"] is None  # chosen at the first start
+    config = tmp_path / "sinergi.toml"
+    config.write_text(example_for(root, db) + f'witness_policy = "{made.policy}"\n')
+    from_file = run("serve", "--config", str(config), "--check-config")
+    assert from_file.returncode == 0, from_file.stderr
+    assert "witnesses 2 of (internal-affairs, police)" in from_file.stdout
+    text = made.policy.read_text()
+    lines = text.splitlines()
+    stranger = ledger.Signer(ORIGIN, ledger.generate_signing_key()).verifier().verifier_key()
+    cases = {
+        "twice": (text + "quorum none\n", f"{len(lines) + 1}: a second quorum line"),
+        "unknown": (text.replace("quorum dev-witnesses", "quorum nobody"), "is not defined"),
+        "no url": (
+            re.sub(r" https://127\.0\.0\.1:50062", "", text),
+            "needs a witness without a URL",
+        ),
+        "other log": (
+            re.sub(r"^log .*$", f"log {stranger}", text, flags=re.MULTILINE),
+            "none of its log keys is this exchange's ledger key",
+        ),
+    }
+    for name, (policy_text, message) in cases.items():
+        policy = tmp_path / name.replace(" ", "-")
+        policy.write_text(policy_text)
+        bad = run(*flags, "--witness-policy", str(policy))
+        assert bad.returncode == 2, name
+        assert message in bad.stderr, (name, bad.stderr)
+        assert str(policy) in bad.stderr
 
 
 def _serve(root: Path, db: str, *extra: str) -> tuple[subprocess.Popen[str], str]:

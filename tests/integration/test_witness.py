@@ -15,41 +15,67 @@ import ledger.store
 from clients import ExchangeClient, ForkDetected, new_alert
 from ledger import Action, Actor, EntryDraft
 from ledger.store import LedgerWriter
-from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
+from sinergi.v1 import exchange_pb2, ledger_pb2, ledger_pb2_grpc
 from tests.conftest import ORIGIN, RunningServer, as_dba
+from tests.integration.support import signed, stub
 
 
 def alert(summary: str = "held") -> object:
     return new_alert(category="PASSPORT_HOLD", recipients=["police"], summary=summary)
 
 
-def rewrite_with_the_key(url: str, signer: ledger.Signer, entries: int) -> None:
-    """A database administrator who also holds the signing key replaces the whole history."""
-    as_dba(url, "DELETE FROM ledger_checkpoints", "DELETE FROM ledger_nodes",
-           "DELETE FROM ledger_entries", restore=True)  # fmt: skip
+def rewrite_with_the_key(url: str, signer: ledger.Signer, entries: int, origin: str) -> None:
+    """A database administrator who also holds the signing key replaces the whole history of
+    the ledger ``origin``: its START entry, naming the origin, then forged entries."""
+    as_dba(
+        url,
+        "DELETE FROM ledger_checkpoints",
+        "DELETE FROM ledger_nodes",
+        "DELETE FROM ledger_entries",
+        restore=True,
+    )
     engine = ledger.store.create_engine(url)
-    writer = LedgerWriter(engine, signer, ORIGIN)
+    writer = LedgerWriter(engine, signer, origin)
     actor = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "00" * 32)
+    start = EntryDraft(Action.START, actor, meta={"origin": origin, "policy_digest": "00" * 32})
     try:
-        for i in range(entries):
+        writer.append(start).result(10)
+        for i in range(entries - 1):
             writer.append(EntryDraft(Action.READ, actor, objects=(f"forged:{i}",))).result(10)
     finally:
         writer.close()
         engine.dispose()
 
 
+def refused_publish(server: RunningServer) -> grpc.RpcError:
+    request = exchange_pb2.PublishRequest(idempotency_key="after-the-tampering", alert=alert())
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(server, "immigration").Publish(signed(server, "immigration", request), timeout=10)
+    return caught.value
+
+
 def test_a_rewrite_by_a_key_holder_is_caught_by_the_next_receipt(
-    start_server: Callable[[str], RunningServer], db_url: str, signer: ledger.Signer
+    start_server: Callable[[str], RunningServer], db_url: str, signer: ledger.Signer, pki: Path
 ) -> None:
     first = start_server(db_url)
+    origin = first.server.origin
     with ExchangeClient(first.pki / "immigration", first.address) as client:
         client.publish(alert())
-        kept = client.witness.latest(ORIGIN)
+        kept = client.witness.latest(origin)
     assert kept is not None
     first.server_thread.stop()
-    rewrite_with_the_key(db_url, signer, kept.size + 5)  # longer, validly signed, different
+    rewrite_with_the_key(db_url, signer, kept.size + 5, origin)  # longer, validly signed
+    # The exchange itself refuses to sign over it: it remembers what it signed.
     second = start_server(db_url)
-    with ExchangeClient(second.pki / "immigration", second.address) as client:
+    assert second.server.ledger.halted is not None
+    error = refused_publish(second)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "the history was rewritten" in error.details()
+    second.server_thread.stop()
+    # Without that record (the same hands removed it), the next receipt shows the rewrite.
+    (pki / "ledger.signed.json").unlink()
+    third = start_server(db_url)
+    with ExchangeClient(third.pki / "immigration", third.address) as client:
         with pytest.raises(ForkDetected, match="history was rewritten"):
             client.publish(alert("after the rewrite"))
         with pytest.raises(ForkDetected):
@@ -57,7 +83,7 @@ def test_a_rewrite_by_a_key_holder_is_caught_by_the_next_receipt(
 
 
 def test_a_rolled_back_ledger_is_caught(
-    start_server: Callable[[str], RunningServer], db_url: str, signer: ledger.Signer
+    start_server: Callable[[str], RunningServer], db_url: str, signer: ledger.Signer, pki: Path
 ) -> None:
     first = start_server(db_url)
     with ExchangeClient(first.pki / "immigration", first.address) as client:
@@ -65,9 +91,15 @@ def test_a_rolled_back_ledger_is_caught(
             client.publish(alert(str(i)))
         kept = client.checkpoint()
     first.server_thread.stop()
-    rewrite_with_the_key(db_url, signer, 1)
+    rewrite_with_the_key(db_url, signer, 1, kept.origin)
     second = start_server(db_url)
-    with ExchangeClient(second.pki / "immigration", second.address) as client:
+    error = refused_publish(second)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "entries were removed, or an older backup was restored" in error.details()
+    second.server_thread.stop()
+    (pki / "ledger.signed.json").unlink()
+    third = start_server(db_url)
+    with ExchangeClient(third.pki / "immigration", third.address) as client:
         with pytest.raises(
             ForkDetected, match=f"older than one already verified.*size {kept.size}"
         ):
@@ -78,7 +110,7 @@ def test_concurrent_writes_from_one_client_all_witness(server: RunningServer) ->
     with ExchangeClient(server.pki / "immigration", server.address) as client:
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda i: client.publish(alert(str(i))), range(40)))
-        kept = client.witness.latest(ORIGIN)
+        kept = client.witness.latest(server.server.origin)
         newest = client.checkpoint()
     assert len({r.alert_id for r in results}) == 40
     assert kept is not None
@@ -109,7 +141,7 @@ def test_a_checkpoint_overtaken_by_a_receipt_of_the_same_agency_is_no_rollback(
 
         monkeypatch.setattr(reader, "_open", receipt_arrives_meanwhile)
         answered = reader.checkpoint()
-        kept = reader.witness.latest(ORIGIN)
+        kept = reader.witness.latest(server.server.origin)
     assert kept is not None
     assert answered.size < overtaken[0] == kept.size  # the race happened, and was accepted
 
@@ -133,8 +165,9 @@ def test_auditor_reads_and_proves_and_is_recorded(
             client.publish(alert(str(i)))
     channel, stub = _audit_stub(server, "internal-affairs")
     with channel:
-        cp = ledger.open_checkpoint(stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest()).note,
-                                    [verifier])  # fmt: skip
+        cp = ledger.open_checkpoint(
+            stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest()).note, [verifier]
+        )
         rows = list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=1, end=cp.size)))
         assert [r.seq for r in rows] == list(range(1, cp.size + 1))
         pages = list(stub.GetEntryPages(ledger_pb2.GetEntriesRequest(start=1, end=cp.size)))
@@ -143,16 +176,25 @@ def test_auditor_reads_and_proves_and_is_recorded(
         assert ledger.root_of(leaves) == cp.root
         inclusion = stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=3))
         proof_cp = ledger.open_checkpoint(inclusion.checkpoint.note, [verifier])
-        ledger.verify_inclusion(2, proof_cp.size, ledger.leaf_hash(inclusion.entry),
-                                list(inclusion.proof), proof_cp.root)  # fmt: skip
+        ledger.verify_inclusion(
+            2,
+            proof_cp.size,
+            ledger.leaf_hash(inclusion.entry),
+            list(inclusion.proof),
+            proof_cp.root,
+        )
         consistency = stub.GetConsistencyProof(ledger_pb2.ConsistencyProofRequest(first=2))
         new = ledger.open_checkpoint(consistency.checkpoint.note, [verifier])
         old_root = ledger.root_of(leaves[:2])
         ledger.verify_consistency(2, new.size, old_root, new.root, list(consistency.proof))
     reads = [e for e in server.entries() if e.action == Action.LEDGER_READ]
     assert [e.meta["method"] for e in reads] == [
-        "GetCheckpoint", "GetEntries", "GetEntryPages", "GetInclusionProof", "GetConsistencyProof",
-    ]  # fmt: skip
+        "GetCheckpoint",
+        "GetEntries",
+        "GetEntryPages",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+    ]
     assert reads[1].meta == {"method": "GetEntries", "start": 1, "end": cp.size}
     assert reads[2].meta == {"method": "GetEntryPages", "start": 1, "end": cp.size}
     assert {e.actor.id for e in reads} == {
@@ -231,8 +273,9 @@ def test_key_rotation_checkpoints_carry_both_signatures(
     new = ledger.Verifier.from_vkey((pki / "next" / "ledger.vkey").read_text().strip())
     with ExchangeClient(running.pki / "immigration", running.address) as client:
         note = client.publish(alert()).receipt
-    with ExchangeClient(running.pki / "police", running.address,
-                        ledger_key=pki / "next" / "ledger.vkey") as rotated:  # fmt: skip
+    with ExchangeClient(
+        running.pki / "police", running.address, ledger_key=pki / "next" / "ledger.vkey"
+    ) as rotated:
         newest = rotated.checkpoint()
     assert newest.size >= note.seq
     engine = ledger.store.create_engine(db_url)
