@@ -14,9 +14,13 @@ from clients._client import (
     NO_RETRY,
     Acknowledged,
     ExchangeClient,
+    NewestCheckpoint,
     Published,
     RetryPolicy,
+    Trusted,
     find_ledger_key,
+    find_witness_policy,
+    load_policy,
     load_verifier,
 )
 from clients._errors import (
@@ -28,7 +32,7 @@ from clients._errors import (
     from_rpc_error,
 )
 from clients._signatures import SignatureFailed, SignedBy, sign_request, verify_alert
-from clients._witness import ForkDetected, Witness
+from clients._witness import ForkDetected, Kept, OtherLedger, QuorumFailed, Replaced, Witness
 
 __all__ = [
     "ALL_MEMBERS",
@@ -38,11 +42,17 @@ __all__ = [
     "ClientError",
     "ExchangeClient",
     "ForkDetected",
+    "Kept",
+    "NewestCheckpoint",
+    "OtherLedger",
     "Published",
+    "QuorumFailed",
     "Refused",
+    "Replaced",
     "RetryPolicy",
     "SignatureFailed",
     "SignedBy",
+    "Trusted",
     "Unreachable",
     "UsageError",
     "VerificationFailed",
@@ -52,7 +62,9 @@ __all__ = [
     "enum_name",
     "enum_value",
     "find_ledger_key",
+    "find_witness_policy",
     "from_rpc_error",
+    "load_policy",
     "load_verifier",
     "new_alert",
     "parse_subjects",

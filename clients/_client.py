@@ -23,15 +23,20 @@ from clients._signatures import (
     sign_request,
     verify_alert,
 )
-from clients._witness import Witness
+from clients._witness import Kept, OtherLedger, QuorumFailed, Witness
 from ledger import (
     WITNESSED_SIZE_HEADER,
     LedgerError,
+    PolicyError,
+    QuorumError,
     Receipt,
     VerifiedReceipt,
     Verifier,
+    Witnessing,
+    WitnessPolicy,
     leaf_hash,
     open_checkpoint,
+    under_key,
 )
 from ledger import Checkpoint as LedgerCheckpoint
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2, ledger_pb2_grpc
@@ -42,6 +47,8 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 LEDGER_KEY_FILE = "ledger.vkey"
 WITNESS_FILE = "witness.json"
+#: The witness policy (C2SP tlog-policy) looked for beside an identity, as the ledger key is.
+WITNESS_POLICY_FILE = "witness-policy"
 Reply = TypeVar("Reply")
 _JITTER = secrets.SystemRandom()
 # The channel's own reconnection backoff (gRPC's default starts at 1s and grows to 120s): short,
@@ -91,6 +98,24 @@ class Acknowledged:
     receipt: VerifiedReceipt
 
 
+@dataclass(frozen=True)
+class NewestCheckpoint:
+    """The exchange's newest checkpoint as it answered: verified, its signed note as received
+    (cosignatures included), and what the witness policy made of it (None without one)."""
+
+    checkpoint: LedgerCheckpoint
+    note: bytes
+    witnessing: Witnessing | None
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """A ledger trusted on purpose (`sinergi ledger trust`), and the one it replaced."""
+
+    newest: NewestCheckpoint
+    replaced: Kept | None
+
+
 def find_ledger_key(identity_dir: Path, explicit: str | os.PathLike[str] | None) -> Path:
     """The ledger's verifier key: explicit, else beside the identity, else in its parent.
 
@@ -104,6 +129,29 @@ def find_ledger_key(identity_dir: Path, explicit: str | os.PathLike[str] | None)
         f"no ledger verifier key: expected {identity_dir / LEDGER_KEY_FILE} or "
         f"{identity_dir.parent / LEDGER_KEY_FILE} (or pass --ledger-key)"
     )
+
+
+def find_witness_policy(identity_dir: Path, explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The witness policy: explicit, else ``witness-policy`` beside the identity, else in its
+    parent, else None (no policy: checkpoints need no cosignature)."""
+    if explicit is not None:
+        return Path(explicit)
+    for candidate in (
+        identity_dir / WITNESS_POLICY_FILE,
+        identity_dir.parent / WITNESS_POLICY_FILE,
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_policy(path: str | os.PathLike[str]) -> WitnessPolicy:
+    """The witness policy in ``path``; :class:`UsageError` naming the file and line when it
+    cannot be read or is malformed."""
+    try:
+        return WitnessPolicy.load(path)
+    except PolicyError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_verifier(path: Path) -> Verifier:
@@ -134,6 +182,7 @@ class ExchangeClient:
         *,
         ledger_key: str | os.PathLike[str] | None = None,
         witness_state: str | os.PathLike[str] | None = None,
+        witness_policy: str | os.PathLike[str] | WitnessPolicy | None = None,
         timeout: float = 10.0,
         retry: RetryPolicy = RetryPolicy(),
         verify_senders: bool = True,
@@ -145,8 +194,15 @@ class ExchangeClient:
         unless ``verify_senders`` is false: a tool that must show a message which does not
         verify, to say so, checks it itself.
 
-        Raises :class:`UsageError` when the identity directory or the ledger key cannot be read,
-        or the certificate names no principal; nothing is sent before the first call."""
+        ``witness_policy`` (a file, or a parsed policy; by default ``witness-policy`` beside the
+        identity or in its parent, as the ledger key is found) names the witnesses whose quorum
+        a checkpoint needs: receipts then report their cosigned checkpoint, the kept checkpoint
+        is the newest with its quorum, and :meth:`checkpoint` requires it. Without one, or with
+        ``quorum none``, checkpoints need no cosignature.
+
+        Raises :class:`UsageError` when the identity directory, the ledger key or the witness
+        policy cannot be read, or the certificate names no principal; nothing is sent before
+        the first call."""
         try:
             self.identity = identity if isinstance(identity, Identity) else load_identity(identity)
             me = self.identity.spiffe_id
@@ -159,8 +215,16 @@ class ExchangeClient:
             raise UsageError(str(exc)) from None
         self._verify_senders = verify_senders
         self._verifier = load_verifier(find_ledger_key(self.identity.directory, ledger_key))
+        if not isinstance(witness_policy, WitnessPolicy):
+            found = find_witness_policy(self.identity.directory, witness_policy)
+            witness_policy = load_policy(found) if found is not None else None
+        if witness_policy is not None and not witness_policy.needs_cosignatures:
+            witness_policy = None
+        #: the witness policy in force: None without one, or when its quorum is ``none``
+        self.policy: WitnessPolicy | None = witness_policy
+        self.server = server
         self.witness = Witness(
-            witness_state or self.identity.directory / WITNESS_FILE, [self._verifier]
+            witness_state or self.identity.directory / WITNESS_FILE, [self._verifier], self.policy
         )
         self._timeout = timeout
         self._retry = retry
@@ -475,8 +539,10 @@ class ExchangeClient:
             request.page_token = page.next_page_token
 
     def _witnessed(self) -> tuple[tuple[str, str], ...]:
-        kept = self.witness.latest(self._verifier.name)
-        return ((WITNESSED_SIZE_HEADER, str(kept.size)),) if kept else ()
+        """The size of the kept checkpoint (with a policy, the newest with its quorum), from
+        which the receipt's consistency proof is to start."""
+        kept = self.witness.pinned(self._verifier.name)
+        return ((WITNESSED_SIZE_HEADER, str(kept.checkpoint.size)),) if kept else ()
 
     def _consistency(self, first: int, second: int) -> Sequence[bytes]:
         """For the witness: a proof to a size it already holds a signed checkpoint of."""
@@ -496,18 +562,119 @@ class ExchangeClient:
             raise VerificationFailed(f"checkpoint does not verify: {exc}") from None
 
     def checkpoint(self) -> LedgerCheckpoint:
-        """The exchange's newest checkpoint, verified and witnessed.
+        """The exchange's newest checkpoint, verified and witnessed; with a witness policy, the
+        newest with its quorum (:meth:`newest`).
 
-        Raises :class:`VerificationFailed` when its signature does not verify, and
-        :class:`ForkDetected` when it is older than, or inconsistent with, one verified before
-        (a rollback or a rewritten history)."""
-        kept = self.witness.latest(self._verifier.name)
+        Raises :class:`VerificationFailed` when its signature does not verify,
+        :class:`QuorumFailed` when a policy's quorum did not cosign it, :class:`OtherLedger`
+        when it is of another ledger than the one kept, and :class:`ForkDetected` when it is
+        older than, or inconsistent with, one verified before (a rollback or a rewritten
+        history)."""
+        return self.newest().checkpoint
+
+    def newest(self, *, quorum: bool = True) -> NewestCheckpoint:
+        """The exchange's newest checkpoint (GetCheckpoint), verified, with its note as received
+        and what the witness policy made of it; witnessed: checked against the kept one of its
+        ledger, and kept if newer (:meth:`Witness.observe`). With a policy it must have its
+        quorum, unless ``quorum`` is false (to show a ledger whose witnesses lag).
+
+        Raises as :meth:`checkpoint` does, and :class:`Refused` or :class:`Unreachable`."""
+        kept = self.witness.pinned(self._verifier.name)
         reply = self._call(self._audit.GetCheckpoint, ledger_pb2.GetCheckpointRequest())
         cp = self._open(reply.note)
-        self.witness.observe(
-            cp, reply.note, fetch=self._consistency, newest_since=kept.size if kept else 0
+        witnessing = self._judge(reply.note, required=quorum)
+        cosigned = (cp, reply.note) if witnessing is not None and witnessing.witnessed else None
+        self._observe(
+            cp, reply.note, newest_since=self._rollback_floor(kept, reply.note), cosigned=cosigned
         )
-        return cp
+        return NewestCheckpoint(cp, reply.note, witnessing)
+
+    def _observe(
+        self,
+        checkpoint: LedgerCheckpoint,
+        note: bytes,
+        *,
+        written: tuple[str, str, int] | None = None,
+        proof: Sequence[bytes] = (),
+        proof_from: int = 0,
+        newest_since: int | None = None,
+        cosigned: tuple[LedgerCheckpoint, bytes] | None = None,
+    ) -> None:
+        """:meth:`Witness.observe`, fetching proofs from the exchange; an :class:`OtherLedger`
+        names this identity and exchange, and ``written`` (action, object, seq) for a write."""
+        try:
+            self.witness.observe(
+                checkpoint,
+                note,
+                proof=proof,
+                proof_from=proof_from,
+                fetch=self._consistency,
+                newest_since=newest_since,
+                cosigned=cosigned,
+            )
+        except OtherLedger as exc:
+            action, obj, seq = written if written is not None else (None, None, None)
+            raise exc.after(
+                identity=str(self.identity.directory),
+                server=self.server,
+                action=action,
+                obj=obj,
+                seq=seq,
+            ) from None
+
+    def _judge(self, note: bytes, *, required: bool) -> Witnessing | None:
+        """What the policy makes of a checkpoint's note (None without a policy):
+        :class:`QuorumFailed` when ``required`` and its quorum did not cosign it."""
+        if self.policy is None:
+            return None
+        try:
+            cosigned = self.policy.check(note, [self._verifier])
+        except QuorumError as exc:
+            if required:
+                raise QuorumFailed(f"the exchange's newest {exc}") from None
+            # check() verified every cosignature before it counted them: these raise nothing.
+            cosigners = tuple(sorted(self.policy.cosigners(note)))
+            return Witnessing(self.policy.describe(), cosigners=cosigners)
+        except LedgerError as exc:
+            raise VerificationFailed(f"checkpoint does not verify: {exc}") from None
+        return Witnessing.of(self.policy, cosigned, note)
+
+    def _rollback_floor(self, kept: Kept | None, note: bytes) -> int | None:
+        """The size the exchange's newest checkpoint may not be below (:func:`ledger.advance`'s
+        ``newest_since``): the kept one's, when it is of the kind the exchange answers with. An
+        exchange with witnesses answers with its newest checkpoint that has its quorum, which
+        trails the batch checkpoints receipts carry: smaller than one of those, it is no
+        rollback, and must only be consistent with it."""
+        if kept is None:
+            return None
+        if self.policy is not None:
+            return kept.checkpoint.size if kept.witnessed else None
+        return None if _signature_lines(note) > 1 else kept.checkpoint.size
+
+    def trust(self, origin: str) -> Trusted:
+        """Make the exchange's newest checkpoint, which must be of ``origin``, the kept one of
+        this ledger key, replacing the kept ledger of another origin (recorded in the state):
+        after the exchange's ledger was made anew on purpose (`sinergi ledger trust`).
+
+        Raises :class:`UsageError` when ``origin`` is not a ledger of this client's ledger key,
+        :class:`VerificationFailed` when the checkpoint is of another origin or does not
+        verify, :class:`QuorumFailed` when a policy's quorum did not cosign it, and
+        :class:`Refused` or :class:`Unreachable`."""
+        key_name = self._verifier.name
+        if not under_key(origin, key_name):
+            raise UsageError(f"{origin} is not a ledger of the key {key_name} (ledger.vkey)")
+        reply = self._call(self._audit.GetCheckpoint, ledger_pb2.GetCheckpointRequest())
+        cp = self._open(reply.note)
+        if cp.origin != origin:
+            raise VerificationFailed(
+                f"the exchange's newest checkpoint is of ledger {cp.origin}, not {origin}"
+            )
+        witnessing = self._judge(reply.note, required=True)
+        try:
+            replaced = self.witness.trust(cp, reply.note, key_name)
+        except OtherLedger as exc:  # a state that holds several ledgers of the key
+            raise exc.after(identity=str(self.identity.directory), server=self.server) from None
+        return Trusted(NewestCheckpoint(cp, reply.note, witnessing), replaced)
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
         """Ledger entries start..end as (seq, hash, bytes), for :func:`ledger.verify_ledger`.
@@ -549,7 +716,7 @@ class ExchangeClient:
         entry, note = reply.entry, reply.checkpoint.note
         proof = Receipt(seq, leaf_hash(entry), entry, note, 0, tuple(reply.proof))
         verified = self._verified(proof)
-        self.witness.observe(verified.checkpoint, verified.note, fetch=self._consistency)
+        self._observe(verified.checkpoint, verified.note)
         return verified
 
     def consistency(self, first: int, second: int) -> tuple[LedgerCheckpoint, list[bytes]]:
@@ -566,7 +733,7 @@ class ExchangeClient:
             ledger_pb2.ConsistencyProofRequest(first=first, second=second),
         )
         cp = self._open(reply.checkpoint.note)
-        self.witness.observe(cp, reply.checkpoint.note, fetch=self._consistency)
+        self._observe(cp, reply.checkpoint.note)
         return cp, list(reply.proof)
 
     def verify_receipt(self, receipt: ledger_pb2.Receipt, action: str, obj: str) -> VerifiedReceipt:
@@ -575,15 +742,28 @@ class ExchangeClient:
         retried write is answered with the first attempt's entry, which another system of the
         same agency may have made); then witness its checkpoint. Raises
         :class:`VerificationFailed`, or :class:`ForkDetected` for a rewritten ledger (and
-        :class:`Refused` or :class:`Unreachable` if a consistency proof had to be fetched)."""
+        :class:`Refused` or :class:`Unreachable` if a consistency proof had to be fetched).
+
+        With a witness policy, the receipt's cosigned checkpoint must have its quorum
+        (:class:`QuorumFailed`) and connect to the receipt's checkpoint; the result's
+        ``witnessing`` says which it is, or that no checkpoint has its quorum yet (a new
+        ledger), which is accepted. A receipt of another ledger under the same key than the one
+        kept raises :class:`OtherLedger`, saying what was written."""
         shown = _wire_receipt(receipt)
-        verified = self._verified(shown, action=action, obj=obj, actor=self._same_agency)
-        self.witness.observe(
+        verified = self._verified(
+            shown, action=action, obj=obj, actor=self._same_agency, policy=self.policy
+        )
+        witnessing = verified.witnessing
+        cosigned = None
+        if witnessing is not None and witnessing.cosigned is not None:
+            cosigned = (witnessing.cosigned, witnessing.note)
+        self._observe(
             verified.checkpoint,
             verified.note,
+            written=(action, obj, verified.seq),
             proof=list(receipt.consistency_proof),
             proof_from=receipt.witnessed_size,
-            fetch=self._consistency,
+            cosigned=cosigned,
         )
         return verified
 
@@ -594,9 +774,14 @@ class ExchangeClient:
         action: str | None = None,
         obj: str | None = None,
         actor: Callable[[str], bool] | None = None,
+        policy: WitnessPolicy | None = None,
     ) -> VerifiedReceipt:
         try:
-            return receipt.verify([self._verifier], action=action, obj=obj, actor=actor)
+            return receipt.verify(
+                [self._verifier], action=action, obj=obj, actor=actor, policy=policy
+            )
+        except QuorumError as exc:
+            raise QuorumFailed(str(exc)) from None
         except LedgerError as exc:
             raise VerificationFailed(str(exc)) from None
 
@@ -616,4 +801,13 @@ def _wire_receipt(receipt: ledger_pb2.Receipt) -> Receipt:
         checkpoint=receipt.checkpoint.note,
         tree_size=0,
         inclusion_proof=tuple(receipt.inclusion_proof),
+        cosigned=receipt.cosigned.note if receipt.HasField("cosigned") else b"",
+        cosigned_proof=tuple(receipt.cosigned_proof),
     )
+
+
+def _signature_lines(note: bytes) -> int:
+    """How many signature lines a note carries (the ledger's own and any cosignatures), read
+    without checking them (C2SP signed-note: they follow the last empty line)."""
+    _text, _, signatures = note.rpartition(b"\n\n")
+    return signatures.count(b"\n")

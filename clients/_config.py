@@ -1,8 +1,9 @@
 """The client's configuration file: settings an operator would otherwise repeat on every command.
 
 Precedence, highest first: a flag, the environment (``SINERGI_SERVER``, ``SINERGI_IDENTITY``,
-``SINERGI_DB``, ``SINERGI_LEDGER_KEY``), the file (``SINERGI_CONFIG``, else
-``$XDG_CONFIG_HOME/sinergi/config.toml``, ``~/.config/sinergi/config.toml``), the default.
+``SINERGI_DB``, ``SINERGI_LEDGER_KEY``, ``SINERGI_WITNESS_POLICY``), the file
+(``SINERGI_CONFIG``, else ``$XDG_CONFIG_HOME/sinergi/config.toml``,
+``~/.config/sinergi/config.toml``), the default.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "identity": ("SINERGI_IDENTITY", True),
     "db": ("SINERGI_DB", False),
     "ledger_key": ("SINERGI_LEDGER_KEY", True),
+    "witness_policy": ("SINERGI_WITNESS_POLICY", True),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -18,6 +19,11 @@ class ClientError(Exception):
         super().__init__(message)
         self.message = message
         self.violations = violations
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Facts a program needs besides the message (the CLI's --json adds them)."""
+        return {}
 
     def __str__(self) -> str:
         if not self.violations:

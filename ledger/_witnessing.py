@@ -10,13 +10,15 @@ kept checkpoint lives, and how it is locked and cached, is the keeper's business
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
-from ledger._errors import ForkError, LedgerError
-from ledger._merkle import verify_consistency
-from ledger._note import Checkpoint
+from ledger._errors import ForkError, LedgerError, NoteError, QuorumError, VerificationError
+from ledger._merkle import EMPTY_ROOT, verify_consistency
+from ledger._note import Checkpoint, Verifier
+from ledger._policy import Cosigned, WitnessPolicy
 
 #: The gRPC metadata key of a write: the size of the newest checkpoint the caller verified, so
 #: that the receipt's consistency proof starts there (docs/api.md). Clients send it, the exchange
@@ -91,3 +93,113 @@ def advance(
             f"history was rewritten ({exc})"
         ) from None
     return shown.size > kept.size
+
+
+def pinned_elsewhere(kept: Iterable[str], origin: str, key_name: str) -> str | None:
+    """The kept origin that ``origin`` contradicts, if any: another ledger under the same key
+    name. A keeper witnesses one ledger per key; a checkpoint of another origin under that name
+    is a ledger made anew (a deleted database, a rebuilt deployment), never a continuation of
+    the kept one, so it is refused until someone decides to trust it."""
+    if not under_key(origin, key_name):
+        return None
+    others = sorted(o for o in kept if o != origin and under_key(o, key_name))
+    return others[0] if others else None
+
+
+@dataclass(frozen=True)
+class Witnessing:
+    """What a witness policy made of a receipt or checkpoint: the newest checkpoint with its
+    quorum (``cosigned``, its note with the cosignatures, and who cosigned it, by policy name),
+    or ``cosigned`` None: not yet witnessed. The caller must report either (docs/cli.md)."""
+
+    quorum: str  # the policy's quorum in words: "2 of (internal-affairs, police)"
+    cosigned: Checkpoint | None = None
+    note: bytes = b""
+    cosigners: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, policy: WitnessPolicy, cosigned: Cosigned, note: bytes) -> Witnessing:
+        return cls(policy.describe(), cosigned.checkpoint, note, tuple(sorted(cosigned.cosigners)))
+
+    @property
+    def witnessed(self) -> bool:
+        return self.cosigned is not None
+
+    def describe(self) -> str:
+        """One line: ``witnessed: checkpoint of size K cosigned by a, b (quorum: ...)``, or
+        ``not yet witnessed: ...``."""
+        if self.cosigned is None:
+            return "not yet witnessed: no checkpoint has its quorum yet"
+        return (
+            f"witnessed: checkpoint of size {self.cosigned.size} cosigned by "
+            f"{', '.join(self.cosigners)} (quorum: {self.quorum})"
+        )
+
+
+def check_cosigned(
+    checkpoint: Checkpoint,
+    cosigned: bytes,
+    proof: Sequence[bytes],
+    policy: WitnessPolicy,
+    verifiers: Sequence[Verifier],
+) -> Witnessing:
+    """A receipt's cosigned checkpoint judged by ``policy``: signed by the ledger's key
+    (``verifiers``), its quorum met (:class:`QuorumError` naming who cosigned and what the
+    policy needs), and ``proof`` the RFC 9162 consistency proof between it and ``checkpoint``
+    (the receipt's, already verified), smaller first. Once they are consistent, whatever is
+    consistent with the receipt's tree is consistent with the cosigned one too, so a keeper
+    may keep the cosigned checkpoint without another proof. An empty ``cosigned`` is a ledger
+    whose witnesses have not answered yet: not witnessed, and not an error.
+    :class:`VerificationError` for anything else wrong."""
+    if not cosigned:
+        return Witnessing(policy.describe())
+    try:
+        found = policy.check(cosigned, verifiers)
+    except QuorumError as exc:
+        raise QuorumError(f"the receipt's cosigned {exc}") from None
+    except NoteError as exc:
+        raise VerificationError(
+            f"the receipt's cosigned checkpoint does not verify: {exc}"
+        ) from None
+    witnessed = found.checkpoint
+    if witnessed.origin != checkpoint.origin:
+        raise VerificationError(
+            f"the receipt's cosigned checkpoint is of {witnessed.origin}, its checkpoint of "
+            f"{checkpoint.origin}"
+        )
+    old, new = sorted((witnessed, checkpoint), key=lambda cp: cp.size)
+    try:
+        if old.size == 0 and old.root == EMPTY_ROOT and not proof:
+            pass  # every tree extends the empty one
+        else:
+            verify_consistency(old.size, new.size, old.root, new.root, list(proof))
+    except LedgerError as exc:
+        raise VerificationError(
+            f"the receipt's cosigned_proof does not connect the cosigned checkpoint of size "
+            f"{witnessed.size} to the receipt's checkpoint of size {checkpoint.size} ({exc})"
+        ) from None
+    return Witnessing.of(policy, found, cosigned)
+
+
+def keeps(
+    kept: Checkpoint | None,
+    kept_witnessed: bool,
+    shown: Checkpoint,
+    cosigned: Checkpoint | None,
+) -> Checkpoint | None:
+    """Under a witness policy, which checkpoint a keeper keeps next, once ``shown`` was found
+    consistent with ``kept`` (:func:`advance`) and ``cosigned`` (with its quorum) with
+    ``shown`` (:func:`check_cosigned`): ``cosigned`` or ``shown``, or None to keep ``kept``.
+
+    The newest checkpoint with its quorum is kept: it is what witnesses vouch for, and what a
+    receipt's consistency proof starts from. Until one has been seen, the newest verified
+    checkpoint is kept (trust on first use), so that a new ledger is still pinned and checked
+    for consistency; the first one with its quorum replaces it even if smaller, which loses
+    nothing, as both are prefixes of the same tree."""
+    if cosigned is not None:
+        if kept is None or not kept_witnessed or cosigned.size > kept.size:
+            return cosigned
+        return None
+    if kept is None or (not kept_witnessed and shown.size > kept.size):
+        return shown
+    return None

@@ -1,8 +1,9 @@
-"""`sinergi witness`: run a witness (loaded by name by the `sinergi` CLI).
+"""`sinergi witness init` and `serve`: run a witness. The `sinergi` CLI loads these two commands
+by name into its own `witness` group (clients/_cli/_witness.py), which adds `status`: that one
+needs the exchange's client, which the witness never imports.
 
 Exit codes as everywhere in `sinergi`: 0 ok, 1 refused (a state exists, or belongs to another
-key), 2 usage or setup (bad flags, missing or malformed files, a port in use). The group is
-exported: commands that need the exchange's client (`status`) are added to it from outside.
+key), 2 usage or setup (bad flags, missing or malformed files, a port in use).
 """
 
 from __future__ import annotations

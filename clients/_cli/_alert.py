@@ -25,9 +25,11 @@ from clients._cli._common import (
     json_option,
     ledger_key_option,
     server_option,
+    witness_policy_option,
 )
 from clients._client import ExchangeClient, Published
 from clients._errors import UsageError
+from ledger import VerifiedReceipt
 from sinergi.v1 import alert_pb2
 
 P = ParamSpec("P")
@@ -79,8 +81,27 @@ def _receipt_lines(verb: str, result: Published) -> str:
     return (
         f"{verb} {result.alert_id}\n"
         f"  ledger entry {receipt.seq}, included in signed checkpoint of size "
-        f"{receipt.checkpoint.size} (receipt verified)"
+        f"{receipt.checkpoint.size} (receipt verified)" + _witnessed_line(receipt)
     )
+
+
+def _witnessed_line(receipt: VerifiedReceipt) -> str:
+    """With a witness policy, the line saying which checkpoint the witnesses vouched for."""
+    witnessing = receipt.witnessing
+    return "" if witnessing is None else f"\n  {witnessing.describe()}"
+
+
+def _witnessed_json(receipt: VerifiedReceipt) -> dict[str, Any]:
+    """With a witness policy: ``witnessed`` and, when it is, the cosigned checkpoint."""
+    witnessing = receipt.witnessing
+    if witnessing is None:
+        return {}
+    found: dict[str, Any] = {"witnessed": witnessing.witnessed, "quorum": witnessing.quorum}
+    if witnessing.cosigned is not None:
+        found["cosigned_size"] = witnessing.cosigned.size
+        found["cosigned_root"] = witnessing.cosigned.root.hex()
+        found["cosigners"] = list(witnessing.cosigners)
+    return found
 
 
 def _receipt_json(result: Published, **extra: object) -> dict[str, Any]:
@@ -92,6 +113,7 @@ def _receipt_json(result: Published, **extra: object) -> dict[str, Any]:
         "entry_hash": receipt.entry.hash.hex(),
         "checkpoint_size": receipt.checkpoint.size,
         "checkpoint_root": receipt.checkpoint.root.hex(),
+        **_witnessed_json(receipt),
         **extra,
     }
 
@@ -100,6 +122,7 @@ def _receipt_json(result: Published, **extra: object) -> dict[str, Any]:
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option("--file", "file", default=None, help="The whole alert as JSON ('-' for stdin).")
 @click.option("--category", default=None, help="e.g. PASSPORT_HOLD, TRAFFICKING_SUSPECT.")
 @click.option(
@@ -120,6 +143,7 @@ def publish(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     file: str | None,
     category: str | None,
     recipients: str | None,
@@ -172,7 +196,9 @@ def publish(
             region=content["region"] or "",
             references=references,
         )
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         result = client.publish(message, idempotency_key=idempotency_key)
     emit(as_json, _receipt_json(result), _receipt_lines("published", result))
 
@@ -235,6 +261,7 @@ def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option("--file", "file", default=None, help="The whole new content as JSON ('-': stdin).")
 @_content_options
 @click.option("--idempotency-key", default=None, help="Reuse to retry safely (default: random).")
@@ -245,6 +272,7 @@ def update(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     file: str | None,
     idempotency_key: str | None,
     as_json: bool,
@@ -268,7 +296,9 @@ def update(
     if file is None and not given:
         raise UsageError("nothing to update: give --summary, --subject, ... or --file")
     message = read_alert_file(file, update=True) if file is not None else None
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         if message is None:
             message = _updated_content(client.get_alert(alert_id).current, content)
         result = client.update(alert_id, message, idempotency_key=idempotency_key)
@@ -284,6 +314,7 @@ def update(
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option("--reason", required=True, help="Why; becomes the CANCEL message's summary.")
 @click.option("--idempotency-key", default=None, help="Reuse to retry safely (default: random).")
 @json_option
@@ -293,6 +324,7 @@ def cancel(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     reason: str,
     idempotency_key: str | None,
     as_json: bool,
@@ -306,7 +338,9 @@ def cancel(
       sinergi alert cancel 6f1c...e2 --identity certs/dev/immigration \\
         --reason "Passport issued after review"
     """
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         result = client.cancel(alert_id, reason, idempotency_key=idempotency_key)
     emit(
         as_json,
@@ -319,6 +353,7 @@ def cancel(
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option(
     "--after",
     "--from-cursor",
@@ -336,6 +371,7 @@ def watch(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     after: int,
     categories: tuple[str, ...],
     count: int | None,
@@ -353,7 +389,9 @@ def watch(
     """
     wanted = [enum_value(alert_pb2.Category, "CATEGORY_", c, "category") for c in categories]
     seen = 0
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         for delivery in client.subscribe(after=after, categories=wanted):
             a = delivery.alert
             category = enum_name(alert_pb2.Category, "CATEGORY_", a.category)
@@ -378,6 +416,7 @@ def watch(
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option(
     "--response",
     required=True,
@@ -392,6 +431,7 @@ def ack(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     response: str,
     case_ref: str,
     note: str,
@@ -404,7 +444,9 @@ def ack(
       sinergi alert ack 6f1c...e2 --identity certs/dev/police --response ACCEPTED
     """
     value = enum_value(alert_pb2.Response, "RESPONSE_", response, "response")
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         result = client.acknowledge(alert_id, value, case_reference=case_ref, note=note)
     emit(
         as_json,
@@ -414,9 +456,10 @@ def ack(
             "response": enum_name(alert_pb2.Response, "RESPONSE_", value),
             "seq": result.receipt.seq,
             "checkpoint_size": result.receipt.checkpoint.size,
+            **_witnessed_json(result.receipt),
         },
         f"acknowledged {alert_id}: {enum_name(alert_pb2.Response, 'RESPONSE_', value)}\n"
-        f"  ledger entry {result.receipt.seq} (receipt verified)",
+        f"  ledger entry {result.receipt.seq} (receipt verified)" + _witnessed_line(result.receipt),
     )
 
 

@@ -29,6 +29,7 @@ from clients._cli._common import (
     json_option,
     ledger_key_option,
     server_option,
+    witness_policy_option,
 )
 from clients._client import ExchangeClient
 from sinergi.v1 import alert_pb2, exchange_pb2
@@ -65,9 +66,17 @@ def _emit_views(views: list[exchange_pb2.AlertView], as_json: bool) -> None:
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @json_option
 @handle_errors
-def show(alert_id: str, identity: str, server: str, ledger_key: str | None, as_json: bool) -> None:
+def show(
+    alert_id: str,
+    identity: str,
+    server: str,
+    ledger_key: str | None,
+    witness_policy: str | None,
+    as_json: bool,
+) -> None:
     """Show an alert thread: its state, the content in force, and its history.
 
     Any message id of the thread names it. An alert your agency may not see is NOT_FOUND.
@@ -76,7 +85,9 @@ def show(alert_id: str, identity: str, server: str, ledger_key: str | None, as_j
     Example:
       sinergi alert show 6f1c...e2 --identity certs/dev/police
     """
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         view = client.get_alert(alert_id)  # every message's signature checked, or an error
         signed = client.verify_sender(view.current, view.history[0] if view.history else None)
     record = {"ok": True, **view_record(view), "signed_by": signed_record(signed)}
@@ -87,6 +98,7 @@ def show(alert_id: str, identity: str, server: str, ledger_key: str | None, as_j
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option("--category", "categories", multiple=True, help="Only these (repeatable, or A,B).")
 @click.option("--sender", default="", help="Only alerts sent by this agency.")
 @click.option("--since", default=None, help="Sent at or after: ISO 8601 date or datetime (UTC).")
@@ -104,6 +116,7 @@ def list_alerts(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     categories: tuple[str, ...],
     sender: str,
     since: str | None,
@@ -131,7 +144,9 @@ def list_alerts(
     ]
     after = parse_moment(since, "--since") if since else None
     before = parse_moment(until, "--until", end_of_day=True) if until else None
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         found = client.list_alerts(
             categories=wanted,
             sender_agency=sender.strip(),
@@ -148,6 +163,7 @@ def list_alerts(
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @click.option("--passport", default=None, help="Passport number.")
 @click.option("--nik", default=None, help="NIK (16 digits).")
 @click.option("--imei", default=None, help="IMEI (15 digits).")
@@ -160,6 +176,7 @@ def search(
     identity: str,
     server: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     passport: str | None,
     nik: str | None,
     imei: str | None,
@@ -178,7 +195,9 @@ def search(
       sinergi alert search --identity certs/dev/police --passport C1234567
       sinergi alert search --identity certs/dev/labour --name "Siti Aminah" --birth-date 1990-01-31
     """
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         found = client.search_alerts(
             passport=passport,
             nik=nik,
@@ -196,9 +215,17 @@ def search(
 @identity_option
 @server_option
 @ledger_key_option
+@witness_policy_option
 @json_option
 @handle_errors
-def acks(alert_id: str, identity: str, server: str, ledger_key: str | None, as_json: bool) -> None:
+def acks(
+    alert_id: str,
+    identity: str,
+    server: str,
+    ledger_key: str | None,
+    witness_policy: str | None,
+    as_json: bool,
+) -> None:
     """List the acknowledgements of an alert.
 
     All of them if your agency sent the alert (hit reporting), else your agency's own.
@@ -207,7 +234,9 @@ def acks(alert_id: str, identity: str, server: str, ledger_key: str | None, as_j
     Example:
       sinergi alert acks 6f1c...e2 --identity certs/dev/immigration
     """
-    with ExchangeClient(identity, server, ledger_key=ledger_key) as client:
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
         found = client.acknowledgements(alert_id)
     rows = (
         [

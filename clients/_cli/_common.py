@@ -13,14 +13,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import click
 from click.decorators import FC
 
 from certs import CertsError, SpiffeId
-from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE
+from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE, WITNESS_POLICY_FILE
 from clients._config import SETTINGS, file_setting
 from clients._errors import ClientError
 from ledger import LedgerError
@@ -82,15 +82,20 @@ def spiffe_id(principal: str) -> SpiffeId | None:
 
 #: What the CLI loads by name, only when it is used (docs/decisions/0005 and 0015): the server's
 #: commands and the one server function an auditor command needs (``clients`` never imports
-#: ``exchange``), and the auditor commands that read a database through ``ledger.store``, so that
-#: the agency commands load neither the server nor SQLAlchemy.
+#: ``exchange``), the witness's commands and the development witnesses (nor ``witness``), and
+#: the auditor commands that read a database through ``ledger.store``, so that the agency
+#: commands load neither the server nor SQLAlchemy.
 BY_NAME = {
     "serve": "exchange._cli:serve",
     "db": "exchange._cli:db",
     "ledger": "clients._cli._ledger:ledger",
     "audit": "clients._cli._audit:audit",
     "stored_message": "exchange:stored_message",
-    "witness": "witness._cli:witness",
+    "witness": "clients._cli._witness:witness",
+    "witness_init": "witness._cli:init",
+    "witness_serve": "witness._cli:serve",
+    "dev_witnesses": "witness:create_dev_witnesses",
+    "witness_error": "witness:WitnessError",
 }
 
 
@@ -101,19 +106,24 @@ def by_name(name: str) -> Any:  # noqa: ANN401 - a command or a function, checke
 
 
 class LazyGroup(click.Group):
-    """A group whose commands ``lazy`` (names in :data:`BY_NAME`) are imported when used (click
-    docs, "Lazily Loading Subcommands")."""
+    """A group whose commands ``lazy`` are imported when used (click docs, "Lazily Loading
+    Subcommands"): names in :data:`BY_NAME`, or a mapping of command names to such names."""
 
-    def __init__(self, *args: Any, lazy: Sequence[str] = (), **kwargs: Any) -> None:  # noqa: ANN401
+    def __init__(
+        self,
+        *args: Any,  # noqa: ANN401 - click.Group's
+        lazy: Sequence[str] | Mapping[str, str] = (),
+        **kwargs: Any,  # noqa: ANN401
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._lazy = tuple(lazy)
+        self._lazy = dict(lazy) if isinstance(lazy, Mapping) else {name: name for name in lazy}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._lazy])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self._lazy:
-            command = by_name(cmd_name)
+            command = by_name(self._lazy[cmd_name])
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
@@ -164,6 +174,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             code = getattr(exc, "code", None)
             if code is not None:
                 details["code"] = code.name
+            details.update(exc.details)
             fail(as_json, exc.message, exc.exit_code, details)
         except (CertsError, LedgerError, OSError) as exc:
             fail(as_json, str(exc), 2)
@@ -189,5 +200,12 @@ ledger_key_option = setting_option(
     "--ledger-key",
     "ledger_key",
     f"The ledger's verifier key ({LEDGER_KEY_FILE}); default: beside the identity or its parent",
+    type=click.Path(dir_okay=False, path_type=str),
+)
+witness_policy_option = setting_option(
+    "--witness-policy",
+    "witness_policy",
+    "The witness policy (C2SP tlog-policy) whose quorum checkpoints need; default: "
+    f"{WITNESS_POLICY_FILE} beside the identity or its parent, if there is one",
     type=click.Path(dir_okay=False, path_type=str),
 )

@@ -1,5 +1,5 @@
-"""`sinergi config show`: which server, identity, database and ledger key a command would use, and
-why (a flag, the environment, the configuration file, or the default)."""
+"""`sinergi config show`: which server, identity, database, ledger key and witness policy a command
+would use, and why (a flag, the environment, the configuration file, or the default)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from clients._cli._common import emit, handle_errors, json_option, setting_option
-from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE
+from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE, WITNESS_POLICY_FILE
 from clients._config import SETTINGS, load_config
 from ledger import DEFAULT_DATABASE
 
@@ -18,6 +18,7 @@ _DEFAULTS = {
     "db": DEFAULT_DATABASE,
     "identity": None,
     "ledger_key": None,  # alert commands: beside the identity or its parent
+    "witness_policy": None,  # beside the identity or its parent, if there is one
 }
 
 
@@ -31,6 +32,7 @@ def config() -> None:
 @setting_option("--identity", "identity")
 @setting_option("--db", "db", default=DEFAULT_DATABASE)
 @setting_option("--ledger-key", "ledger_key")
+@setting_option("--witness-policy", "witness_policy")
 @json_option
 @click.pass_context
 @handle_errors
@@ -40,15 +42,16 @@ def show(
     identity: str | None,
     db: str,
     ledger_key: str | None,
+    witness_policy: str | None,
     as_json: bool,
 ) -> None:
     """Print each client setting in force and where it came from: flag, env, file or default.
 
     Precedence, highest first: a flag, the environment (SINERGI_SERVER, SINERGI_IDENTITY,
-    SINERGI_DB, SINERGI_LEDGER_KEY), the configuration file (SINERGI_CONFIG, else
-    ~/.config/sinergi/config.toml: keys server, identity, db, ledger_key; relative paths are
-    relative to the file), then the default. Give the same flags as to another command to see
-    what it would use.
+    SINERGI_DB, SINERGI_LEDGER_KEY, SINERGI_WITNESS_POLICY), the configuration file
+    (SINERGI_CONFIG, else ~/.config/sinergi/config.toml: keys server, identity, db, ledger_key,
+    witness_policy; relative paths are relative to the file), then the default. Give the same
+    flags as to another command to see what it would use.
 
     \b
     Examples:
@@ -56,7 +59,13 @@ def show(
       SINERGI_SERVER=10.0.0.5:50051 sinergi config show --identity certs/dev/police --json
     """
     file = load_config()
-    values = {"server": server, "identity": identity, "db": db, "ledger_key": ledger_key}
+    values = {
+        "server": server,
+        "identity": identity,
+        "db": db,
+        "ledger_key": ledger_key,
+        "witness_policy": witness_policy,
+    }
     settings: dict[str, dict[str, Any]] = {}
     for name, given in values.items():
         value = given
@@ -95,6 +104,8 @@ def _shown(name: str, value: str | None) -> str:
         return value
     if name == "ledger_key":
         return f"{LEDGER_KEY_FILE} beside the identity, or in its parent"
+    if name == "witness_policy":
+        return f"{WITNESS_POLICY_FILE} beside the identity, or in its parent, if any"
     return "(none)"
 
 

@@ -1,8 +1,10 @@
-"""`sinergi ledger`: verify, export, checkpoint, prove and consistency.
+"""`sinergi ledger`: verify, export, checkpoint, prove, consistency and trust.
 
 Each command reads the database (`--db`, the default), or asks the exchange (`--server` with an
 identity: auditors for entries and inclusion proofs, any member for checkpoints and consistency),
-and `verify` also reads an export file (`--file`).
+and `verify` also reads an export file (`--file`). With a witness policy, `verify` and
+`checkpoint` say who cosigned the newest checkpoint and require the policy's quorum, and
+`verify` holds the ledger to what each witness cosigned; `trust` accepts a ledger made anew.
 """
 
 from __future__ import annotations
@@ -11,19 +13,42 @@ import io
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import Connection
 
-from clients._cli._common import emit, fail, handle_errors, json_option
+from clients._cli._common import (
+    emit,
+    fail,
+    handle_errors,
+    identity_option,
+    json_option,
+    ledger_key_option,
+    server_option,
+    witness_policy_option,
+)
 from clients._cli._source import Source, db_option, source_options, witnessed_checkpoint
+from clients._cli._witnessed import (
+    Asked,
+    ask_witnesses,
+    blamed,
+    cosigners_of,
+    origin_of,
+    trusted_notes,
+)
+from clients._client import ExchangeClient
 from clients._errors import UsageError, VerificationFailed
+from clients._witness import QuorumFailed
 from ledger import (
     Checkpoint,
     LedgerError,
+    Report,
     VerificationError,
     Verifier,
+    WitnessPolicy,
     leaf_hash,
     open_checkpoint,
     verify_consistency,
@@ -31,6 +56,7 @@ from ledger import (
 )
 from ledger.store import (
     checkpoint_at,
+    cosigned_checkpoints,
     entry_count,
     missing_triggers,
     prove,
@@ -72,33 +98,58 @@ def verify(source: Source, trusted: tuple[Path, ...], as_json: bool) -> None:
 
     With --db it also checks that the append-only triggers are in place. With --server (an
     auditor identity) it verifies the entries up to the exchange's newest checkpoint, and
-    witnesses that checkpoint.
+    witnesses that checkpoint. It then says who cosigned the newest checkpoint.
+
+    With a witness policy (--witness-policy, or witness-policy beside --identity) the newest
+    checkpoint must have the policy's quorum, and every witness of the policy with a URL is
+    asked for the latest checkpoint of the ledger it cosigned (over mutual TLS as --identity):
+    the ledger must contain each one, so a deleted tail, a restored backup or a rewrite fails,
+    naming the witness. A witness that cannot be reached fails the command too.
 
     \b
     Examples:
       sinergi ledger verify --db sqlite:///var/sinergi.db
       sinergi ledger verify --file ledger.jsonl --checkpoint kept.note
       sinergi ledger verify --server 127.0.0.1:50051 --identity certs/dev/internal-affairs
+      sinergi ledger verify --db sqlite:///var/sinergi.db \\
+        --identity certs/dev/internal-affairs --witness-policy certs/dev/witness-policy
     """
     verifier = source.verifier()
+    policy = source.policy()
     kept = [path.read_bytes() for path in trusted]
     missing: list[str] = []
+    asked: list[Asked] = []
+    newest: bytes | None = None  # the checkpoint whose cosigners are reported
     show = sys.stderr.isatty() and not as_json
     try:
         if source.is_database:
             with source.database() as connection:
                 missing = missing_triggers(connection)
                 total = entry_count(connection)
+                stored = checkpoint_at(connection, None)
+            # Asked before the verification's snapshot is taken: a witness cosigns committed
+            # checkpoints only, so the snapshot holds whatever it cosigned by then.
+            asked = _ask(policy, source, stored[1] if stored else None, verifier)
+            trusted_all = [*kept, *trusted_notes(asked)]
             with _progress(total, show) as progress:
-                report = verify_database(source.db, [verifier], trusted=kept, progress=progress)
+                report = verify_database(
+                    source.db, [verifier], trusted=trusted_all, progress=progress
+                )
+        elif source.server is not None:
+            report, asked, newest = _verify_served(source, verifier, policy, kept, show)
         else:
             with source.open() as whole, _progress(whole.size(), show) as progress:
                 rows, checkpoints = whole.entries(), whole.checkpoints()
+                file_newest = max(checkpoints) if checkpoints else None
+                asked = _ask(policy, source, file_newest[1] if file_newest else None, verifier)
+                # An export is a snapshot: what a witness cosigned after it cannot be in it.
+                asked = [_ahead_of(a, file_newest[0] if file_newest else 0) for a in asked]
+                trusted_all = [*kept, *trusted_notes(asked)]
                 report = verify_ledger(
-                    rows, checkpoints, [verifier], trusted=kept, progress=progress
+                    rows, checkpoints, [verifier], trusted=trusted_all, progress=progress
                 )
     except VerificationError as exc:
-        fail(as_json, f"ledger BROKEN: {exc}", 1, {"seq": exc.seq})
+        _broken(exc, asked, as_json)
     if missing:
         triggers = ", ".join(missing)
         fail(
@@ -107,20 +158,113 @@ def verify(source: Source, trusted: tuple[Path, ...], as_json: bool) -> None:
             1,
             {"missing_triggers": missing},
         )
-    latest_cp = report.latest
-    emit(
-        as_json,
-        {
-            "ok": True,
-            "entries": report.entries,
-            "root": report.root.hex(),
-            "checkpoints": report.checkpoints,
-            "checkpoint_size": latest_cp.size if latest_cp else 0,
-        },
+    _verified(report, newest or report.latest_note, policy, verifier, asked, as_json)
+
+
+def _verify_served(
+    source: Source,
+    verifier: Verifier,
+    policy: WitnessPolicy | None,
+    kept: list[bytes],
+    show: bool,
+) -> tuple[Report, list[Asked], bytes]:
+    """Verify the exchange's ledger up to its newest checkpoint (with a policy, the newest with
+    its quorum), or further, to the newest a witness cosigned: a witness is often ahead of the
+    quorum, and its checkpoint, signed by the ledger's key, covers the entries up to it."""
+    with source.client() as client:
+        cp, note = witnessed_checkpoint(client)
+        asked = _ask(policy, source, note, verifier)
+        beyond = {
+            a.checkpoint.size: a.note
+            for a in asked
+            if a.checkpoint is not None and a.note is not None and a.checkpoint.size > cp.size
+        }
+        size = max([cp.size, *beyond])
+        checkpoints = [(cp.size, note), *sorted(beyond.items())]
+        with _progress(size, show) as progress:
+            report = verify_ledger(
+                client.entries(1, size) if size else iter(()),
+                checkpoints,
+                [verifier],
+                trusted=[*kept, *trusted_notes(asked)],
+                progress=progress,
+            )
+    return report, asked, note
+
+
+def _ahead_of(asked: Asked, size: int) -> Asked:
+    """``asked`` without its checkpoint when it is larger than the export's ``size``: not
+    checked, and said so."""
+    if asked.checkpoint is None or asked.checkpoint.size <= size:
+        return asked
+    return replace(asked, note=None, ahead=size)
+
+
+def _ask(
+    policy: WitnessPolicy | None, source: Source, newest: bytes | None, verifier: Verifier
+) -> list[Asked]:
+    """With a policy, what its witnesses cosigned of the ledger whose newest checkpoint is
+    ``newest`` (nothing to ask about without one: the verification says why)."""
+    origin = origin_of(newest, verifier)
+    if policy is None or origin is None:
+        return []
+    return ask_witnesses(policy, source.identity, origin, verifier)
+
+
+def _broken(error: VerificationError, asked: list[Asked], as_json: bool) -> None:
+    """Fail with the verification's reason, naming the witnesses whose checkpoint it failed."""
+    culprits = blamed(error, asked)
+    message = f"ledger BROKEN: {error}"
+    if culprits:
+        named = ", ".join(f"{a.name} (size {a.checkpoint.size})" for a in culprits if a.checkpoint)
+        message += f"; that checkpoint was cosigned by witness {named}"
+    witnesses = [{**a.json(), "consistent": False if a in culprits else None} for a in asked]
+    fail(as_json, message, 1, {"seq": error.seq, "witnesses": witnesses})
+
+
+def _verified(
+    report: Report,
+    newest: bytes | None,
+    policy: WitnessPolicy | None,
+    verifier: Verifier,
+    asked: list[Asked],
+    as_json: bool,
+) -> None:
+    """Report a ledger that verified, and who cosigned its newest checkpoint; fail when a
+    policy's quorum is not met or a witness could not be used."""
+    checked = [
+        replace(a, consistent=True)
+        if a.checkpoint is not None and a.problem is None and a.ahead is None
+        else a
+        for a in asked
+    ]
+    result: dict[str, Any] = {
+        "ok": True,
+        "entries": report.entries,
+        "root": report.root.hex(),
+        "checkpoints": report.checkpoints,
+        "checkpoint_size": report.latest.size if report.latest else 0,
+    }
+    lines = [
         f"ledger intact: {report.entries} entries, {report.checkpoints} signed "
-        f"checkpoint{'' if report.checkpoints == 1 else 's'}, "
-        f"root {report.root.hex()}",
-    )
+        f"checkpoint{'' if report.checkpoints == 1 else 's'}, root {report.root.hex()}"
+    ]
+    problems = []
+    if newest is not None:
+        cosigners = cosigners_of(newest, verifier, policy)
+        result.update(cosigners.json())
+        lines.append(f"  {cosigners.line()}")
+        if cosigners.met is False:
+            problems.append(cosigners.lacking())
+    if policy is not None:
+        result["witnesses"] = [a.json() for a in checked]
+        lines += [f"  {a.line()}" for a in checked]
+    problems += [a.problem for a in checked if a.problem is not None]
+    if problems:
+        if not as_json:
+            click.echo("\n".join(lines), err=True)
+        fail(as_json, "ledger NOT witnessed: " + "; ".join(problems), 1, {**result, "ok": False})
+    emit(as_json, result, "\n".join(lines))
 
 
 @contextmanager
@@ -169,26 +313,52 @@ def export(db: str, out: Path, as_json: bool) -> None:
 @json_option
 @handle_errors
 def checkpoint(source: Source, out: Path | None, as_json: bool) -> None:
-    """Print the newest signed checkpoint (verified; witnessed with --server).
+    """Print the newest signed checkpoint (verified; witnessed with --server), exactly as
+    signed, and on stderr who cosigned it.
+
+    With a witness policy (--witness-policy, or witness-policy beside --identity) it is the
+    newest checkpoint with the policy's quorum, and exit 1 if there is none: the one to keep.
 
     \b
     Example:
       sinergi ledger checkpoint --server 127.0.0.1:50051 --identity certs/dev/police --out kept.note
     """
     verifier = source.verifier()
+    policy = source.policy()
     if source.server is not None:
         with source.client() as client:
             cp, note = witnessed_checkpoint(client)
     else:
         with source.database() as connection:
             found = checkpoint_at(connection, None)
+            if found is not None and policy is not None:
+                found = _with_quorum(connection, found, verifier, policy)
         if found is None:
             raise UsageError("the ledger has no checkpoint yet")
         note = found[1]
         cp = _open(note, verifier, "the stored checkpoint")
+    cosigners = cosigners_of(note, verifier, policy)
     if out is not None:
         out.write_bytes(note)
-    emit(as_json, {"ok": True, **_checkpoint_json(cp, note)}, note.decode().rstrip("\n"))
+    if not as_json:
+        click.echo(cosigners.line(), err=True)
+    result = {"ok": True, **_checkpoint_json(cp, note), **cosigners.json()}
+    emit(as_json, result, note.decode().rstrip("\n"))
+
+
+def _with_quorum(
+    connection: Connection, newest: tuple[int, bytes], verifier: Verifier, policy: WitnessPolicy
+) -> tuple[int, bytes]:
+    """The newest stored checkpoint with the policy's quorum; :class:`QuorumFailed` naming
+    who cosigned the newest one when none has."""
+    for found in [newest, *cosigned_checkpoints(connection)]:
+        try:
+            if policy.satisfied(policy.cosigners(found[1])):
+                return found
+        except LedgerError as exc:
+            raise VerificationFailed(f"stored checkpoint {found[0]}: {exc}") from None
+    lacking = cosigners_of(newest[1], verifier, policy).lacking()
+    raise QuorumFailed(f"no stored checkpoint has its quorum: {lacking}")
 
 
 @ledger.command(name="prove")
@@ -289,3 +459,52 @@ def consistency(old: int, new: int, source: Source, old_note: Path | None, as_js
     hashes = "1 hash" if len(proof) == 1 else f"{len(proof)} hashes"
     human = f"checkpoint {old} is a prefix of checkpoint {new} ({hashes} verified)"
     emit(as_json, result, human)
+
+
+@ledger.command()
+@click.argument("origin")
+@identity_option
+@server_option
+@ledger_key_option
+@witness_policy_option
+@json_option
+@handle_errors
+def trust(
+    origin: str,
+    identity: str,
+    server: str,
+    ledger_key: str | None,
+    witness_policy: str | None,
+    as_json: bool,
+) -> None:
+    """Trust the exchange's ledger ORIGIN after it was made anew on purpose (a deleted
+    development database): its newest checkpoint, verified (with a witness policy, with its
+    quorum) and of origin ORIGIN, becomes the kept checkpoint of the ledger key in the
+    identity's witness.json, replacing the ledger witnessed before, which is kept there as
+    evidence. If nobody replaced the exchange's ledger on purpose, do not: report it to
+    internal affairs.
+
+    \b
+    Example:
+      sinergi ledger trust sinergi.dev/ledger/20261207-3f9a01c2 --identity certs/dev/police \\
+        --server 127.0.0.1:50051
+    """
+    with ExchangeClient(
+        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+    ) as client:
+        trusted = client.trust(origin)
+    cp, replaced = trusted.newest.checkpoint, trusted.replaced
+    result: dict[str, Any] = {"ok": True, **_checkpoint_json(cp, trusted.newest.note)}
+    lines = [f"trusted ledger {cp.origin}: size {cp.size}, root {cp.root.hex()}"]
+    witnessing = trusted.newest.witnessing
+    if witnessing is not None:
+        result["cosigners"] = list(witnessing.cosigners)
+        lines.append(f"  {witnessing.describe()}")
+    if replaced is not None:
+        old = replaced.checkpoint
+        result["replaced"] = {"origin": old.origin, "size": old.size, "root": old.root.hex()}
+        lines.append(
+            f"  replaces ledger {old.origin} (size {old.size}, root {old.root.hex()}), kept in "
+            f"{client.witness.path} as evidence"
+        )
+    emit(as_json, result, "\n".join(lines))

@@ -20,8 +20,9 @@ from certs import (
     describe,
     read_certificates,
 )
-from clients._cli._common import DEV_PKI, emit, handle_errors, json_option
+from clients._cli._common import DEV_PKI, by_name, emit, handle_errors, json_option
 from clients._client import LEDGER_KEY_FILE
+from clients._errors import UsageError
 from ledger import write_signing_key
 
 _PKI_DIR_ENV = "SINERGI_PKI_DIR"
@@ -71,7 +72,9 @@ def pki() -> None:
 @json_option
 @handle_errors
 def dev(directory: Path, trust_domain: str, as_json: bool) -> None:
-    """Create the development PKI if absent: CA, server, agency identities, ledger key.
+    """Create the development PKI if absent: CA, server, agency identities, ledger key, and
+    the two development witnesses (their cosigning keys and state) with the witness policy
+    that needs both (witness-policy, which clients find beside their identities).
 
     \b
     Example:
@@ -79,14 +82,25 @@ def dev(directory: Path, trust_domain: str, as_json: bool) -> None:
     """
     result = create_dev_pki(directory, trust_domain=trust_domain)
     key_created = write_signing_key(directory, f"{trust_domain}/ledger")
+    try:
+        witnesses = by_name("dev_witnesses")(directory, trust_domain=trust_domain)
+    except by_name("witness_error") as exc:
+        raise UsageError(str(exc)) from None
     identities = {name: str(path) for name, path in sorted(result.identities.items())}
     created = result.created or key_created
     lines = [f"development PKI {'created' if created else 'already present'} in {directory}"]
     lines += [f"  {name:<18} {path}" for name, path in identities.items()]
     lines.append(f"  {'ledger key':<18} {directory / LEDGER_KEY_FILE}")
+    lines.append(f"  {'witness policy':<18} {witnesses.policy}")
     emit(
         as_json,
-        {"ok": True, "created": created, "directory": str(directory), "identities": identities},
+        {
+            "ok": True,
+            "created": created,
+            "directory": str(directory),
+            "identities": identities,
+            "witness_policy": str(witnesses.policy),
+        },
         "\n".join(lines),
     )
 

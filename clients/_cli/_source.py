@@ -17,13 +17,30 @@ from typing import TypeVar
 import click
 from sqlalchemy import Connection
 
-from clients._cli._common import DEV_PKI, setting_option
-from clients._client import LEDGER_KEY_FILE, ExchangeClient, load_verifier
-from clients._errors import UsageError, VerificationFailed
-from ledger import DEFAULT_DATABASE, Checkpoint, Verifier, export_checkpoints, export_entries
+from clients._cli._common import DEV_PKI, setting_option, witness_policy_option
+from clients._client import (
+    LEDGER_KEY_FILE,
+    ExchangeClient,
+    NewestCheckpoint,
+    find_witness_policy,
+    load_policy,
+    load_verifier,
+)
+from clients._errors import UsageError
+from ledger import (
+    DEFAULT_DATABASE,
+    Checkpoint,
+    Verifier,
+    WitnessPolicy,
+    export_checkpoints,
+    export_entries,
+)
 from ledger.store import create_engine, entry_count, iter_checkpoints, iter_entries
 
 R = TypeVar("R")
+#: What a source without a policy gives its client, so that it looks for none beside the
+#: identity (the source already did, and an auditor's `--db` has no identity to look beside).
+_NO_POLICY = WitnessPolicy.parse(b"quorum none\n", "no witness policy")
 DEV_LEDGER_KEY = f"{DEV_PKI}/{LEDGER_KEY_FILE}"
 #: (seq, hash, bytes) of one entry, as :func:`ledger.verify_ledger` reads them
 Row = tuple[int, bytes, bytes]
@@ -75,6 +92,7 @@ class Source:
     server: str | None = None
     identity: str | None = None
     ledger_key: Path = Path(DEV_LEDGER_KEY)
+    witness_policy: str | None = None
 
     @property
     def name(self) -> str:
@@ -91,6 +109,16 @@ class Source:
         """The ledger's verifier key; :class:`UsageError` if it cannot be read."""
         return load_verifier(self.ledger_key)
 
+    def policy(self) -> WitnessPolicy | None:
+        """The witness policy: ``--witness-policy`` (or its setting), else ``witness-policy``
+        beside the identity or in its parent when an identity is given; None without one, or
+        when its quorum is ``none``. :class:`UsageError` if it cannot be read."""
+        if self.witness_policy is None and not self.identity:
+            return None
+        found = find_witness_policy(Path(self.identity or "."), self.witness_policy)
+        policy = load_policy(found) if found is not None else None
+        return policy if policy is not None and policy.needs_cosignatures else None
+
     @contextmanager
     def database(self) -> Iterator[Connection]:
         engine = create_engine(self.db)
@@ -106,7 +134,12 @@ class Source:
         assert self.server is not None
         if not self.identity:
             raise UsageError("--server needs --identity (or SINERGI_IDENTITY)")
-        with ExchangeClient(self.identity, self.server, ledger_key=self.ledger_key) as client:
+        with ExchangeClient(
+            self.identity,
+            self.server,
+            ledger_key=self.ledger_key,
+            witness_policy=self.policy() or _NO_POLICY,
+        ) as client:
             yield client
 
     @contextmanager
@@ -136,13 +169,10 @@ class Source:
 
 
 def witnessed_checkpoint(client: ExchangeClient) -> tuple[Checkpoint, bytes]:
-    """The exchange's newest checkpoint, verified and witnessed, with its signed note as the
-    witness kept it."""
-    cp = client.checkpoint()
-    note = client.witness.notes().get(cp.origin)
-    if note is None:
-        raise VerificationFailed("the exchange's checkpoint was not kept by the witness")
-    return cp, note
+    """The exchange's newest checkpoint, verified and witnessed (with the client's witness
+    policy, with its quorum), with its signed note as the exchange sent it."""
+    newest: NewestCheckpoint = client.newest()
+    return newest.checkpoint, newest.note
 
 
 def source_options(
@@ -159,13 +189,20 @@ def source_options(
             server: str | None,
             identity: str | None,
             ledger_key: Path,
+            witness_policy: str | None,
             export_file: Path | None = None,
             **kwargs: object,
         ) -> R:
-            source = Source(db, export_file, server, identity, ledger_key)
+            source = Source(db, export_file, server, identity, ledger_key, witness_policy)
             return command(*args, source=source, **kwargs)
 
-        options = [db_option, _server_option, _identity_option, _ledger_key_option]
+        options = [
+            db_option,
+            _server_option,
+            _identity_option,
+            _ledger_key_option,
+            witness_policy_option,
+        ]
         if file_help is not None:
             path = click.Path(dir_okay=False, exists=True, path_type=Path)
             options.insert(1, click.option("--file", "export_file", type=path, help=file_help))

@@ -115,6 +115,9 @@ def _first_word_after(output: str, verb: str) -> str:
 def story(demo: Demo) -> None:
     demo.say("Setting up: a development PKI and an empty ledger database in $DEMO")
     demo.sinergi("pki", "dev", "--dir", str(demo.pki))
+    # The demo's exchange runs without witnesses, so its clients must not ask for cosignatures.
+    click.echo("$ rm $DEMO/pki/witness-policy   # this exchange runs without witnesses")
+    (demo.pki / "witness-policy").unlink()
     demo.sinergi("db", "init", "--db", demo.db)
     with demo.exchange() as address:
         click.echo(f"$ export SINERGI_SERVER={address}   # the exchange, on a free port")

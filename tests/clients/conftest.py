@@ -35,6 +35,9 @@ def workdir(tmp_path: Path) -> Path:
     assert last_json(result)["created"] is True
     again = run("pki", "dev", "--dir", str(tmp_path / "certs" / "dev"), "--json")
     assert last_json(again)["created"] is False  # idempotent: make run may call it every time
+    # Most tests run an exchange without witnesses, whose clients must need no cosignature; the
+    # tests of witnessing put a policy back.
+    (tmp_path / "certs" / "dev" / "witness-policy").unlink()
     return tmp_path
 
 
@@ -43,11 +46,9 @@ def served(workdir: Path) -> Iterator[tuple[str, Path, str]]:
     db = f"sqlite:///{workdir / 'var' / 'sinergi.db'}"
     (workdir / "var").mkdir()
     assert run("db", "init", "--db", db).returncode == 0
-    process = subprocess.Popen(
-        [*SINERGI, "serve", "--db", db, "--pki", str(workdir / "certs" / "dev"),
-         "--listen", "127.0.0.1:0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    pki = str(workdir / "certs" / "dev")
+    serve = [*SINERGI, "serve", "--db", db, "--pki", pki, "--listen", "127.0.0.1:0", "--json"]
+    process = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
     assert line, process.stderr.read() if process.stderr else ""

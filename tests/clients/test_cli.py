@@ -25,13 +25,27 @@ def test_walkthrough_publish_watch_ack_verify_and_tamper(
     env = {**os.environ, "SINERGI_SERVER": address}
     watcher = subprocess.Popen(
         [*SINERGI, "alert", "watch", "--identity", str(pki / "police"), "--count", "1", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     published = run(
-        "alert", "publish", "--identity", str(pki / "immigration"), "--category", "PASSPORT_HOLD",
-        "--to", "police,labour", "--subject", "passport=C1234567", "--summary", "Applicant held",
-        "--json", env=env,
-    )  # fmt: skip
+        "alert",
+        "publish",
+        "--identity",
+        str(pki / "immigration"),
+        "--category",
+        "PASSPORT_HOLD",
+        "--to",
+        "police,labour",
+        "--subject",
+        "passport=C1234567",
+        "--summary",
+        "Applicant held",
+        "--json",
+        env=env,
+    )
     assert published.returncode == 0, published.stderr
     alert_id = last_json(published)["alert_id"]
     out, err = watcher.communicate(timeout=30)
@@ -40,8 +54,16 @@ def test_walkthrough_publish_watch_ack_verify_and_tamper(
     assert delivery["alert"]["id"] == alert_id
     assert delivery["alert"]["subjects"] == [{"person": {"passport_number": "C1234567"}}]
 
-    human = run("alert", "ack", str(alert_id), "--identity", str(pki / "police"),
-                "--response", "ACCEPTED", env=env)  # fmt: skip
+    human = run(
+        "alert",
+        "ack",
+        str(alert_id),
+        "--identity",
+        str(pki / "police"),
+        "--response",
+        "ACCEPTED",
+        env=env,
+    )
     assert human.returncode == 0, human.stderr
     assert human.stdout.startswith(f"acknowledged {alert_id}: ACCEPTED")
 
@@ -54,8 +76,10 @@ def test_walkthrough_publish_watch_ack_verify_and_tamper(
     path = db.removeprefix("sqlite:///")
     with sqlite3.connect(path) as connection:
         connection.execute("DROP TRIGGER ledger_entries_no_update")
-        connection.execute("UPDATE ledger_entries SET body = CAST(REPLACE(CAST(body AS TEXT), "
-                           "'ACCEPTED', 'NOT_RELEVANT') AS BLOB) WHERE seq = 4")  # fmt: skip
+        connection.execute(
+            "UPDATE ledger_entries SET body = CAST(REPLACE(CAST(body AS TEXT), "
+            "'ACCEPTED', 'NOT_RELEVANT') AS BLOB) WHERE seq = 4"
+        )
         connection.execute(
             "CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries "
             "BEGIN SELECT RAISE(ABORT, 'append-only'); END"
@@ -69,17 +93,41 @@ def test_refusals_exit_non_zero_with_one_line_reasons(served: tuple[str, Path, s
     address, pki, _ = served
     env = {**os.environ, "SINERGI_SERVER": address}
     customs = str(pki / "customs")
-    denied = run("alert", "publish", "--identity", customs, "--category", "PASSPORT_HOLD",
-                 "--to", "police", "--summary", "x", "--json", env=env)  # fmt: skip
+    denied = run(
+        "alert",
+        "publish",
+        "--identity",
+        customs,
+        "--category",
+        "PASSPORT_HOLD",
+        "--to",
+        "police",
+        "--summary",
+        "x",
+        "--json",
+        env=env,
+    )
     assert denied.returncode == 1
     assert last_json(denied) == {
         "ok": False,
         "code": "PERMISSION_DENIED",
         "error": "PERMISSION_DENIED: agency 'customs' may not publish PASSPORT_HOLD alerts",
     }
-    invalid = run("alert", "publish", "--identity", str(pki / "immigration"), "--category",
-                  "PASSPORT_HOLD", "--to", "police", "--subject", "nik=123", "--summary", "x",
-                  env=env)  # fmt: skip
+    invalid = run(
+        "alert",
+        "publish",
+        "--identity",
+        str(pki / "immigration"),
+        "--category",
+        "PASSPORT_HOLD",
+        "--to",
+        "police",
+        "--subject",
+        "nik=123",
+        "--summary",
+        "x",
+        env=env,
+    )
     assert invalid.returncode == 1
     assert "alert.subjects[0].person.nik: must be 16 digits" in invalid.stderr
 
@@ -95,8 +143,18 @@ def test_usage_errors_exit_2_and_name_the_problem(workdir: Path) -> None:
     partial = run("alert", "watch", "--identity", str(workdir / "partial"))
     assert partial.returncode == 2
     assert "tls.key" in partial.stderr
-    category = run("alert", "publish", "--identity", str(pki / "immigration"), "--category",
-                   "NOPE", "--to", "police", "--summary", "x")  # fmt: skip
+    category = run(
+        "alert",
+        "publish",
+        "--identity",
+        str(pki / "immigration"),
+        "--category",
+        "NOPE",
+        "--to",
+        "police",
+        "--summary",
+        "x",
+    )
     assert category.returncode == 2
     assert "unknown category 'NOPE'" in category.stderr
     flag = run("alert", "publish", "--bogus")
@@ -105,9 +163,18 @@ def test_usage_errors_exit_2_and_name_the_problem(workdir: Path) -> None:
 
 def test_unreachable_exchange_exits_3(workdir: Path) -> None:
     pki = workdir / "certs" / "dev"
-    result = run("alert", "ack", "00000000-0000-4000-8000-000000000000", "--identity",
-                 str(pki / "police"), "--response", "RECEIVED", "--server", "127.0.0.1:1",
-                 "--json")  # fmt: skip
+    result = run(
+        "alert",
+        "ack",
+        "00000000-0000-4000-8000-000000000000",
+        "--identity",
+        str(pki / "police"),
+        "--response",
+        "RECEIVED",
+        "--server",
+        "127.0.0.1:1",
+        "--json",
+    )
     assert result.returncode == 3
     assert str(last_json(result)["error"]).startswith("exchange unreachable")
 
@@ -166,15 +233,28 @@ def _free_port() -> int:
 
 
 def test_verify_without_key_file_is_a_usage_error(tmp_path: Path) -> None:
-    result = run("ledger", "verify", "--db", f"sqlite:///{tmp_path / 'x.db'}",
-                 "--ledger-key", str(tmp_path / "missing.vkey"))  # fmt: skip
+    result = run(
+        "ledger",
+        "verify",
+        "--db",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--ledger-key",
+        str(tmp_path / "missing.vkey"),
+    )
     assert result.returncode == 2
     assert "missing.vkey" in result.stderr
 
 
 def test_serve_refuses_an_uninitialised_database(workdir: Path) -> None:
-    result = run("serve", "--db", f"sqlite:///{workdir / 'empty.db'}", "--pki",
-                 str(workdir / "certs" / "dev"), "--listen", "127.0.0.1:0")  # fmt: skip
+    result = run(
+        "serve",
+        "--db",
+        f"sqlite:///{workdir / 'empty.db'}",
+        "--pki",
+        str(workdir / "certs" / "dev"),
+        "--listen",
+        "127.0.0.1:0",
+    )
     assert result.returncode == 2
     assert "sinergi db init" in result.stderr
 

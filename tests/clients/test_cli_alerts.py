@@ -39,8 +39,9 @@ class Cli:
         return last_json(result)
 
     def publish(self, category: str, to: str, summary: str, *args: str) -> str:
-        published = self.ok("publish", "--category", category, "--to", to, "--summary", summary,
-                            *args)  # fmt: skip
+        published = self.ok(
+            "publish", "--category", category, "--to", to, "--summary", summary, *args
+        )
         return str(published["alert_id"])
 
 
@@ -108,9 +109,16 @@ def test_publish_to_every_member_reaches_those_whose_policy_receives_the_categor
 ) -> None:
     police, customs = Cli(served, "police"), Cli(served, "customs")
     alert_id = police.publish(
-        "TRAFFICKING_SUSPECT", "*", "Recruiter active in Batam", "--tlp", "GREEN",
-        "--region", "ID-RI", "--expires", "72h",
-    )  # fmt: skip
+        "TRAFFICKING_SUSPECT",
+        "*",
+        "Recruiter active in Batam",
+        "--tlp",
+        "GREEN",
+        "--region",
+        "ID-RI",
+        "--expires",
+        "72h",
+    )
     for agency in ("immigration", "labour"):
         shown = Cli(served, agency).ok("show", alert_id)
         current = shown["current"]
@@ -121,8 +129,17 @@ def test_publish_to_every_member_reaches_those_whose_policy_receives_the_categor
     assert hidden.returncode == 1
     assert last_json(hidden)["code"] == "NOT_FOUND"
 
-    red = police("publish", "--category", "TRAFFICKING_SUSPECT", "--to", "*", "--tlp", "RED",
-                 "--summary", "x")  # fmt: skip
+    red = police(
+        "publish",
+        "--category",
+        "TRAFFICKING_SUSPECT",
+        "--to",
+        "*",
+        "--tlp",
+        "RED",
+        "--summary",
+        "x",
+    )
     assert red.returncode == 2
     assert "TLP:RED" in _one_line(red.stderr)
 
@@ -133,8 +150,9 @@ def test_update_and_cancel_by_the_originator_and_the_thread_shows_them(served: S
         "PASSPORT_HOLD", "police,labour", "Applicant held", "--subject", "passport=C1234567"
     )
 
-    updated = immigration.ok("update", original, "--summary", "Passport cancelled",
-                             "--severity", "SEVERE")  # fmt: skip
+    updated = immigration.ok(
+        "update", original, "--summary", "Passport cancelled", "--severity", "SEVERE"
+    )
     update_id = updated["alert_id"]
     assert update_id != original
     assert updated["target_id"] == original
@@ -164,8 +182,10 @@ def test_update_and_cancel_by_the_originator_and_the_thread_shows_them(served: S
     history = shown["history"]
     assert isinstance(history, list)
     assert [m["message_type"] for m in history] == [
-        "MESSAGE_TYPE_ALERT", "MESSAGE_TYPE_UPDATE", "MESSAGE_TYPE_CANCEL",
-    ]  # fmt: skip
+        "MESSAGE_TYPE_ALERT",
+        "MESSAGE_TYPE_UPDATE",
+        "MESSAGE_TYPE_CANCEL",
+    ]
     assert [m["id"] for m in history] == [original, update_id, cancelled["alert_id"]]
     assert history[2]["summary"] == "Issued after review"
     assert all(m.get("references", [original]) == [original] for m in history[1:])
@@ -185,8 +205,10 @@ def test_update_and_cancel_by_the_originator_and_the_thread_shows_them(served: S
     assert watched.returncode == 0, watched.stderr
     deliveries = [json.loads(line) for line in watched.stdout.splitlines()]
     assert [d["alert"]["message_type"] for d in deliveries] == [
-        "MESSAGE_TYPE_ALERT", "MESSAGE_TYPE_UPDATE", "MESSAGE_TYPE_CANCEL",
-    ]  # fmt: skip
+        "MESSAGE_TYPE_ALERT",
+        "MESSAGE_TYPE_UPDATE",
+        "MESSAGE_TYPE_CANCEL",
+    ]
     assert [d["alert"].get("references") for d in deliveries[1:]] == [[original], [original]]
     cursors = [d["cursor"] for d in deliveries]
     assert cursors == sorted(cursors)
@@ -206,16 +228,19 @@ def test_list_filters_by_category_sender_state_and_time(served: Served) -> None:
     assert _ids(police.ok("list")) == [worker, suspect, hold]  # newest first
     assert _ids(police.ok("list", "--category", "PASSPORT_HOLD")) == [hold]
     assert _ids(police.ok("list", "--category", "PASSPORT_HOLD,TRAFFICKING_SUSPECT")) == [
-        suspect, hold,
-    ]  # fmt: skip
+        suspect,
+        hold,
+    ]
     assert _ids(police.ok("list", "--sender", "police")) == [suspect]
     assert _ids(police.ok("list", "--state", "CANCELLED")) == [worker]
     assert _ids(police.ok("list", "--state", "ACTIVE", "--sender", "immigration")) == [hold]
     assert _ids(police.ok("list", "--limit", "2")) == [worker, suspect]
     today = datetime.now(UTC).date()
     assert _ids(police.ok("list", "--since", today.isoformat(), "--until", today.isoformat())) == [
-        worker, suspect, hold,
-    ]  # fmt: skip
+        worker,
+        suspect,
+        hold,
+    ]
     tomorrow = (today + timedelta(days=1)).isoformat()
     assert _ids(police.ok("list", "--since", tomorrow)) == []
     # labour is addressed by the worker alert only. It also sees the TLP:AMBER suspect alert,
@@ -226,8 +251,16 @@ def test_list_filters_by_category_sender_state_and_time(served: Served) -> None:
     human = police("list")
     assert human.returncode == 0, human.stderr
     header, *rows = human.stdout.splitlines()
-    assert header.split() == ["CURSOR", "ID", "STATE", "CATEGORY", "TLP", "SENDER", "SENT",
-                              "SUMMARY"]  # fmt: skip
+    assert header.split() == [
+        "CURSOR",
+        "ID",
+        "STATE",
+        "CATEGORY",
+        "TLP",
+        "SENDER",
+        "SENT",
+        "SUMMARY",
+    ]
     assert [row.split()[1] for row in rows] == [worker, suspect, hold]
     assert rows[0].split()[2] == "CANCELLED"
     # Columns are aligned: every row's id starts where the header's ID does.
@@ -288,8 +321,16 @@ def test_search_finds_alerts_only_for_agencies_that_may_see_them(served: Served)
 def test_acks_lists_every_acknowledgement_for_the_originator(served: Served) -> None:
     immigration, police, labour = (Cli(served, a) for a in ("immigration", "police", "labour"))
     alert_id = immigration.publish("PASSPORT_HOLD", "police,labour", "Applicant held")
-    police.ok("ack", alert_id, "--response", "ACTION_TAKEN", "--case-ref", "LP/123/III/2025",
-              "--note", "Detained at the airport")  # fmt: skip
+    police.ok(
+        "ack",
+        alert_id,
+        "--response",
+        "ACTION_TAKEN",
+        "--case-ref",
+        "LP/123/III/2025",
+        "--note",
+        "Detained at the airport",
+    )
     labour.ok("ack", alert_id, "--response", "RECEIVED")
 
     mine = immigration.ok("acks", alert_id)
@@ -321,8 +362,17 @@ def test_acks_lists_every_acknowledgement_for_the_originator(served: Served) -> 
 
 def test_usage_errors_exit_2_with_one_line(workdir: Path) -> None:
     police = str(workdir / "certs" / "dev" / "police")
-    two = run("alert", "search", "--identity", police, "--passport", "C1234567",
-              "--nik", "3171012345678901", "--json")  # fmt: skip
+    two = run(
+        "alert",
+        "search",
+        "--identity",
+        police,
+        "--passport",
+        "C1234567",
+        "--nik",
+        "3171012345678901",
+        "--json",
+    )
     assert two.returncode == 2
     assert _one_line(two.stderr).startswith("sinergi: search by exactly one identifier")
     assert last_json(two)["ok"] is False
@@ -346,8 +396,20 @@ def test_usage_errors_exit_2_with_one_line(workdir: Path) -> None:
     assert nothing.returncode == 2
     assert "nothing to update" in _one_line(nothing.stderr)
 
-    expires = run("alert", "publish", "--identity", police, "--category", "OTHER", "--to",
-                  "immigration", "--summary", "x", "--expires", "soon")  # fmt: skip
+    expires = run(
+        "alert",
+        "publish",
+        "--identity",
+        police,
+        "--category",
+        "OTHER",
+        "--to",
+        "immigration",
+        "--summary",
+        "x",
+        "--expires",
+        "soon",
+    )
     assert expires.returncode == 2
     assert "--expires" in _one_line(expires.stderr)
 

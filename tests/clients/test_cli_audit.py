@@ -22,13 +22,16 @@ def week(tmp_path_factory: pytest.TempPathFactory, pki_template: Path) -> dict[s
     replay(url, ledger.load_signer(pki_template / "ledger.key", ORIGIN), ORIGIN)
     export = directory / "week.jsonl"
     assert run("ledger", "export", "--db", url, "--out", str(export)).returncode == 0
-    return {"db": url, "file": str(export), "key": str(pki_template / "ledger.vkey"),
-            "dir": str(directory)}  # fmt: skip
+    return {
+        "db": url,
+        "file": str(export),
+        "key": str(pki_template / "ledger.vkey"),
+        "dir": str(directory),
+    }
 
 
 def audit(week: dict[str, str], *args: str, source: str = "db") -> dict[str, object]:
-    result = run("audit", *args, f"--{source}", week[source], "--ledger-key", week["key"],
-                 "--json")  # fmt: skip
+    result = run("audit", *args, f"--{source}", week[source], "--ledger-key", week["key"], "--json")
     assert result.returncode == 0, result.stderr
     return last_json(result)
 
@@ -46,8 +49,9 @@ def test_who_accessed_from_the_database_and_from_an_export(
 
 
 def test_activity_denied_and_anomalies(week: dict[str, str]) -> None:
-    night = audit(week, "activity", SNOOP.id, "--since", "2026-11-05T17:00Z",
-                  "--until", "2026-11-05T23:00Z")  # fmt: skip
+    night = audit(
+        week, "activity", SNOOP.id, "--since", "2026-11-05T17:00Z", "--until", "2026-11-05T23:00Z"
+    )
     assert len(night["entries"]) == SNOOP_SEARCHES + 1  # type: ignore[arg-type]
     groups = audit(week, "denied")["groups"]
     assert [(g["principal"].rsplit("/", 1)[1], g["count"]) for g in groups] == [  # type: ignore[index, union-attr]
@@ -71,16 +75,21 @@ def test_a_tampered_ledger_gets_no_answers(week: dict[str, str], tmp_path: Path)
     lines[victim] = lines[victim].replace(b"officer/snoop", b"officer/budi")  # hide who it was
     forged = tmp_path / "forged.jsonl"
     forged.write_bytes(b"\n".join(lines))
-    result = run("audit", "who-accessed", TARGET, "--file", str(forged),
-                 "--ledger-key", week["key"])  # fmt: skip
+    result = run(
+        "audit", "who-accessed", TARGET, "--file", str(forged), "--ledger-key", week["key"]
+    )
     assert result.returncode == 1
     assert "ledger BROKEN" in result.stderr
     assert result.stdout == ""
 
 
 def test_usage_errors_exit_2(week: dict[str, str]) -> None:
-    for args in (["activity"], ["anomalies", "--timezone", "Mars/Olympus"],
-                 ["anomalies", "--working-hours", "late"], ["match"]):  # fmt: skip
+    for args in (
+        ["activity"],
+        ["anomalies", "--timezone", "Mars/Olympus"],
+        ["anomalies", "--working-hours", "late"],
+        ["match"],
+    ):
         result = run("audit", *args, "--db", week["db"], "--ledger-key", week["key"])
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("sinergi: "), args
@@ -95,9 +104,12 @@ def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> N
     assert "<script" not in html
     browser = require_tool("chromium", "chromium-browser", install="apt-get install chromium")
     rendered = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-         out.as_uri()], capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     text = re.sub(r"<[^>]+>", " ", rendered)
     assert "INTACT: 121 entries" in text
     assert f"{ORIGIN}, size 121" in text
@@ -108,9 +120,20 @@ def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> N
     assert "police (" in text
     assert rendered.count("<rect") >= 5  # a bar for each of the five days
     shot = Path(week["dir"]) / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                    f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()],
-                   capture_output=True, timeout=60, check=True)  # fmt: skip
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     assert shot.stat().st_size > 10_000
 
 
@@ -118,13 +141,36 @@ def test_match_and_server_source_against_a_running_exchange(
     served: tuple[str, Path, str],
 ) -> None:
     address, pki, db = served
-    published = run("alert", "publish", "--identity", str(pki / "immigration"), "--server",
-                    address, "--category", "PASSPORT_HOLD", "--to", "police", "--summary", "x",
-                    "--subject", "passport=C7654321", "--json")  # fmt: skip
+    published = run(
+        "alert",
+        "publish",
+        "--identity",
+        str(pki / "immigration"),
+        "--server",
+        address,
+        "--category",
+        "PASSPORT_HOLD",
+        "--to",
+        "police",
+        "--summary",
+        "x",
+        "--subject",
+        "passport=C7654321",
+        "--json",
+    )
     alert_id = str(last_json(published)["alert_id"])
     for passport in ("C7654321", "c7654321 "):  # the same person, typed loosely
-        found = run("alert", "search", "--identity", str(pki / "police"), "--server", address,
-                    "--passport", passport, "--json")  # fmt: skip
+        found = run(
+            "alert",
+            "search",
+            "--identity",
+            str(pki / "police"),
+            "--server",
+            address,
+            "--passport",
+            passport,
+            "--json",
+        )
         assert found.returncode == 0, found.stderr
     key = ["--ledger-key", str(pki / "ledger.vkey")]
     searches = run("audit", "match", "--passport", "C7654321", "--db", db, *key, "--json")
@@ -134,8 +180,17 @@ def test_match_and_server_source_against_a_running_exchange(
     stored = run("audit", "match", "--alert", alert_id, "--db", db, *key, "--json")
     assert [e["action"] for e in last_json(stored)["entries"]] == ["PUBLISH"]  # type: ignore[index, union-attr]
     # Through the exchange, as the auditor: the exchange records that read.
-    remote = run("audit", "who-accessed", alert_id, "--server", address, "--identity",
-                 str(pki / "internal-affairs"), *key, "--json")  # fmt: skip
+    remote = run(
+        "audit",
+        "who-accessed",
+        alert_id,
+        "--server",
+        address,
+        "--identity",
+        str(pki / "internal-affairs"),
+        *key,
+        "--json",
+    )
     assert remote.returncode == 0, remote.stderr
     actions = [e["action"] for e in last_json(remote)["entries"]]  # type: ignore[index, union-attr]
     assert actions == ["PUBLISH", "SEARCH", "SEARCH"]

@@ -24,8 +24,12 @@ def test_config_show_names_the_source_of_each_setting(tmp_path: Path) -> None:
         'server = "10.0.0.5:50051"\nidentity = "ids/police"\ndb = "sqlite:///file.db"\n',
         encoding="utf-8",
     )
-    env = {**CLEAN, "SINERGI_CONFIG": str(config), "SINERGI_DB": "sqlite:///env.db",
-           "SINERGI_SERVER": "10.9.9.9:50051"}  # fmt: skip
+    env = {
+        **CLEAN,
+        "SINERGI_CONFIG": str(config),
+        "SINERGI_DB": "sqlite:///env.db",
+        "SINERGI_SERVER": "10.9.9.9:50051",
+    }
     result = run("config", "show", "--server", "flag:1", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert _settings(result) == {
@@ -33,6 +37,7 @@ def test_config_show_names_the_source_of_each_setting(tmp_path: Path) -> None:
         "db": ("sqlite:///env.db", "env"),  # env over file
         "identity": (str(tmp_path / "ids" / "police"), "file"),  # relative to the file
         "ledger_key": (None, "default"),
+        "witness_policy": (None, "default"),
     }
     assert last_json(result)["config_file"] == {"path": str(config), "exists": True}
 
@@ -53,6 +58,7 @@ def test_without_a_file_the_defaults_apply(tmp_path: Path) -> None:
         "db": ("sqlite:///var/sinergi.db", "default"),
         "identity": (None, "default"),
         "ledger_key": (None, "default"),
+        "witness_policy": (None, "default"),
     }
     assert last_json(result)["config_file"] == {
         "path": str(tmp_path / "sinergi" / "config.toml"),
@@ -86,7 +92,7 @@ def test_a_broken_config_file_is_a_one_line_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"sinergi: config file {config}: unknown key 'colour' "
-        "(keys: server, identity, db, ledger_key)"
+        "(keys: server, identity, db, ledger_key, witness_policy)"
     )
     config.write_text("server = [", encoding="utf-8")
     invalid = run("config", "show", env=env)

@@ -14,8 +14,19 @@ def publish_some(address: str, pki: Path, count: int) -> None:
     env = {**os.environ, "SINERGI_SERVER": address}
     for i in range(count):
         immigration = str(pki / "immigration")
-        result = run("alert", "publish", "--identity", immigration, "--category", "PASSPORT_HOLD",
-                     "--to", "police", "--summary", f"alert {i}", env=env)  # fmt: skip
+        result = run(
+            "alert",
+            "publish",
+            "--identity",
+            immigration,
+            "--category",
+            "PASSPORT_HOLD",
+            "--to",
+            "police",
+            "--summary",
+            f"alert {i}",
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -82,15 +93,18 @@ def test_checkpoint_prove_and_consistency(served: tuple[str, Path, str], tmp_pat
     first = run("ledger", "checkpoint", *police, *key, "--out", str(kept), "--json")
     assert first.returncode == 0, first.stderr
     old = int(last_json(first)["size"])  # type: ignore[call-overload]
-    assert kept.read_bytes().decode().startswith(f"sinergi.dev/ledger\n{old}\n")
+    origin, size, *_ = kept.read_bytes().decode().splitlines()
+    assert (origin, size) == (last_json(first)["origin"], str(old))
+    assert origin.startswith("sinergi.dev/ledger")  # the key's name, or a ledger under it
     publish_some(address, pki, 2)
     sizes = checkpoint_sizes(db)
     new = sizes[-1]
     local = run("ledger", "consistency", str(sizes[0]), str(new), "--db", db, *key, "--json")
     assert local.returncode == 0, local.stderr
     assert last_json(local)["proof"]
-    remote = run("ledger", "consistency", str(old), str(new), *police, *key,
-                 "--checkpoint", str(kept))  # fmt: skip
+    remote = run(
+        "ledger", "consistency", str(old), str(new), *police, *key, "--checkpoint", str(kept)
+    )
     assert remote.returncode == 0, remote.stderr
     assert f"checkpoint {old} is a prefix of checkpoint {new}" in remote.stdout
     proved = run("ledger", "prove", "1", "--db", db, *key)

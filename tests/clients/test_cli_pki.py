@@ -32,8 +32,20 @@ def deployment(tmp_path: Path) -> Path:
 
 def test_init_agency_ca_issue(deployment: Path, tmp_path: Path) -> None:
     out = tmp_path / "budi"
-    result = sinergi("pki", "issue", "officer", "budi", "--agency", "police",
-                     "--out", str(out), "--dir", str(deployment), "--days", "90")  # fmt: skip
+    result = sinergi(
+        "pki",
+        "issue",
+        "officer",
+        "budi",
+        "--agency",
+        "police",
+        "--out",
+        str(out),
+        "--dir",
+        str(deployment),
+        "--days",
+        "90",
+    )
     cert = result["certificate"]
     assert isinstance(cert, dict)
     assert cert["identity"] == "spiffe://timpora.test/agency/police/officer/budi"
@@ -54,10 +66,19 @@ def test_init_agency_ca_issue(deployment: Path, tmp_path: Path) -> None:
     assert stat.S_IMODE((deployment / "agencies" / "police" / "ca.key").stat().st_mode) == 0o600
     # OpenSSL agrees: the chain verifies against the root alone, name constraint included.
     verified = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(deployment / "root" / "ca.crt"),
-         "-untrusted", str(out / "tls.crt"), str(out / "tls.crt")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(deployment / "root" / "ca.crt"),
+            "-untrusted",
+            str(out / "tls.crt"),
+            str(out / "tls.crt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verified.returncode == 0, verified.stderr
 
 
@@ -67,8 +88,18 @@ def test_refuses_to_overwrite(deployment: Path, tmp_path: Path) -> None:
     failed = sinergi("pki", "agency-ca", "police", "--dir", str(deployment), code=2)
     assert "refusing to replace" in str(failed["error"])
     out = str(tmp_path / "gw")
-    args = ("pki", "issue", "system", "gw", "--agency", "police", "--out", out,
-            "--dir", str(deployment))  # fmt: skip
+    args = (
+        "pki",
+        "issue",
+        "system",
+        "gw",
+        "--agency",
+        "police",
+        "--out",
+        out,
+        "--dir",
+        str(deployment),
+    )
     first = sinergi(*args)
     failed = sinergi(*args, code=2)
     assert "refusing to overwrite" in str(failed["error"])
@@ -77,19 +108,41 @@ def test_refuses_to_overwrite(deployment: Path, tmp_path: Path) -> None:
 
 
 def test_agency_without_ca_and_wrong_kind(deployment: Path, tmp_path: Path) -> None:
-    failed = sinergi("pki", "issue", "system", "gw", "--agency", "customs",
-                     "--out", str(tmp_path / "x"), "--dir", str(deployment), code=2)  # fmt: skip
+    failed = sinergi(
+        "pki",
+        "issue",
+        "system",
+        "gw",
+        "--agency",
+        "customs",
+        "--out",
+        str(tmp_path / "x"),
+        "--dir",
+        str(deployment),
+        code=2,
+    )
     assert "sinergi pki agency-ca customs" in str(failed["error"])
     assert not (tmp_path / "x").exists()
 
 
 def test_revoke_crl_list(deployment: Path, tmp_path: Path) -> None:
     out = tmp_path / "laptop"
-    issued = sinergi("pki", "issue", "officer", "sari", "--agency", "police",
-                     "--out", str(out), "--dir", str(deployment))  # fmt: skip
+    issued = sinergi(
+        "pki",
+        "issue",
+        "officer",
+        "sari",
+        "--agency",
+        "police",
+        "--out",
+        str(out),
+        "--dir",
+        str(deployment),
+    )
     serial = issued["certificate"]["serial"]  # type: ignore[index]
-    revoked = sinergi("pki", "revoke", str(serial), "--reason", "keyCompromise",
-                      "--dir", str(deployment))  # fmt: skip
+    revoked = sinergi(
+        "pki", "revoke", str(serial), "--reason", "keyCompromise", "--dir", str(deployment)
+    )
     assert revoked["newly_revoked"] is True
     again = sinergi("pki", "revoke", str(out), "--reason", "superseded", "--dir", str(deployment))
     assert again["newly_revoked"] is False  # the first record stands
@@ -106,19 +159,40 @@ def test_revoke_crl_list(deployment: Path, tmp_path: Path) -> None:
     rows = {c["identity"]: c for c in listed["certificates"]}  # type: ignore[union-attr,index]
     assert rows["spiffe://timpora.test/agency/police/officer/sari"]["revoked"] == "keyCompromise"
     assert rows["spiffe://timpora.test/agency/police"]["revoked"] is None
-    unknown = sinergi("pki", "revoke", "abcdef", "--reason", "superseded",
-                      "--dir", str(deployment), code=2)  # fmt: skip
+    unknown = sinergi(
+        "pki", "revoke", "abcdef", "--reason", "superseded", "--dir", str(deployment), code=2
+    )
     assert "no certificate with serial abcdef" in str(unknown["error"])
 
 
 def test_list_table_and_expiry_warning(deployment: Path, tmp_path: Path) -> None:
-    sinergi("pki", "issue", "officer", "soon", "--agency", "police", "--days", "5",
-            "--out", str(tmp_path / "soon"), "--dir", str(deployment))  # fmt: skip
+    sinergi(
+        "pki",
+        "issue",
+        "officer",
+        "soon",
+        "--agency",
+        "police",
+        "--days",
+        "5",
+        "--out",
+        str(tmp_path / "soon"),
+        "--dir",
+        str(deployment),
+    )
     result = CliRunner().invoke(cli, ["pki", "list", "--dir", str(deployment)])
     assert result.exit_code == 0
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["SUBJECT", "SAN", "IDENTITY", "SERIAL", "ISSUER", "NOT", "AFTER",
-                              "REVOKED"]  # fmt: skip
+    assert header.split() == [
+        "SUBJECT",
+        "SAN",
+        "IDENTITY",
+        "SERIAL",
+        "ISSUER",
+        "NOT",
+        "AFTER",
+        "REVOKED",
+    ]
     serials = {row[header.index("SERIAL") :].split()[0] for row in rows}  # columns aligned
     assert all(int(serial, 16) for serial in serials)
     assert len(serials) == len(rows)
@@ -129,8 +203,19 @@ def test_list_table_and_expiry_warning(deployment: Path, tmp_path: Path) -> None
 
 def test_renew_keeps_names_and_replaces_key(deployment: Path, tmp_path: Path) -> None:
     out = tmp_path / "server"
-    sinergi("pki", "issue", "server", "--dns", "localhost", "--ip", "127.0.0.1",
-            "--out", str(out), "--dir", str(deployment))  # fmt: skip
+    sinergi(
+        "pki",
+        "issue",
+        "server",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        str(out),
+        "--dir",
+        str(deployment),
+    )
     before = load_identity(out)
     renewed = sinergi("pki", "renew", str(out), "--dir", str(deployment), "--days", "30")
     after = load_identity(out)
@@ -138,8 +223,10 @@ def test_renew_keeps_names_and_replaces_key(deployment: Path, tmp_path: Path) ->
     assert after.certificate.subject == before.certificate.subject
     assert after.key_pem != before.key_pem
     san = x509.SubjectAlternativeName
-    assert (after.certificate.extensions.get_extension_for_class(san).value
-            == before.certificate.extensions.get_extension_for_class(san).value)  # fmt: skip
+    assert (
+        after.certificate.extensions.get_extension_for_class(san).value
+        == before.certificate.extensions.get_extension_for_class(san).value
+    )
 
 
 def test_passphrase_protected_ca(tmp_path: Path) -> None:
@@ -148,13 +235,29 @@ def test_passphrase_protected_ca(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("battery staple\n")
     directory = str(tmp_path / "pki")
-    sinergi("pki", "init", "--dir", directory, "--trust-domain", "t.test",
-            "--passphrase-file", str(secret))  # fmt: skip
+    sinergi(
+        "pki",
+        "init",
+        "--dir",
+        directory,
+        "--trust-domain",
+        "t.test",
+        "--passphrase-file",
+        str(secret),
+    )
     assert b"ENCRYPTED" in (tmp_path / "pki" / "root" / "ca.key").read_bytes()
     failed = sinergi("pki", "agency-ca", "police", "--dir", directory, code=2)
     assert "--passphrase-file" in str(failed["error"])
-    failed = sinergi("pki", "agency-ca", "police", "--dir", directory,
-                     "--root-passphrase-file", str(wrong), code=2)  # fmt: skip
+    failed = sinergi(
+        "pki",
+        "agency-ca",
+        "police",
+        "--dir",
+        directory,
+        "--root-passphrase-file",
+        str(wrong),
+        code=2,
+    )
     assert "wrong passphrase" in str(failed["error"])
     sinergi("pki", "agency-ca", "police", "--dir", directory, "--root-passphrase-file", str(secret))
     assert Pki.open(directory).agencies() == ["police"]

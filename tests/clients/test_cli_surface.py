@@ -37,7 +37,9 @@ NEEDS: dict[tuple[str, ...], list[str]] = {
     ("ledger", "checkpoint"): [],
     ("ledger", "consistency"): ["1", "2", "--checkpoint", "kept.note"],
     ("ledger", "prove"): ["1"],
+    ("ledger", "trust"): ["sinergi.dev/ledger/20261207-3f9a01c2"],
     ("ledger", "verify"): [],
+    ("witness", "status"): [],
 }
 SHOWS_ONLY = {("config", "show")}  # prints the setting, never loads it
 
@@ -144,8 +146,16 @@ def test_shell_completion_script_is_generated() -> None:
     assert result.returncode == 0, result.stderr
     assert "_SINERGI_COMPLETE=bash_complete" in result.stdout
     words = subprocess.run(
-        [*SINERGI], capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "_SINERGI_COMPLETE": "bash_complete", "COMP_WORDS": "sinergi al",
-             "COMP_CWORD": "1"},
-    )  # fmt: skip
+        [*SINERGI],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "_SINERGI_COMPLETE": "bash_complete",
+            "COMP_WORDS": "sinergi al",
+            "COMP_CWORD": "1",
+        },
+    )
     assert "plain,alert" in words.stdout.splitlines()

@@ -13,8 +13,12 @@ def test_demo_tells_the_story_against_a_real_exchange(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path), "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "clients.examples.demo"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     hold = re.search(r"^  published (\S+)$", out, re.MULTILINE)
@@ -36,6 +40,9 @@ def test_demo_tells_the_story_against_a_real_exchange(tmp_path: Path) -> None:
     assert re.search(rf"^  {re.escape(officer)} +NOT_FOUND +1 +GetAlert ", out, re.MULTILINE)
     assert re.search(r"ACK +spiffe://sinergi\.dev/agency/police/system/gateway", out)
     # Police checked immigration's signature on the hold before acting on it.
-    assert re.search(r"signature +verified: spiffe://sinergi\.dev/agency/immigration/system/"
-                     r"gateway at ", out)  # fmt: skip
+    assert re.search(
+        r"signature +verified: spiffe://sinergi\.dev/agency/immigration/system/"
+        r"gateway at ",
+        out,
+    )
     assert list(tmp_path.iterdir()) == []  # its PKI, database and server are gone

@@ -53,8 +53,12 @@ def node_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy2(source, copy / source.name)
     installed = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-        cwd=copy, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if installed.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"npm ci failed:\n{installed.stderr}")
@@ -118,7 +122,7 @@ def test_node_client_publishes_over_mtls_and_the_ledger_names_it(
     assert [e.actor.id for e in reads] == [printed["sender"]]
     # The checkpoint Node verified the receipt against is the ledger's own at that size.
     checkpoint = printed["checkpoint"]
-    assert checkpoint["origin"] == ORIGIN
+    assert ledger.under_key(checkpoint["origin"], ORIGIN)
     assert printed["seq"] <= checkpoint["size"]
     root = ledger.root_of([e.hash for e in entries[: checkpoint["size"]]])
     assert checkpoint["root"] == root.hex()
@@ -230,7 +234,7 @@ class Published:
             return ledger.root_of(leaves[index << level : (index + 1) << level])
 
         note = ledger.sign_checkpoint(
-            ledger.Checkpoint(ORIGIN, seq, ledger.root_of(leaves)), [self.signer()]
+            ledger.Checkpoint(self.checkpoint.origin, seq, ledger.root_of(leaves)), [self.signer()]
         )
         return ledger_pb2.Receipt(
             seq=seq,
@@ -278,7 +282,11 @@ def test_node_accepts_a_real_receipt(node_example: Path, published: Published) -
         "seq": published.receipt.seq,
         "action": "PUBLISH",
         "actor": IMMIGRATION,
-        "checkpoint": {"origin": ORIGIN, "size": checkpoint.size, "root": checkpoint.root.hex()},
+        "checkpoint": {
+            "origin": checkpoint.origin,
+            "size": checkpoint.size,
+            "root": checkpoint.root.hex(),
+        },
     }
 
 
@@ -351,7 +359,7 @@ def another_origin(p: Published) -> str:
     p.receipt.checkpoint.note = ledger.sign_checkpoint(elsewhere, [p.signer()])
     return (
         'checkpoint does not verify: checkpoint is for origin "elsewhere.example/ledger", '
-        f'not "{ORIGIN}"'
+        f'not a ledger of the key "{ORIGIN}"'
     )
 
 

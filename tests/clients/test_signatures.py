@@ -23,9 +23,13 @@ def _stored(pki: Path, who: str = "immigration", sent: datetime | None = None) -
     assert identity.spiffe_id is not None
     request = exchange_pb2.PublishRequest(
         idempotency_key="k1",
-        alert=new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="held",
-                        subjects=parse_subjects(["passport=C1234567"])),
-    )  # fmt: skip
+        alert=new_alert(
+            category="PASSPORT_HOLD",
+            recipients=["police"],
+            summary="held",
+            subjects=parse_subjects(["passport=C1234567"]),
+        ),
+    )
     sign_request(request, Signer(identity.key_pem), identity.spiffe_id)
     alert = alert_pb2.Alert()
     alert.CopyFrom(request.alert)

@@ -3,8 +3,8 @@
 // verify_receipt, ledger/_note.py, ledger/_merkle.py, ledger/_entry.py), and checks the
 // checkpoint's origin as well; the byte formats are in docs/ledger-format.md.
 //
-//   1. the checkpoint is a C2SP signed note that the ledger's Ed25519 key signed, for the
-//      ledger's origin (section 3);
+//   1. the checkpoint is a C2SP signed note that the ledger's Ed25519 key signed, for a ledger
+//      of that key: its name, or an origin under it (section 3);
 //   2. the entry hash is the RFC 6962 leaf hash of the entry bytes (section 1.3);
 //   3. the inclusion proof of leaf seq - 1 leads to the checkpoint's root (section 2.4);
 //   4. the entry records what was asked, by the caller's own agency (section 5).
@@ -261,6 +261,13 @@ function openCheckpoint(note, verifiers, { origin } = {}) {
   return checkpoint;
 }
 
+// Whether a checkpoint of `origin` may be signed by the key named `keyName`: the name itself
+// (ledgers from before per-ledger origins) or a ledger under it, `<key name>/<yyyymmdd>-<8 hex>`
+// (ledger.under_key).
+function underKey(origin, keyName) {
+  return origin === keyName || origin.startsWith(`${keyName}/`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inclusion proofs (RFC 9162 section 2.1.3.2; docs/ledger-format.md 2.4)
 
@@ -461,13 +468,18 @@ function loadVerifier(file) {
 // Check `receipt` (a sinergi.v1.Receipt as @grpc/proto-loader gives it with keepCase: bytes as
 // Buffers, seq as a string, number or bigint) for the act `action` on `object` by principal `me`
 // (principalOf). Returns { seq, entry, checkpoint }; throws ReceiptError naming what is wrong.
-// A verifier must check the checkpoint's origin (docs/ledger-format.md 3.1); `origin` defaults
-// to the ledger key's name, since the exchange names its key after its log (tlog-checkpoint).
-function verifyReceipt(receipt, { action, object, me, verifiers, origin = verifiers[0]?.name }) {
+// A verifier must check the checkpoint's origin (docs/ledger-format.md 3.1). Each ledger the
+// exchange creates has its own origin under its key's name, so by default the origin must be a
+// ledger of a trusted key (underKey); pass `origin` to require one ledger, the one you keep.
+function verifyReceipt(receipt, { action, object, me, verifiers, origin }) {
   const note = receipt.checkpoint?.note;
   let checkpoint;
   try {
     checkpoint = openCheckpoint(Buffer.from(note || []), verifiers, { origin });
+    if (origin === undefined && !verifiers.some((v) => underKey(checkpoint.origin, v.name))) {
+      const [found, key] = [checkpoint.origin, verifiers[0]?.name].map((o) => JSON.stringify(o));
+      throw new NoteError(`checkpoint is for origin ${found}, not a ledger of the key ${key}`);
+    }
   } catch (err) {
     throw wrap(err, "checkpoint does not verify");
   }
@@ -516,7 +528,7 @@ function wrap(err, context) {
 
 module.exports = {
   LedgerError, NoteError, ProofError, EncodingError, ReceiptError,
-  leafHash, nodeHash, keyId, parseVerifierKey, openNote, parseCheckpoint, openCheckpoint,
+  leafHash, nodeHash, keyId, parseVerifierKey, openNote, parseCheckpoint, openCheckpoint, underKey,
   verifyInclusion, canonicalJson, decodeEntry, parseSpiffeId, principalOf,
   findLedgerKey, loadVerifier, verifyReceipt,
 };
