@@ -67,6 +67,11 @@ proto-check: install
 # directories, and stop when the exchange in the foreground stops (Ctrl-C). `pki dev` made them.
 DEV_WITNESSES := internal-affairs:50061 police:50062
 
+# The development exchange may start a new ledger when var/ was deleted (--new-ledger; it has
+# no effect on a ledger that has entries): without it, the exchange, which remembers the ledgers
+# it signed (certs/dev/ledger.signed.json), takes an emptied database for a deleted ledger and
+# refuses every write, as it must in production. Identities that witnessed the old ledger then
+# say how to trust the new one (sinergi ledger trust).
 run: install
 	@mkdir -p var
 	$(SINERGI) pki dev --dir $(DEV_PKI)
@@ -78,7 +83,7 @@ run: install
 	    --listen 127.0.0.1:$${witness##*:} & pids+=($$!); \
 	done; \
 	$(SINERGI) serve --db $(DB) --pki $(DEV_PKI) --kek-file $(KEK) \
-	  --witness-policy $(DEV_PKI)/witness-policy --print-next-steps
+	  --witness-policy $(DEV_PKI)/witness-policy --print-next-steps --new-ledger
 
 lint: install
 	$(BIN)/ruff check .

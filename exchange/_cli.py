@@ -160,6 +160,12 @@ def _fail(message: str, as_json: bool) -> None:
     help="Requests at once above the rate [default 100].",
 )
 @click.option(
+    "--new-ledger",
+    is_flag=True,
+    help="Start a new ledger on an empty database although this exchange signed another "
+    "(an operator's decision, recorded in the log: docs/operations.md).",
+)
+@click.option(
     "--check-config",
     is_flag=True,
     help="Check configuration, policy, PKI files and database, then exit without serving.",
@@ -190,6 +196,7 @@ def serve(
     max_message_bytes: int | None,
     rate_limit: float | None,
     rate_burst: int | None,
+    new_ledger: bool,
     check_config: bool,
     upgrade: bool,
     print_next_steps: bool,
@@ -222,6 +229,7 @@ def serve(
         "max_message_bytes": max_message_bytes,
         "rate_limit": rate_limit,
         "rate_burst": rate_burst,
+        "new_ledger": new_ledger or None,
     }
     try:
         values = dict(load_config(config_file).values) if config_file else {}
@@ -265,6 +273,7 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
             "rate_burst",
             "keepalive_seconds",
             "max_connection_age_seconds",
+            "new_ledger",
         )
         if key in values
     }

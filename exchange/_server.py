@@ -92,6 +92,9 @@ class ServerConfig:
     # Key-encryption keys for bodies at rest (exchange/_sealing.py); None: SINERGI_KEK if set,
     # else bodies are stored in plain (a warning at start).
     kek_file: Path | None = None
+    # Start a new ledger on an empty database although this exchange signed another one: an
+    # operator's decision (`sinergi serve --new-ledger`), never a default (docs/operations.md).
+    new_ledger: bool = False
 
     @property
     def key_name(self) -> str:
@@ -203,6 +206,16 @@ def load_witness_policy(path: Path, signers: list[ledger.Signer]) -> WitnessPoli
     return policy
 
 
+def _emptied(signed: dict[str, tuple[int, bytes]]) -> str:
+    origin, (size, root) = max(signed.items(), key=lambda item: item[1][0])
+    entries = "1 entry" if size == 1 else f"{size} entries"
+    return (
+        f"the database holds no ledger, but this exchange signed {entries} of the ledger "
+        f"{origin} (root {root.hex()}): the ledger was deleted, or the database replaced "
+        "(a new ledger on purpose: start once with --new-ledger)"
+    )
+
+
 def stored_origin(connection: Connection, key_name: str) -> str | None:
     """The origin of the stored ledger (None while it is empty), which must be one the ledger
     key signs for (its name, or under it)."""
@@ -260,6 +273,17 @@ class ExchangeServer:
         #: START entry, the first, records it)
         self.origin = found or ledger.new_origin(config.key_name, datetime.now(UTC).date())
         self.new_ledger = found is None
+        #: ledgers this exchange signed before, which a new ledger replaces: an emptied database
+        #: looks like a new one, so a new ledger needs the operator's word (config.new_ledger)
+        self.replaces = (
+            {
+                origin: head
+                for origin, head in self.history.origins().items()
+                if ledger.under_key(origin, config.key_name)
+            }
+            if self.new_ledger
+            else {}
+        )
         self.metrics = Metrics()
         self.metrics.certificate("server", self._identity.certificate.not_valid_after_utc)
         observers: list[Callable[[BatchStats], None]] = [self.metrics.ledger_batch]
@@ -303,6 +327,14 @@ class ExchangeServer:
             else f"x509:{self._identity.certificate.subject.rfc4514_string()}",
             self._identity.fingerprint,
         )
+        if self.replaces and not self.config.new_ledger:
+            self.ledger.halt(RolledBack(_emptied(self.replaces)))
+        elif self.replaces:
+            _log.warning(
+                "a new ledger replaces ledgers this exchange signed",
+                origin=self.origin,
+                replaces=sorted(self.replaces),
+            )
         start = _entries.start(actor, self.policy.digest, self.origin)
         with contextlib.suppress(RolledBack):  # the writer halted: reported below
             await asyncio.wrap_future(self.ledger.submit(self._start_work(start)))

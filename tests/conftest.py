@@ -23,7 +23,6 @@ import ledger
 import ledger.store
 from certs import create_dev_pki
 from exchange import ExchangeServer, ServerConfig, initialise_database
-from ledger.store import _schema
 
 T = TypeVar("T")
 PG_URL = os.environ.get("SINERGI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -144,17 +143,17 @@ def sqlite_url(tmp_path: Path) -> str:
 def as_dba(url: str, *statements: str, restore: bool = False) -> None:
     """What a database administrator can do: drop the guards, rewrite rows, put the guards back."""
     engine = sqlalchemy.create_engine(url)
+    postgres = engine.dialect.name == "postgresql"
     with engine.begin() as connection:
-        for table in ("ledger_entries", "ledger_nodes", "ledger_checkpoints"):
+        for table in ledger.store.APPEND_ONLY_TABLES:
             for op in ("update", "delete", "truncate"):
-                connection.execute(sqlalchemy.text(f"DROP TRIGGER IF EXISTS {table}_no_{op}"
-                                        + (f" ON {table}" if engine.dialect.name == "postgresql"
-                                           else "")))  # fmt: skip
+                on = f" ON {table}" if postgres else ""
+                connection.execute(sqlalchemy.text(f"DROP TRIGGER IF EXISTS {table}_no_{op}{on}"))
         for statement in statements:
             connection.execute(sqlalchemy.text(statement))
         if restore:
-            for table in (_schema.entries, _schema.nodes, _schema.checkpoints):
-                _schema._create_triggers(table, connection)
+            for table in ledger.store.APPEND_ONLY_TABLES:
+                ledger.store.install_triggers(connection, table)
     engine.dispose()
 
 

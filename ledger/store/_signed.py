@@ -66,6 +66,11 @@ class SignedHistory:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StorageError(f"{self.path} is not a signed-history file: {exc!r}") from None
 
+    def origins(self) -> dict[str, tuple[int, bytes]]:
+        """Every origin this exchange signed, with the newest (size, root) of each."""
+        with self._lock:
+            return dict(self._heads)
+
     def signed(self, origin: str) -> tuple[int, bytes] | None:
         """The newest (size, root) signed for ``origin``, or None."""
         with self._lock:

@@ -351,7 +351,8 @@ def test_each_new_ledger_has_an_origin_of_its_own_and_keeps_it(
     urls = [f"sqlite:///{tmp_path / f'{name}.db'}" for name in ("one", "two")]
     for url in urls:
         initialise_database(url)
-    one, two = (start_server(url) for url in urls)
+    # The second is a new ledger of an exchange that signed the first: on purpose, so said.
+    one, two = start_server(urls[0]), start_server(urls[1], new_ledger=True)
     assert one.server.origin != two.server.origin
     for running in (one, two):
         assert re.fullmatch(rf"{ORIGIN}/\d{{8}}-[0-9a-f]{{8}}", running.server.origin)
@@ -369,6 +370,30 @@ def test_each_new_ledger_has_an_origin_of_its_own_and_keeps_it(
     assert ledger.open_checkpoint(publish(again)[0].receipt.checkpoint.note, [verifier]).origin == (
         origin
     )
+
+
+def test_an_emptied_database_is_not_taken_for_a_new_ledger(
+    start_server: Callable[..., RunningServer],
+    db_url: str,
+    verifier: ledger.Verifier,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every row deleted looks like a new database; the exchange remembers it signed another
+    ledger and refuses to start a new one until told to (--new-ledger)."""
+    running = start_server(db_url)
+    old = running.server.origin
+    size = size_of(publish(running, 2)[-1], verifier)
+    running.server_thread.stop()
+    as_dba(db_url, *(f"DELETE FROM {table}" for table in ledger.store.APPEND_ONLY_TABLES))
+    emptied = start_server(db_url)
+    assert emptied.server.origin != old
+    assert_halted(emptied, f"signed {size} entries of the ledger {old}", caplog)
+    assert emptied.entries() == []  # not even a START: nothing was signed over the old one
+    emptied.server_thread.stop()
+    chosen = start_server(db_url, new_ledger=True)
+    assert chosen.server.origin != old
+    assert [e.action for e in chosen.entries()] == [Action.START]
+    publish(chosen)
 
 
 def test_a_ledger_from_before_per_ledger_origins_keeps_the_key_name(
