@@ -15,7 +15,7 @@ from typing import TypeVar
 import grpc
 
 from certs import CertsError, Identity, Signer, SpiffeId, TrustAnchors, load_identity
-from clients._errors import Unreachable, UsageError, VerificationFailed, from_rpc_error
+from clients._errors import Refused, Unreachable, UsageError, VerificationFailed, from_rpc_error
 from clients._signatures import (
     SignatureFailed,
     SignedBy,
@@ -361,11 +361,13 @@ class ExchangeClient:
                 return
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                # A refused server certificate stays refused: resuming would loop for ever.
+                # A refused server certificate stays refused, and a halted ledger stays halted
+                # until an operator acts: resuming would loop for ever.
                 if (
                     not reconnect
                     or exc.code() not in RESUMABLE
                     or isinstance(error, VerificationFailed)
+                    or (exc.code() == grpc.StatusCode.UNAVAILABLE and isinstance(error, Refused))
                 ):
                     raise error from None
                 retry += 1

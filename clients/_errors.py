@@ -65,6 +65,12 @@ _SERVER_CERTIFICATE_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "Hostname Verificati
 _CLOSED_AFTER_HANDSHAKE = re.compile(r"failed to connect to all addresses.*: Socket closed$")
 
 
+#: The exchange's ``google.rpc.ErrorInfo`` domain, and the reason it gives when its ledger
+#: writer has halted (docs/api.md, "Status codes").
+ERROR_DOMAIN = "sinergi.dev"
+LEDGER_HALTED = "LEDGER_HALTED"
+
+
 def from_rpc_error(error: grpc.RpcError) -> ClientError:
     """The typed error for a failed call, returned for the caller to raise:
     :class:`VerificationFailed` when this client refused the exchange's TLS certificate,
@@ -72,6 +78,19 @@ def from_rpc_error(error: grpc.RpcError) -> ClientError:
     status as ``.code`` and the fields the exchange named as ``.violations``."""
     code: grpc.StatusCode = error.code()
     details: str = error.details() or code.name
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    reasons = set()
+    violations: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        bad, info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
+        if detail.Unpack(bad):
+            violations.extend((v.field, v.description) for v in bad.field_violations)
+        elif detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            reasons.add(info.reason)
+    if code == grpc.StatusCode.UNAVAILABLE and LEDGER_HALTED in reasons:
+        # Not an outage to ride out: the exchange refuses to sign a rolled-back ledger until
+        # an operator acts. A refusal, said as the exchange says it; never retried.
+        return Refused(code, f"{code.name}: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         if any(words in details for words in _SERVER_CERTIFICATE_REFUSED):
             return VerificationFailed(
@@ -86,11 +105,4 @@ def from_rpc_error(error: grpc.RpcError) -> ClientError:
             )
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unreachable(f"exchange unreachable: {details}")
-    violations: list[tuple[str, str]] = []
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            bad = error_details_pb2.BadRequest()
-            if detail.Unpack(bad):
-                violations.extend((v.field, v.description) for v in bad.field_violations)
     return Refused(code, f"{code.name}: {details}", tuple(violations))

@@ -13,6 +13,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+#: The domain of the ``google.rpc.ErrorInfo`` reasons the exchange sends.
+DOMAIN = "sinergi.dev"
+
 
 class ExchangeError(Exception):
     """Base of every error the exchange answers with; ``code`` is its gRPC status."""
@@ -20,6 +23,9 @@ class ExchangeError(Exception):
     code = grpc.StatusCode.INTERNAL
     #: a refusal (authentication, policy, validation) that the ledger records as DENIED
     denied = True
+    #: a machine-readable reason, sent as a ``google.rpc.ErrorInfo`` detail (domain
+    #: :data:`DOMAIN`) where the status code alone would mislead a client (docs/api.md)
+    error_reason: str | None = None
 
     def __init__(self, reason: str, violations: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(reason)
@@ -40,6 +46,10 @@ class ExchangeError(Exception):
                 )
             )
             status.details.append(detail)
+        if self.error_reason is not None:
+            info = any_pb2.Any()
+            info.Pack(error_details_pb2.ErrorInfo(reason=self.error_reason, domain=DOMAIN))
+            status.details.append(info)
         return status
 
 
@@ -96,13 +106,21 @@ HALTED = (
 )
 
 
+class LedgerHalted(Unavailable):
+    """The ledger writer has halted (the ledger was rolled back or rewritten): UNAVAILABLE, as
+    for any outage, with the ErrorInfo reason ``LEDGER_HALTED``, so that a client does not
+    retry what only an operator can mend, and says so."""
+
+    error_reason = "LEDGER_HALTED"
+
+
 def ledger_unavailable(halted: str | None) -> Unavailable:
     """UNAVAILABLE for an act the ledger could not record: with the reason when the writer has
     halted (the ledger was rolled back or rewritten, :class:`ledger.store.RolledBack`), since
     retrying cannot help there and the operator must act; else the plain retry-later."""
     if halted is None:
         return Unavailable("the ledger is unavailable; retry later")
-    return Unavailable(HALTED.format(reason=halted.rstrip(".")))
+    return LedgerHalted(HALTED.format(reason=halted.rstrip(".")))
 
 
 class Internal(ExchangeError):

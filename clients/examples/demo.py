@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import click
 
 SINERGI = [sys.executable, "-m", "clients"]
 PASSPORT = "C7715024"
+_LEDGER_TABLES = ("ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_cosignatures")
 IMEIS = ("356938035643809", "356938035643817")
 
 
@@ -38,6 +41,7 @@ class Demo:
         self.env["XDG_CONFIG_HOME"] = str(root)
         self.env["SINERGI_LEDGER_KEY"] = str(self.pki / "ledger.vkey")
         self.colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        self._processes: list[subprocess.Popen[str]] = []
 
     def say(self, text: str) -> None:
         click.echo()
@@ -69,29 +73,61 @@ class Demo:
     def identity(self, who: str) -> str:
         return str(self.pki / who)
 
+    def _background(self, *args: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
+        """`sinergi ARGS --json` in the background, and the JSON line it prints once listening."""
+        process = subprocess.Popen(  # noqa: S603 - our own CLI
+            [*SINERGI, *args, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+        )
+        self._processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the first line says where it listens, once it does
+        if not line:
+            raise click.ClickException(f"sinergi {args[0]} exited with {process.wait(30)}")
+        return process, json.loads(line)
+
     @contextmanager
     def exchange(self) -> Iterator[str]:
-        """A `sinergi serve` process on a free port; stopped (SIGTERM) on the way out."""
-        serve = [*SINERGI, "serve", "--db", self.db, "--pki", str(self.pki)]
-        serve += ["--listen", "127.0.0.1:0", "--json"]
-        process = subprocess.Popen(  # noqa: S603 - our own CLI
-            serve, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env
-        )
+        """Two witnesses and a `sinergi serve` on free ports; stopped (SIGTERM) on the way out.
+
+        The development witness policy names ports 50061 and 50062; the demo's witnesses listen
+        where they can, so its policy file is rewritten with their ports."""
+        self._processes = []
         try:
-            assert process.stdout is not None
-            line = process.stdout.readline()  # the first line says where it listens, once it does
-            if not line:
-                raise click.ClickException(f"sinergi serve exited with {process.wait(30)}")
-            address = str(json.loads(line)["listen"])
+            policy = (self.pki / "witness-policy").read_text()
+            for name in ("internal-affairs", "police"):
+                directory = str(self.pki / f"witness-{name}")
+                _, listening = self._background(
+                    "witness", "serve", *flags(dir=directory, listen="127.0.0.1:0")
+                )
+                policy = re.sub(
+                    rf"(witness {name} \S+) https://\S+",
+                    rf"\1 https://{listening['listen']}",
+                    policy,
+                )
+            (self.pki / "witness-policy").write_text(policy)
+            serve = flags(
+                db=self.db,
+                pki=str(self.pki),
+                listen="127.0.0.1:0",
+                witness_policy=str(self.pki / "witness-policy"),
+            )
+            _, listening = self._background("serve", *serve)
+            address = str(listening["listen"])
             self.env["SINERGI_SERVER"] = address
             yield address
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            for process in reversed(self._processes):
+                process.send_signal(signal.SIGTERM)
+            for process in self._processes:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
 
 
 def flags(**values: str | Sequence[str]) -> list[str]:
@@ -115,13 +151,14 @@ def _first_word_after(output: str, verb: str) -> str:
 def story(demo: Demo) -> None:
     demo.say("Setting up: a development PKI and an empty ledger database in $DEMO")
     demo.sinergi("pki", "dev", "--dir", str(demo.pki))
-    # The demo's exchange runs without witnesses, so its clients must not ask for cosignatures.
-    click.echo("$ rm $DEMO/pki/witness-policy   # this exchange runs without witnesses")
-    (demo.pki / "witness-policy").unlink()
     demo.sinergi("db", "init", "--db", demo.db)
     with demo.exchange() as address:
         click.echo(f"$ export SINERGI_SERVER={address}   # the exchange, on a free port")
         click.echo("$ export SINERGI_LEDGER_KEY=$DEMO/pki/ledger.vkey")
+        click.echo(
+            "# two witnesses (internal affairs', police's) cosign its checkpoints: "
+            "$DEMO/pki/witness-policy"
+        )
         played(demo, address)
 
 
@@ -200,7 +237,67 @@ def played(demo: Demo, address: str) -> None:
     demo.sinergi("ledger", "verify", *auditor)
     demo.sinergi("audit", "who-accessed", hold, *auditor)
     demo.sinergi("audit", "denied", *auditor)
-    demo.say("Done: every act above is a signed, verified ledger entry.")
+    demo.sinergi("witness", "status", "--identity", demo.identity("internal-affairs"))
+    tail_deleted(demo, officer)
+    demo.say(
+        "Done: every act above is a signed, witnessed ledger entry, and its removal was caught."
+    )
+
+
+def tail_deleted(demo: Demo, officer: str) -> None:
+    """A database administrator helping the syndicate deletes the ledger's newest entries (the
+    officer's searches and reads), their Merkle nodes, checkpoints and cosignatures, with the
+    append-only triggers dropped and put back: what docs/threat-model.md calls a tail deletion."""
+    demo.say(
+        "The officer searches once more. Then a database administrator helping the syndicate "
+        "deletes the newest ledger entries, to hide the searches, while the exchange runs."
+    )
+    demo.sinergi("alert", "search", "--identity", officer, "--passport", PASSPORT)
+    database = demo.db.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(database)) as connection:
+        (size,) = connection.execute("SELECT max(seq) FROM ledger_entries").fetchone()
+        keep = size - 3
+        drops = [f"DROP TRIGGER {table}_no_delete" for table in _LEDGER_TABLES]
+        deletes = [
+            "DELETE FROM ledger_entries WHERE seq > ?",
+            "DELETE FROM ledger_checkpoints WHERE size > ?",
+            "DELETE FROM ledger_cosignatures WHERE size > ?",
+            # the Merkle nodes that cover an entry past the new end
+            "DELETE FROM ledger_nodes WHERE (idx + 1) * (1 << level) > ?",
+        ]
+        shown = database.replace(str(demo.root), "$DEMO")
+        click.echo(f"$ sqlite3 {shown}")
+        for statement in drops:
+            click.echo(f"  sqlite> {statement};")
+            connection.execute(statement)
+        for statement in deletes:
+            click.echo(f"  sqlite> {statement.replace('?', str(keep))};")
+            connection.execute(statement, (keep,))
+        for table in _LEDGER_TABLES:
+            connection.execute(
+                f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            )
+        click.echo("  sqlite> -- and the triggers put back")
+        connection.commit()
+    demo.say(
+        "The exchange remembers what it signed, outside its database: it refuses to sign over "
+        "the shortened ledger, and every write is refused until an operator acts."
+    )
+    test_alert = flags(
+        identity=demo.identity("immigration"), category="OTHER", to="police", summary="test"
+    )
+    demo.sinergi("alert", "publish", *test_alert, expect=1)
+    demo.say(
+        "Internal affairs verifies the database against the witnesses: they cosigned the "
+        "deleted entries, so the removal is caught and named."
+    )
+    witnessed = flags(
+        db=demo.db,
+        identity=demo.identity("internal-affairs"),
+        witness_policy=str(demo.pki / "witness-policy"),
+    )
+    demo.sinergi("ledger", "verify", *witnessed, expect=1)
 
 
 @click.command()
