@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from ledger.store import (
     checkpoint_at,
     cosigned_checkpoints,
     entry_count,
+    first_checkpoint_after,
     missing_triggers,
     prove,
     prove_consistency,
@@ -91,9 +93,18 @@ def ledger() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A signed checkpoint kept outside; the ledger must contain it (repeatable).",
 )
+@click.option(
+    "--witness-grace",
+    "grace",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="With --db and a witness policy: seconds for which the newest checkpoints may still "
+    "await their quorum (witnesses cosign off the publish path, within a second).",
+)
 @json_option
 @handle_errors
-def verify(source: Source, trusted: tuple[Path, ...], as_json: bool) -> None:
+def verify(source: Source, trusted: tuple[Path, ...], grace: float, as_json: bool) -> None:
     """Verify every entry, link, Merkle root and checkpoint signature. Exit 1 if broken.
 
     With --db it also checks that the append-only triggers are in place. With --server (an
@@ -101,7 +112,9 @@ def verify(source: Source, trusted: tuple[Path, ...], as_json: bool) -> None:
     witnesses that checkpoint. It then says who cosigned the newest checkpoint.
 
     With a witness policy (--witness-policy, or witness-policy beside --identity) the newest
-    checkpoint must have the policy's quorum, and every witness of the policy with a URL is
+    checkpoint must have the policy's quorum (from a live database: the newest committed more
+    than --witness-grace seconds ago, or its witnesses, asked, cosigned past it), and every
+    witness of the policy with a URL is
     asked for the latest checkpoint of the ledger it cosigned (over mutual TLS as --identity):
     the ledger must contain each one, so a deleted tail, a restored backup or a rewrite fails,
     naming the witness. A witness that cannot be reached fails the command too.
@@ -158,7 +171,52 @@ def verify(source: Source, trusted: tuple[Path, ...], as_json: bool) -> None:
             1,
             {"missing_triggers": missing},
         )
-    _verified(report, newest or report.latest_note, policy, verifier, asked, as_json)
+    pending = (
+        _awaiting_quorum(source, report, policy, verifier, asked, grace)
+        if source.is_database
+        else None
+    )
+    _verified(report, newest or report.latest_note, policy, verifier, asked, as_json, pending)
+
+
+def _awaiting_quorum(
+    source: Source,
+    report: Report,
+    policy: WitnessPolicy | None,
+    verifier: Verifier,
+    asked: list[Asked],
+    grace: float,
+) -> str | None:
+    """Why the newest stored checkpoint may lack its quorum yet, or None when it may not: the
+    witnesses asked cosigned trees that cover it (so they saw it), or every checkpoint after the
+    newest one with its quorum was committed within ``grace`` seconds (witnesses cosign off the
+    publish path: a live ledger's newest checkpoints are a moment from their quorum)."""
+    latest, note = report.latest, report.latest_note
+    if policy is None or latest is None or note is None:
+        return None
+    covering = {
+        a.name
+        for a in asked
+        if a.checkpoint is not None and a.problem is None and a.checkpoint.size >= latest.size
+    }
+    if policy.satisfied(covering):
+        return f"the witnesses asked cosigned past it: {', '.join(sorted(covering))}"
+    with source.database() as connection:
+        witnessed = 0
+        for size, found in [(latest.size, note), *cosigned_checkpoints(connection)]:
+            if policy.satisfied(policy.cosigners(found)):
+                witnessed = size
+                break
+        first = first_checkpoint_after(connection, witnessed)
+    if first is None:
+        return None
+    age = (datetime.now(UTC) - first[1]).total_seconds()
+    if age > grace:
+        return None
+    return (
+        f"entries {witnessed + 1}..{latest.size} await their quorum, the oldest committed "
+        f"{age:.1f} s ago (--witness-grace {grace:g} s)"
+    )
 
 
 def _verify_served(
@@ -229,9 +287,11 @@ def _verified(
     verifier: Verifier,
     asked: list[Asked],
     as_json: bool,
+    pending: str | None = None,
 ) -> None:
     """Report a ledger that verified, and who cosigned its newest checkpoint; fail when a
-    policy's quorum is not met or a witness could not be used."""
+    policy's quorum is not met (unless ``pending`` says why it may not be yet) or a witness
+    could not be used."""
     checked = [
         replace(a, consistent=True)
         if a.checkpoint is not None and a.problem is None and a.ahead is None
@@ -254,7 +314,10 @@ def _verified(
         cosigners = cosigners_of(newest, verifier, policy)
         result.update(cosigners.json())
         lines.append(f"  {cosigners.line()}")
-        if cosigners.met is False:
+        if cosigners.met is False and pending is not None:
+            lines.append(f"  not yet witnessed, within reason: {pending}")
+            result["awaiting_quorum"] = pending
+        elif cosigners.met is False:
             problems.append(cosigners.lacking())
     if policy is not None:
         result["witnesses"] = [a.json() for a in checked]

@@ -275,6 +275,22 @@ def checkpoint_at(connection: Connection, size: int | None) -> tuple[int, bytes]
     return int(row.size), blob(row.note) + b"".join(blob(line) for _, line in found)
 
 
+def first_checkpoint_after(connection: Connection, size: int) -> tuple[int, datetime] | None:
+    """The smallest stored checkpoint larger than ``size``, and when it was committed, as its
+    row records it (a database administrator can change that: it may excuse a moment, never
+    more). None when there is none."""
+    row = connection.execute(
+        select(checkpoints.c.size, checkpoints.c.created)
+        .where(checkpoints.c.size > size)
+        .order_by(checkpoints.c.size)
+        .limit(1)
+    ).first()
+    if row is None or not isinstance(row.created, datetime):
+        return None
+    created = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
+    return int(row.size), created
+
+
 def witness_heads(connection: Connection) -> dict[str, int]:
     """The largest checkpoint size each witness key has a stored cosignature on."""
     rows = connection.execute(

@@ -237,10 +237,10 @@ def test_an_unreachable_witness_or_a_missing_quorum_fails_verify(witnessed: Witn
     witnesses = last_json(result)["witnesses"]
     assert [w["consistent"] for w in witnesses] == [True, None]  # type: ignore[union-attr]
 
-    # A newer checkpoint that no witness cosigned yet: `verify` fails, `checkpoint` gives the
-    # newest one with its quorum, to keep.
+    # A newer checkpoint that no witness cosigned yet, past --witness-grace: `verify` fails,
+    # `checkpoint` gives the newest one with its quorum, to keep.
     witnessed.publish()
-    lacking = run("ledger", "verify", *witnessed.args("--json"))
+    lacking = run("ledger", "verify", *witnessed.args("--json", "--witness-grace", "0"))
     assert lacking.returncode == 1
     assert (
         f"the newest checkpoint (size {witnessed.size + 1}) lacks its quorum: cosigned by no "
@@ -253,6 +253,29 @@ def test_an_unreachable_witness_or_a_missing_quorum_fails_verify(witnessed: Witn
         f"newest checkpoint: size {witnessed.size} of {witnessed.origin}, cosigned by "
         "internal-affairs, police (quorum 2 of (internal-affairs, police): met)\n"
     )
+
+
+def test_the_newest_checkpoints_of_a_live_ledger_may_await_their_quorum_a_moment(
+    witnessed: Witnessed,
+) -> None:
+    """Witnesses cosign off the publish path: checkpoints committed within --witness-grace
+    seconds may lack their quorum (said so); older ones may not."""
+    witnessed.publish(2)
+    moment = _verify(witnessed, "--json")
+    assert moment.returncode == 0, moment.stderr
+    awaiting = str(last_json(moment)["awaiting_quorum"])
+    assert awaiting.startswith(
+        f"entries {witnessed.size + 1}..{witnessed.size + 2} await their quorum, the oldest "
+        "committed "
+    )
+    assert awaiting.endswith("s ago (--witness-grace 10 s)")
+    human = _verify(witnessed)
+    assert "not yet witnessed, within reason: entries" in human.stdout
+    assert _verify(witnessed, "--witness-grace", "0").returncode == 1
+    witnessed.cosign()  # the witnesses catch up: nothing awaits any more
+    caught_up = last_json(_verify(witnessed, "--json", "--witness-grace", "0"))
+    assert caught_up["ok"] is True
+    assert "awaiting_quorum" not in caught_up
 
 
 def test_witness_status_reports_lag_consistency_and_the_alarm(witnessed: Witnessed) -> None:
