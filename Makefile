@@ -9,6 +9,10 @@ DB ?= sqlite:///var/sinergi.db
 # Key-encryption key for alert bodies at rest (docs/security.md); in production keep it away
 # from the database and its backups.
 KEK ?= var/sinergi.kek
+# Requests per second per principal and the burst above it (docs/operations.md, "Limits"): the
+# server's defaults; `make run RATE_LIMIT=0` turns the limit off to try a load by hand.
+RATE_LIMIT ?= 20
+RATE_BURST ?= 100
 PROTOS := $(wildcard proto/sinergi/v1/*.proto)
 
 .PHONY: install lock lock-upgrade lock-check run test lint typecheck proto proto-check pytest demo bench bench-quick clean \
@@ -83,6 +87,7 @@ run: install
 	    --listen 127.0.0.1:$${witness##*:} & pids+=($$!); \
 	done; \
 	$(SINERGI) serve --db $(DB) --pki $(DEV_PKI) --kek-file $(KEK) \
+	  --rate-limit $(RATE_LIMIT) --rate-burst $(RATE_BURST) \
 	  --witness-policy $(DEV_PKI)/witness-policy --print-next-steps --new-ledger
 
 lint: install

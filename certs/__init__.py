@@ -7,13 +7,19 @@ Principals are named by SPIFFE IDs in a certificate's single URI subjectAltName,
 """
 
 from certs._crl import (
+    CRL_REFUSALS,
     REVOCATION_REASONS,
+    CrlNumbers,
+    CrlRefused,
+    CrlSet,
+    IssuerCrl,
     RevocationDatabase,
     RevocationRecord,
     RevokedSet,
     build_crl,
     load_crls,
     parse_reason,
+    verify_crl,
 )
 from certs._dev import (
     DEV_AGENCIES,
@@ -63,6 +69,7 @@ from certs._x509 import (
 )
 
 __all__ = [
+    "CRL_REFUSALS",
     "DEV_AGENCIES",
     "DEV_AUDITOR_AGENCY",
     "DEV_TRUST_DOMAIN",
@@ -77,10 +84,14 @@ __all__ = [
     "CertificateError",
     "CertificateInfo",
     "CertsError",
+    "CrlNumbers",
+    "CrlRefused",
+    "CrlSet",
     "DevPki",
     "Identity",
     "IdentityError",
     "Issued",
+    "IssuerCrl",
     "Pki",
     "RevocationDatabase",
     "RevocationRecord",
@@ -109,6 +120,7 @@ __all__ = [
     "parse_reason",
     "read_certificates",
     "trusted_signer",
+    "verify_crl",
     "verify_signature",
     "write_ca",
     "write_identity",

@@ -25,13 +25,20 @@ from clients._client import (
 )
 from clients._errors import (
     ClientError,
+    NotForUs,
     Refused,
     Unreachable,
     UsageError,
     VerificationFailed,
     from_rpc_error,
 )
-from clients._signatures import SignatureFailed, SignedBy, sign_request, verify_alert
+from clients._signatures import (
+    SignatureFailed,
+    SignedBy,
+    check_for_us,
+    sign_request,
+    verify_alert,
+)
 from clients._witness import ForkDetected, Kept, OtherLedger, QuorumFailed, Replaced, Witness
 
 __all__ = [
@@ -44,6 +51,7 @@ __all__ = [
     "ForkDetected",
     "Kept",
     "NewestCheckpoint",
+    "NotForUs",
     "OtherLedger",
     "Published",
     "QuorumFailed",
@@ -58,6 +66,7 @@ __all__ = [
     "VerificationFailed",
     "Witness",
     "alert_from_json",
+    "check_for_us",
     "content_alert",
     "enum_name",
     "enum_value",

@@ -17,9 +17,9 @@ import grpc
 from certs import CertsError, Identity, Signer, SpiffeId, TrustAnchors, load_identity
 from clients._errors import Refused, Unreachable, UsageError, VerificationFailed, from_rpc_error
 from clients._signatures import (
-    SignatureFailed,
     SignedBy,
     SignedRequest,
+    check_for_us,
     sign_request,
     verify_alert,
 )
@@ -342,8 +342,9 @@ class ExchangeClient:
         nothing is lost; a message may come twice (delivery is at least once).
 
         Raises, while the caller iterates: :class:`SignatureFailed` for a message whose sender
-        signature does not verify or that does not name your agency (unless
-        ``verify_senders`` is false); :class:`Refused` (PERMISSION_DENIED, INVALID_ARGUMENT);
+        signature does not verify, and :class:`NotForUs` for one whose signed recipients do not
+        name your agency (unless ``verify_senders`` is false); :class:`Refused`
+        (PERMISSION_DENIED, INVALID_ARGUMENT);
         :class:`VerificationFailed` for a refused server certificate; and, with ``reconnect``
         false only, :class:`Unreachable` or :class:`Refused` with RESOURCE_EXHAUSTED."""
         cursor, retry = after, 0
@@ -355,7 +356,7 @@ class ExchangeClient:
                 for delivery in call:
                     retry = 0
                     self._check(delivery.alert)
-                    self._addressed(delivery.alert)
+                    self._for_us(delivery.alert, delivered=True)
                     cursor = delivery.cursor
                     yield delivery
                 return
@@ -380,8 +381,9 @@ class ExchangeClient:
         records the read.
 
         Raises :class:`Refused` (NOT_FOUND when your agency may not see it), :class:`Unreachable`,
-        and :class:`SignatureFailed` when a message of the thread is not what its sender
-        signed."""
+        :class:`SignatureFailed` when a message of the thread is not what its sender signed, and
+        :class:`NotForUs` when what its sender signed keeps it from your agency
+        (:func:`check_for_us`)."""
         request = exchange_pb2.GetAlertRequest(alert_id=alert_id)
         return self._checked(self._unary(self._stub.GetAlert, request))
 
@@ -400,8 +402,9 @@ class ExchangeClient:
         ``sent_after`` is inclusive, ``sent_before`` exclusive; naive datetimes are UTC.
 
         Raises, while the caller iterates: :class:`Refused` (INVALID_ARGUMENT for a bad
-        filter), :class:`Unreachable`, and :class:`SignatureFailed` for a message that is not
-        what its sender signed."""
+        filter), :class:`Unreachable`, :class:`SignatureFailed` for a message that is not what
+        its sender signed, and :class:`NotForUs` for a thread whose sender's signed marking and
+        recipients keep it from your agency."""
         request = exchange_pb2.ListAlertsRequest(
             categories=list(categories),
             sender_agency=sender_agency,
@@ -453,6 +456,9 @@ class ExchangeClient:
     def acknowledgements(self, alert_id: str) -> list[alert_pb2.Acknowledgement]:
         """Every acknowledgement of ``alert_id`` if your agency sent it, else your agency's own.
 
+        Acknowledgements carry no content of the alert, nor its marking: there is nothing here for
+        :func:`check_for_us` to check (:meth:`get_alert` checks the alert itself).
+
         Raises :class:`Refused` (NOT_FOUND for an alert your agency neither sent nor received)
         and :class:`Unreachable`."""
         request = exchange_pb2.ListAcknowledgementsRequest(alert_id=alert_id)
@@ -471,22 +477,28 @@ class ExchangeClient:
         if self._verify_senders:
             self.verify_sender(alert, original)
 
-    def _addressed(self, alert: alert_pb2.Alert) -> None:
-        """A subscription receives what names its agency as a recipient, nothing else: a
-        delivery that does not means the exchange's visibility rows were altered."""
-        if self._verify_senders and self._me.agency not in alert.recipients:
-            raise SignatureFailed(
-                f"alert {alert.id} was delivered to {self._me.agency}, which it does not name "
-                f"as a recipient ({', '.join(alert.recipients)})"
-            )
+    def _for_us(
+        self,
+        alert: alert_pb2.Alert,
+        original: alert_pb2.Alert | None = None,
+        *,
+        delivered: bool = False,
+    ) -> None:
+        """Refuse what the exchange must not have shown this agency (:func:`check_for_us`): an
+        exchange that lies, or whose visibility rows were altered. Checked with the signatures,
+        so a tool that shows unverified messages (``verify_senders`` false) sees these too."""
+        if self._verify_senders:
+            check_for_us(alert, self._me.agency, original=original, delivered=delivered)
 
     def _checked(self, view: exchange_pb2.AlertView) -> exchange_pb2.AlertView:
-        """``view`` once every message in it verifies: with the original when it is there."""
+        """``view`` once every message in it verifies, with the original when it is there, and
+        the thread's signed addressing lets this agency see it."""
         original = view.history[0] if view.history else None
         for message in view.history:
             self._check(message, original)
         if view.HasField("current"):
             self._check(view.current, original)
+        self._for_us(view.current, original)
         return view
 
     def _unary(self, method: Callable[..., Reply], request: object) -> Reply:
@@ -532,10 +544,12 @@ class ExchangeClient:
         method: Callable[..., exchange_pb2.ListAlertsResponse],
         request: exchange_pb2.ListAlertsRequest | exchange_pb2.SearchAlertsRequest,
     ) -> Iterator[exchange_pb2.AlertView]:
-        """Follow ``next_page_token`` lazily: a caller that stops early fetches no more pages."""
+        """Follow ``next_page_token`` lazily: a caller that stops early fetches no more pages.
+        Each page is checked whole before any of it is yielded: a page with a lie in it is not
+        half shown."""
         while True:
             page = self._unary(method, request)
-            yield from map(self._checked, page.alerts)
+            yield from [self._checked(view) for view in page.alerts]
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -54,6 +55,42 @@ class Refused(ClientError):
 
 class VerificationFailed(ClientError):
     """A receipt, checkpoint or ledger did not verify. Never a warning: the result is refused."""
+
+
+class NotForUs(VerificationFailed):
+    """The exchange served an alert that its sender's signed marking and recipients keep from
+    this agency: the exchange, or whoever changed its database, showed it where it must not go.
+    Raised before the alert is returned; says who it was for, never what it says."""
+
+    def __init__(
+        self,
+        alert_id: str,
+        *,
+        handling: str,
+        sender_agency: str,
+        recipients: Sequence[str],
+        agency: str,
+    ) -> None:
+        self.alert_id = alert_id
+        self.handling = handling
+        self.sender_agency = sender_agency
+        self.recipients = tuple(sorted(recipients))
+        self.agency = agency
+        super().__init__(
+            f"alert {alert_id} is TLP:{handling} from {sender_agency or '(unknown)'} to "
+            f"{', '.join(self.recipients) or '(no one)'} as its sender signed it, not for "
+            f"{agency}: the exchange must not have shown it to you; report it to internal affairs"
+        )
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "handling": self.handling,
+            "sender_agency": self.sender_agency,
+            "recipients": list(self.recipients),
+            "agency": self.agency,
+        }
 
 
 # What grpc core says (in UNAVAILABLE's details) when this client's TLS refused the exchange's

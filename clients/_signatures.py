@@ -29,11 +29,19 @@ from certs import (
     trusted_signer,
     verify_signature,
 )
-from clients._alerts import ALL_MEMBERS
-from clients._errors import VerificationFailed
+from clients._alerts import ALL_MEMBERS, enum_name
+from clients._errors import NotForUs, VerificationFailed
 from sinergi.v1 import alert_pb2, exchange_pb2
 
-__all__ = ["SignatureFailed", "SignedBy", "sign_request", "verify_alert"]
+__all__ = [
+    "Addressing",
+    "SignatureFailed",
+    "SignedBy",
+    "check_for_us",
+    "sign_request",
+    "signed_addressing",
+    "verify_alert",
+]
 
 SignedRequest = (
     exchange_pb2.PublishRequest | exchange_pb2.UpdateRequest | exchange_pb2.CancelRequest
@@ -42,6 +50,22 @@ SignedRequest = (
 
 class SignatureFailed(VerificationFailed):
     """A message's sender signature is missing, forged, or does not match the message."""
+
+
+#: Markings whose alerts reach agencies that the sender did not name: TLP:AMBER those a
+#: recipient's policy shares with, TLP:GREEN and TLP:CLEAR every member receiving the category.
+#: The policy is the exchange's, so a client cannot tell whether it may see them.
+_POLICY_DECIDES = frozenset({alert_pb2.TLP_AMBER, alert_pb2.TLP_GREEN, alert_pb2.TLP_CLEAR})
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """Who may see a thread, as its sender signed it: the sending agency, the marking, and the
+    recipient agencies (for a statement that asked for ``*``, the exchange's expansion)."""
+
+    sender_agency: str
+    handling: alert_pb2.Tlp.ValueType
+    recipients: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -207,3 +231,86 @@ def _addressing_mismatch(
     if sorted(alert.recipients) != sorted(original.recipients):
         differ.append("recipients")
     return f"its {', '.join(differ)} differ from the original's" if differ else None
+
+
+def _agency(spiffe_id: str) -> str:
+    try:
+        return SpiffeId.parse(spiffe_id).agency
+    except CertsError:
+        return ""
+
+
+def signed_addressing(
+    alert: alert_pb2.Alert, original: alert_pb2.Alert | None = None
+) -> Addressing:
+    """Who may see ``alert`` as its thread's sender signed it: from ``original``'s statement when
+    given (an update or cancellation keeps the original's addressing), else from ``alert``'s.
+
+    What a statement leaves to the exchange is taken from the message, which :func:`verify_alert`
+    checked against it: a ``*`` recipient list (the exchange's policy expands it), an update's
+    addressing when it did not restate it, a cancellation's, and everything of a message whose
+    statement retention removed. Raises nothing: a statement that does not parse is
+    :func:`verify_alert`'s to refuse."""
+    message = original if original is not None else alert
+    statement = exchange_pb2.Statement()
+    signed = message.signature
+    if message.HasField("signature") and not signed.redacted:
+        try:
+            statement.ParseFromString(signed.statement)
+        except DecodeError:
+            statement.Clear()
+    kind = statement.WhichOneof("request")
+    asked = alert_pb2.Alert()
+    if kind in ("publish", "update"):
+        asked = statement.publish.alert if kind == "publish" else statement.update.alert
+    recipients = list(asked.recipients)
+    if not recipients or recipients == [ALL_MEMBERS]:
+        recipients = list(message.recipients)
+    return Addressing(
+        sender_agency=_agency(statement.sender if kind else message.sender),
+        handling=asked.handling or message.handling,
+        recipients=tuple(recipients),
+    )
+
+
+def _marking(handling: alert_pb2.Tlp.ValueType) -> str:
+    try:
+        return enum_name(alert_pb2.Tlp, "TLP_", handling).replace("_", "+")
+    except ValueError:  # a marking this client does not know
+        return str(int(handling))
+
+
+def check_for_us(
+    alert: alert_pb2.Alert,
+    agency: str,
+    *,
+    original: alert_pb2.Alert | None = None,
+    delivered: bool = False,
+) -> Addressing:
+    """Refuse ``alert`` (:class:`NotForUs`) unless what its sender signed lets ``agency`` see it;
+    return what it signed.
+
+    What a client can tell without the exchange's policy: its own agency's alerts are its to
+    see; a delivery (``delivered``: Subscribe pushes only what is addressed) and a TLP:RED or
+    TLP:AMBER+STRICT alert must name ``agency`` among the recipients. A TLP:AMBER alert may be
+    shared with it by a recipient's policy, and a TLP:GREEN or TLP:CLEAR one reaches every
+    member that receives its category: the policy says, which the client does not hold, so these
+    pass. ``original`` is the thread's first message, when the caller has it."""
+    signed = signed_addressing(alert, original)
+    if delivered:
+        allowed = agency in signed.recipients
+    else:
+        allowed = (
+            signed.sender_agency == agency
+            or agency in signed.recipients
+            or signed.handling in _POLICY_DECIDES
+        )
+    if allowed:
+        return signed
+    raise NotForUs(
+        alert.id,
+        handling=_marking(signed.handling),
+        sender_agency=signed.sender_agency,
+        recipients=signed.recipients,
+        agency=agency,
+    )

@@ -41,12 +41,22 @@ PAGE_BYTES = 1 << 20
 MAX_POSITION = 2**53 - 1
 
 
-def _positions(**values: int) -> None:
-    """Refuse positions no ledger can reach, before they are recorded or queried."""
-    too_large = [name for name, value in values.items() if value > MAX_POSITION]
-    bad = [(name, f"must be at most {MAX_POSITION}") for name in too_large]
+def _position(value: int, least: int, below: str) -> str | None:
+    """What is wrong with a requested ledger position: ``below`` under ``least``, or beyond any
+    ledger (it could not be recorded in the LEDGER_READ entry either); None if nothing."""
+    if value < least:
+        return below
+    if value > MAX_POSITION:
+        return f"must be at most {MAX_POSITION}"
+    return None
+
+
+def _refuse(summary: str, **problems: str | None) -> None:
+    """Refuse a request naming each field that is wrong, and only those, before it is recorded
+    or queried: a client fixes what the answer names."""
+    bad = [(name, problem) for name, problem in problems.items() if problem is not None]
     if bad:
-        raise InvalidArgument("position out of range", bad)
+        raise InvalidArgument(summary, bad)
 
 
 class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
@@ -124,11 +134,12 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         """Entries start..end in pages of at most PAGE entries and PAGE_BYTES of entry bytes (at
         least one entry each), after the read is authorized, checked and recorded."""
         self._authorize()
-        _positions(start=request.start, end=request.end)
-        if request.start < 1 or request.end < 0 or (request.end and request.end < request.start):
-            raise InvalidArgument(
-                "invalid range", [("start", "must be >= 1"), ("end", "must be 0 or >= start")]
-            )
+        after = "must be 0 (the newest) or >= start"
+        bad_start = _position(request.start, 1, "must be >= 1")
+        bad_end = _position(request.end, 0, after)
+        if bad_start is None and bad_end is None and 0 < request.end < request.start:
+            bad_end = after
+        _refuse("invalid range", start=bad_start, end=bad_end)
         end = request.end or (await self._checkpoint(0))[0]
         await self._record(method, start=request.start, end=end)
         cursor = request.start
@@ -152,9 +163,11 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         self, request: ledger_pb2.InclusionProofRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ledger_pb2.InclusionProof:
         self._authorize()
-        _positions(seq=request.seq, tree_size=request.tree_size)
-        if request.seq < 1 or request.tree_size < 0:
-            raise InvalidArgument("invalid proof request", [("seq", "must be >= 1")])
+        _refuse(
+            "invalid proof request",
+            seq=_position(request.seq, 1, "must be >= 1"),
+            tree_size=_position(request.tree_size, 0, "must be 0 (the newest) or more"),
+        )
         await self._record("GetInclusionProof", seq=request.seq, tree_size=request.tree_size)
         receipt = await self._read(lambda c: prove(c, request.seq, request.tree_size or None))
         return ledger_pb2.InclusionProof(
@@ -170,9 +183,11 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> ledger_pb2.ConsistencyProof:
         self._authorize(witness=True)
-        _positions(first=request.first, second=request.second)
-        if request.first < 1 or request.second < 0:
-            raise InvalidArgument("invalid proof request", [("first", "must be >= 1")])
+        _refuse(
+            "invalid proof request",
+            first=_position(request.first, 1, "must be >= 1"),
+            second=_position(request.second, 0, "must be 0 (the newest) or more"),
+        )
         await self._record("GetConsistencyProof", first=request.first, second=request.second)
         size, note = await self._checkpoint(request.second)
         if request.first > size:

@@ -88,7 +88,22 @@ def _fail(message: str, as_json: bool) -> None:
     "--crl",
     default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="PEM CRL file(s) (`sinergi pki crl`), re-read when it changes [default none].",
+    help="PEM CRL file(s) (`sinergi pki crl`), re-read when it changes; every CA that issues "
+    "identities needs a current CRL in it [default none].",
+)
+@click.option(
+    "--crl-grace-seconds",
+    type=click.FloatRange(0),
+    default=None,
+    help="How long past its nextUpdate a CA's CRL still counts; after that the CA's identities "
+    "are refused [default 86400].",
+)
+@click.option(
+    "--crl-state",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the highest CRL number accepted per CA is kept, out of reach of whoever writes "
+    "the CRL file [default <identity>/crl.state.json].",
 )
 @click.option("--trust-domain", default=None, help="SPIFFE trust domain [default sinergi.dev].")
 @click.option(
@@ -151,7 +166,7 @@ def _fail(message: str, as_json: bool) -> None:
     "--rate-limit",
     type=click.FloatRange(0),
     default=None,
-    help="Requests per second per principal; 0 = none [default 0].",
+    help="Requests per second per principal; 0 = none [default 20].",
 )
 @click.option(
     "--rate-burst",
@@ -184,6 +199,8 @@ def serve(
     listen: str | None,
     policy: Path | None,
     crl: Path | None,
+    crl_grace_seconds: float | None,
+    crl_state: Path | None,
     trust_domain: str | None,
     kek_file: Path | None,
     witness_policy: Path | None,
@@ -217,6 +234,8 @@ def serve(
         "listen": listen,
         "policy": policy,
         "crl": crl,
+        "crl_grace_seconds": crl_grace_seconds,
+        "crl_state": crl_state,
         "kek_file": kek_file,
         "witness_policy": witness_policy,
         "trust_domain": trust_domain,
@@ -240,7 +259,7 @@ def serve(
             upgrade_database(config.database)
         if check_config:
             summary = check_server_config(config)
-            witnesses = summary["witnesses"]
+            witnesses, crls = summary["witnesses"], summary["crl_next_updates"]
             message = (
                 f"configuration ok: listen {summary['listen']}, database {summary['database']}, "
                 f"policy {str(summary['policy_digest'])[:12]} ({summary['agencies']} agencies), "
@@ -248,12 +267,19 @@ def serve(
                 f"{summary['origin'] or 'chosen at the first start'}), "
                 + (f"witnesses {witnesses['quorum']}, " if isinstance(witnesses, dict) else "")
                 + f"server certificate expires {summary['certificate_expires']}"
+                + (f", {_crls(crls)}" if isinstance(crls, dict) else "")
             )
             click.echo(json.dumps({"ok": True, **summary}) if as_json else message)
             return
         asyncio.run(_serve(config, pki_dir, print_next_steps, as_json))
     except (ConfigError, CertsError, LedgerError, OSError) as exc:
         _fail(str(exc), as_json)
+
+
+def _crls(next_updates: dict[str, str]) -> str:
+    """The CRLs' part of the check-config line: how many CAs, and the earliest nextUpdate."""
+    cas = "1 CA" if len(next_updates) == 1 else f"{len(next_updates)} CAs"
+    return f"CRLs current for {cas} (first nextUpdate {min(next_updates.values())})"
 
 
 def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
@@ -271,6 +297,7 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
             "reflection",
             "rate_limit",
             "rate_burst",
+            "crl_grace_seconds",
             "keepalive_seconds",
             "max_connection_age_seconds",
             "new_ledger",
@@ -285,6 +312,7 @@ def _server_config(values: dict[str, object]) -> tuple[ServerConfig, Path]:
         listen=str(values.get("listen", "127.0.0.1:50051")),
         policy=Path(str(values.get("policy", DEFAULT_POLICY))),
         crl=Path(str(values["crl"])) if values.get("crl") else None,
+        crl_state=Path(str(values["crl_state"])) if values.get("crl_state") else None,
         kek_file=Path(str(values["kek_file"])) if values.get("kek_file") else None,
         witness_policy=(
             Path(str(values["witness_policy"])) if values.get("witness_policy") else None

@@ -26,6 +26,8 @@ _KINDS: dict[str, str] = {
     "extra_ledger_keys": "list of strings",
     "policy": "string",
     "crl": "string",
+    "crl_grace_seconds": "number",
+    "crl_state": "string",
     "kek_file": "string",
     "witness_policy": "string",
     "trust_domain": "string",
@@ -129,6 +131,6 @@ def load_config(path: Path) -> ConfigFile:
             )
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{config.where(key)}: {key!r} must be greater than 0")
-        if key == "grace_seconds" and value < 0:
+        if key in ("grace_seconds", "crl_grace_seconds") and value < 0:
             raise ConfigError(f"{config.where(key)}: {key!r} must not be negative")
     return config

@@ -1,10 +1,15 @@
-"""The standard gRPC health service (grpc.health.v1), driven by a database probe.
+"""The standard gRPC health service (grpc.health.v1), driven by what the exchange can do.
 
-An exchange that cannot reach its database can neither commit nor deliver: it answers NOT_SERVING
-so that a load balancer or an agency's client sends traffic to a replica that can, and SERVING
-again as soon as the database answers. The probe is a cheap query run in a thread every
-``interval`` seconds, so the event loop never waits on the network; a probe still running after
-the interval counts as a failure.
+An exchange that cannot reach its database, or whose ledger writer cannot commit, can neither
+record nor deliver: it answers NOT_SERVING so that a load balancer or an agency's client sends
+traffic to a replica that can, and SERVING again as soon as it can. Every ``interval`` seconds a
+thread runs a cheap query; a probe still running after the interval counts as a failure.
+
+A database that answers a query may still refuse the writer's commits (a lock held elsewhere, a
+revoked privilege, a connection stuck on an old snapshot), so the writer's own state counts too:
+once its last batch failed, health is NOT_SERVING, and every interval a probe goes through the
+writer (its connection, lock and transaction; a row inserted and rolled back, no ledger entry)
+until one succeeds.
 
 A halted ledger writer (the ledger was rolled back or rewritten under it: it refuses to sign)
 makes every service NOT_SERVING too, until a restart after the operator acted: a replica that
@@ -15,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from typing import Any
 
 import structlog
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy import Engine, text
+
+from ledger import LedgerError
+from ledger.store import Committed, LedgerWriter
 
 SERVICES = ("", "sinergi.v1.Exchange", "sinergi.v1.AuditLedger")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -29,31 +37,30 @@ _log = structlog.get_logger("sinergi.health")
 
 
 class DatabaseHealth:
-    """``halted`` says why the ledger writer refuses every write, or None while it writes."""
+    """Health from the database and from ``ledger``, the writer whose commits it watches."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        interval: float,
-        halted: Callable[[], str | None] = lambda: None,
-    ) -> None:
+    def __init__(self, engine: Engine, interval: float, ledger: LedgerWriter) -> None:
         self.servicer = HealthServicer()
         self._engine = engine
         self._interval = interval
-        self._halted = halted
+        self._ledger = ledger
         self._halt_logged = False
+        self._probe_failed: str | None = None  # why the last write probe failed
         self._task: asyncio.Task[None] | None = None
         self.serving = True
+        #: why the exchange does not serve ("" while it does), logged when it changes
+        self.reason = ""
 
     async def start(self) -> None:
         self.serving = self._writable()
+        self.reason = "" if self.serving else "the ledger writer is halted"
         for service in SERVICES:
             await self.servicer.set(service, SERVING if self.serving else NOT_SERVING)
         self._task = asyncio.create_task(self._run(), name="database-health")
 
     def _writable(self) -> bool:
         """False once the writer halted, its reason logged at error the first time seen."""
-        reason = self._halted()
+        reason = self._ledger.halted
         if reason is None:
             return True
         if not self._halt_logged:
@@ -79,26 +86,66 @@ class DatabaseHealth:
             return False
         return True
 
+    def _failing(self) -> str | None:
+        """Why the writer cannot commit: its last batch failed, or the last probe did."""
+        return self._ledger.failing or self._probe_failed
+
+    def _commit_probe(self) -> asyncio.Future[Committed[None]] | None:
+        """A write probe through the writer while it fails, to see it commit again."""
+        if self._failing() is None or self._ledger.halted is not None:
+            return None
+        try:
+            return asyncio.wrap_future(self._ledger.probe())
+        except LedgerError:  # closed: the server is stopping
+            return None
+
     async def _run(self) -> None:
         probe: asyncio.Future[bool] | None = None
+        commit: asyncio.Future[Committed[None]] | None = None
         while True:
             await asyncio.sleep(self._interval)
+            # What the writer's last batch said counts before the probe that follows it, so
+            # that a failure shows for an interval at least.
+            failing = self._failing()
             if probe is None:  # a probe stuck on the network is awaited, never stacked up
                 probe = asyncio.ensure_future(asyncio.to_thread(self._probe))
-            done, _ = await asyncio.wait({probe}, timeout=max(self._interval, 1.0))
-            reachable = bool(done) and probe.result()
-            if done:
+            if commit is None:
+                commit = self._commit_probe()
+            pending: set[asyncio.Future[Any]] = {probe} if commit is None else {probe, commit}
+            await asyncio.wait(pending, timeout=max(self._interval, 1.0))
+            reachable = probe.done() and probe.result()
+            if probe.done():
                 probe = None
-            await self._set(reachable, self._writable())
+            if commit is not None and commit.done():
+                error = commit.exception()
+                self._probe_failed = None if error is None else _reason(error)
+                commit = None
+            elif commit is not None:  # still waiting (for a lock held elsewhere, say)
+                failing = failing or "a write probe is still waiting"
+            await self._set(reachable, self._writable(), failing)
 
-    async def _set(self, reachable: bool, writable: bool = True) -> None:
-        healthy = reachable and writable
-        if healthy == self.serving:
+    async def _set(self, reachable: bool, writable: bool, failing: str | None) -> None:
+        if not reachable:
+            reason = "the database is unreachable"
+        elif not writable:
+            reason = "the ledger writer is halted"
+        elif failing is not None:
+            reason = f"the ledger writer cannot commit: {failing}"
+        else:
+            reason = ""
+        if reason == self.reason:
             return
-        self.serving = healthy
-        if healthy:
-            _log.info("database reachable again: health SERVING")
-        elif not reachable:
-            _log.warning("database unreachable: health NOT_SERVING")
+        self.reason, self.serving = reason, not reason
+        if self.serving:
+            _log.info("health SERVING: the database answers and the ledger commits")
+        elif writable:  # the halt is logged at error once, by _writable
+            _log.warning("health NOT_SERVING", reason=reason)
         for service in SERVICES:
-            await self.servicer.set(service, SERVING if healthy else NOT_SERVING)
+            await self.servicer.set(service, SERVING if self.serving else NOT_SERVING)
+
+
+def _reason(error: BaseException) -> str:
+    """A failed probe's cause in one line (the driver's message; never parameters)."""
+    cause = getattr(error, "orig", None) or error
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__

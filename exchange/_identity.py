@@ -2,8 +2,8 @@
 
 grpcio has already verified the chain against the trust bundle and required a client certificate;
 here the exchange decides *who* the peer is and whether its CA may say so (federated trust,
-:func:`certs.identity_refusal`), and on every call, not cached, that the certificate is not on a
-CRL from :class:`Revocations`.
+:func:`certs.identity_refusal`), and on every call, not cached, that its CA has a current CRL
+and the certificate is not on it (:class:`Revocations`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs import (
     CertsError,
-    RevokedSet,
+    CrlNumbers,
+    CrlSet,
+    IssuerCrl,
     SpiffeId,
     TrustAnchors,
+    ca_scope_of,
     fingerprint,
     identity_of,
     identity_refusal,
@@ -32,9 +38,12 @@ from certs import (
     load_pem_certificate,
 )
 from exchange._errors import ConfigError, Unauthenticated
+from exchange._metrics import CrlStatus
 from ledger import Actor
 
 _log = structlog.get_logger("sinergi.identity")
+#: How long past its nextUpdate a CA's CRL still counts as current (``crl_grace_seconds``).
+DEFAULT_CRL_GRACE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ class PeerRejected:
 @dataclass(frozen=True)
 class _Resolved:
     result: Principal | PeerRejected
-    revocation_key: tuple[bytes, int] | None  # issuer DER name and serial
+    issuer: x509.Certificate | None = None  # the trusted CA that issued an accepted peer
 
 
 @functools.lru_cache(maxsize=4096)
@@ -91,25 +100,52 @@ def _resolve(pem: bytes, trust_domain: str, anchors: TrustAnchors) -> _Resolved:
     if reason is not None:
         return _Resolved(PeerRejected(actor, reason), None)
     principal = Principal(identity, fp, cert, cert.public_bytes(Encoding.DER))
-    return _Resolved(principal, (cert.issuer.public_bytes(), cert.serial_number))
+    return _Resolved(principal, anchors.issuer_of(cert))
 
 
 class Revocations:
-    """A CRL file (one CA's CRL or several in one PEM file), re-read when it changes.
+    """The CRL file (every CA's CRL in one PEM file, as `sinergi pki crl` writes it), re-read
+    when it or the trust bundle changes (one ``stat`` per check), and the CRL in force per CA.
 
-    One ``stat`` per check: a new file (inode), size or mtime reloads it, as does a new trust
-    bundle. Each CRL must be signed by a CA in the bundle. A file that fails to load at start is
-    a configuration error; later, the last verified CRLs stay in force and the error is logged.
+    - A CRL is taken if a CA of the bundle signed it and it has a CRL number and nextUpdate. A
+      number lower than the highest accepted before, here or in the ``state`` file that survives
+      restarts (:class:`certs.CrlNumbers`), is refused and the CA's previous CRL stays (RFC 5280
+      5.2.3).
+    - A CA that issues identities but has no CRL in the file has none: its identities are
+      refused (fail closed), as they are while its CRL is past nextUpdate by more than
+      ``grace`` (5.1.2.5).
+    - Each refusal is logged at error naming the CA, and counted (``on_refused``, by reason).
+
+    A file that cannot be read or parsed at start is a configuration error; later, the CRLs in
+    force stay.
     """
 
-    def __init__(self, path: Path, anchors: TrustAnchors) -> None:
+    def __init__(
+        self,
+        path: Path,
+        anchors: TrustAnchors,
+        *,
+        state: Path,
+        grace: timedelta = DEFAULT_CRL_GRACE,
+        on_refused: Callable[[str], None] | None = None,
+        remember: bool = True,
+    ) -> None:
+        """``remember=False`` reads ``state`` but never writes it (`serve --check-config`: a
+        check run as another user must not leave a file the exchange cannot write)."""
         self.path = path
+        self.grace = grace
+        self._on_refused = on_refused
+        self._remember = remember
+        self._lock = threading.Lock()
+        self._reported: set[tuple[bytes, int, str]] = set()  # (CA, CRL number, what) said once
         self._stamp: tuple[int, int, int] | None = None
-        self._anchors: TrustAnchors | None = None
+        self._anchors = anchors
         try:
-            self._revoked = self._load(anchors)
+            self._numbers = CrlNumbers(state)
+            crls = self._read()
         except (OSError, CertsError) as exc:
             raise ConfigError(f"CRL {path}: {_reason(exc)}") from None
+        self._crls = self._take(crls, anchors, None)
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -118,27 +154,164 @@ class Revocations:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _load(self, anchors: TrustAnchors) -> RevokedSet:
-        stamp = self._stat()
-        data = self.path.read_bytes()
-        revoked = RevokedSet.verify(load_crls(data, self.path), anchors.certificates)
-        self._stamp, self._anchors = stamp, anchors
-        _log.info("revocation list loaded", crl=str(self.path), revoked=len(revoked.revoked))
-        return revoked
+    def _read(self) -> list[x509.CertificateRevocationList]:
+        self._stamp = self._stat()
+        return load_crls(self.path.read_bytes(), self.path)
 
-    def current(self, anchors: TrustAnchors) -> RevokedSet:
-        if self._stat() != self._stamp or anchors is not self._anchors:
-            try:
-                self._revoked = self._load(anchors)
-            except (OSError, CertsError) as exc:
-                # Log once per change of the file, keep the last verified list in force.
-                self._stamp, self._anchors = self._stat(), anchors
-                _log.error(
-                    "revocation list not reloaded; the previous one stays in force",
-                    crl=str(self.path),
-                    error=_reason(exc),
+    def _take(
+        self,
+        crls: list[x509.CertificateRevocationList],
+        anchors: TrustAnchors,
+        previous: CrlSet | None,
+    ) -> CrlSet:
+        taken = CrlSet.load(
+            crls, anchors.certificates, highest=self._numbers.highest, previous=previous
+        )
+        self._anchors = anchors
+        labels = {ca.subject: _label(ca) for ca in anchors.certificates}
+        for refusal in taken.refused:
+            named = labels.get(refusal.issuer) if refusal.issuer is not None else None
+            self._refuse(refusal.reason, refusal.issuer_name, named, str(refusal))
+        try:
+            if self._remember:
+                self._numbers.remember(taken.crls.values())
+        except CertsError as exc:
+            _log.error(
+                "CRL numbers not saved: after a restart an older CRL would not be told apart",
+                crl=str(self.path),
+                error=str(exc),
+            )
+        _log.info(
+            "revocation list loaded",
+            crl=str(self.path),
+            numbers={crl.name: crl.number for crl in taken.crls.values()},
+            revoked=sum(len(crl.revoked) for crl in taken.crls.values()),
+        )
+        now = datetime.now(UTC)
+        for ca, label in _issuing_cas(anchors):
+            crl = taken.of(ca.subject)
+            if crl is None:
+                self._refuse(
+                    "missing",
+                    ca.subject.rfc4514_string(),
+                    label,
+                    f"{self.path} holds no CRL of issuing CA {label} that can be taken: its "
+                    "identities are refused until one is loaded",
                 )
-        return self._revoked
+            elif crl.out_of_date(now, self.grace):
+                self._expired(crl, label)
+        return taken
+
+    def _refuse(self, reason: str, issuer: str, ca: str | None, message: str) -> None:
+        _log.error(
+            "CRL refused", crl=str(self.path), reason=reason, issuer=issuer, ca=ca, error=message
+        )
+        if self._on_refused is not None:
+            self._on_refused(reason)
+
+    def _expired(self, crl: IssuerCrl, label: str) -> None:
+        """Log and count, once per CRL, that it is past nextUpdate and the grace."""
+        if (crl.key, crl.number, "expired") not in self._reported:
+            self._reported.add((crl.key, crl.number, "expired"))
+            self._refuse("expired", crl.name, label, _out_of_date(label, crl, self.grace))
+
+    def current(self, anchors: TrustAnchors) -> CrlSet:
+        """The CRLs in force, after re-reading the file if it or ``anchors`` changed."""
+        with self._lock:
+            if self._stat() != self._stamp or anchors is not self._anchors:
+                try:
+                    crls = self._read()
+                except (OSError, CertsError) as exc:
+                    # Reported once per change of the file; the CRLs in force stay.
+                    self._stamp, self._anchors = self._stat(), anchors
+                    self._refuse("unparseable", "unknown", None, _reason(exc))
+                else:
+                    self._crls = self._take(crls, anchors, self._crls)
+            return self._crls
+
+    def refusal(self, anchors: TrustAnchors, ca: x509.Certificate, serial: int) -> str | None:
+        """Why the certificate ``serial`` issued by ``ca`` is refused, or None."""
+        crl = self.current(anchors).of(ca.subject)
+        if crl is None:
+            return f"issuing CA {_label(ca)} has no CRL in force: its identities are refused"
+        reason = crl.revoked.get(serial)
+        if reason is not None:
+            return f"certificate revoked ({reason})"
+        now = datetime.now(UTC)
+        if now <= crl.next_update:
+            return None
+        with self._lock:
+            if crl.out_of_date(now, self.grace):
+                self._expired(crl, _label(ca))
+                return _out_of_date(_label(ca), crl, self.grace)
+            self._late(crl, _label(ca))
+        return None
+
+    def _late(self, crl: IssuerCrl, label: str) -> None:
+        """Warn, once per CRL, that it is past nextUpdate but within the grace."""
+        if (crl.key, crl.number, "late") not in self._reported:
+            self._reported.add((crl.key, crl.number, "late"))
+            _log.warning(
+                "CRL past its nextUpdate, within the grace: publish a new one",
+                crl=str(self.path),
+                ca=label,
+                next_update=crl.next_update.isoformat(),
+                refused_after=(crl.next_update + self.grace).isoformat(),
+            )
+
+    def status(self, anchors: TrustAnchors) -> list[CrlStatus]:
+        """Each identity-issuing CA of ``anchors``: its label, whether its CRL is current, and
+        that CRL's nextUpdate."""
+        crls = self.current(anchors)
+        now = datetime.now(UTC)
+        found: list[CrlStatus] = []
+        for ca, label in _issuing_cas(anchors):
+            crl = crls.of(ca.subject)
+            if crl is None:
+                found.append((label, False, None))
+            else:
+                found.append((label, not crl.out_of_date(now, self.grace), crl.next_update))
+        return found
+
+
+def _label(ca: x509.Certificate) -> str:
+    """How logs, refusals and metrics name a CA: its scope (spiffe://<td>/agency/<agency>)."""
+    scope = ca_scope_of(ca)
+    return str(scope) if scope is not None else ca.subject.rfc4514_string()
+
+
+def _issuing_cas(anchors: TrustAnchors) -> list[tuple[x509.Certificate, str]]:
+    """The CAs of ``anchors`` that issue identities (agency and development CAs), one per name,
+    each with a label of its own."""
+    found: dict[bytes, tuple[x509.Certificate, str]] = {}
+    labels: set[str] = set()
+    for ca in anchors.certificates:
+        scope = ca_scope_of(ca)
+        if scope is None or scope.kind == "root" or ca.subject.public_bytes() in found:
+            continue
+        label = str(scope)
+        if label in labels:  # two CA names with one scope (a new CA beside the old)
+            label = f"{label} ({ca.subject.rfc4514_string()})"
+        labels.add(label)
+        found[ca.subject.public_bytes()] = (ca, label)
+    return list(found.values())
+
+
+def _out_of_date(label: str, crl: IssuerCrl, grace: timedelta) -> str:
+    return (
+        f"the CRL of issuing CA {label} is out of date (nextUpdate "
+        f"{crl.next_update.isoformat()}, grace {_duration(grace)}): its identities are refused "
+        "until a current CRL is loaded"
+    )
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds and seconds % size == 0:
+            count = seconds // size
+            return f"1 {unit}" if count == 1 else f"{count} {unit}s"
+    return f"{seconds} s"
 
 
 def _reason(exc: BaseException) -> str:
@@ -151,10 +324,12 @@ class Trust:
     The TLS layer (:mod:`exchange._tls`) replaces ``anchors`` when ``ca.crt`` changes.
     """
 
-    def __init__(self, trust_domain: str, anchors: TrustAnchors, crl: Path | None = None) -> None:
+    def __init__(
+        self, trust_domain: str, anchors: TrustAnchors, revocations: Revocations | None = None
+    ) -> None:
         self.trust_domain = trust_domain
         self.anchors = anchors
-        self.revocations = Revocations(crl, anchors) if crl is not None else None
+        self.revocations = revocations
 
     def check(self, pem: bytes) -> Principal | PeerRejected:
         anchors = self.anchors
@@ -162,11 +337,19 @@ class Trust:
         result = resolved.result
         if isinstance(result, PeerRejected) or self.revocations is None:
             return result
-        assert resolved.revocation_key is not None
-        reason = self.revocations.current(anchors).revoked.get(resolved.revocation_key)
-        if reason is not None:
-            return PeerRejected(result.actor, f"certificate revoked ({reason})")
+        assert resolved.issuer is not None  # an accepted peer has a trusted issuer
+        refusal = self.revocations.refusal(
+            anchors, resolved.issuer, result.certificate.serial_number
+        )
+        if refusal is not None:
+            return PeerRejected(result.actor, refusal)
         return result
+
+    def crl_status(self) -> list[CrlStatus]:
+        """For the metrics: each identity-issuing CA and its CRL (none without ``--crl``)."""
+        if self.revocations is None:
+            return []
+        return self.revocations.status(self.anchors)
 
 
 def peer_certificate_pem(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:

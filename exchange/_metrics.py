@@ -3,22 +3,31 @@
 Each server has its own ``CollectorRegistry``: tests run several servers in one process, and the
 global registry would mix their numbers (and refuse a second registration of the same name).
 Labels are method names and status codes only, never a principal: cardinality stays bounded and
-the metrics reveal nothing the ledger should be asked for.
+the metrics reveal nothing the ledger should be asked for. The CRL gauges are labelled by CA: the
+identity-issuing CAs of the server's own trust bundle, a few configured names (never a name read
+from a CRL file, which anyone who can write it chooses). Tampered alerts are counted by field name,
+a fixed set (never an alert id).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
+from certs import CRL_REFUSALS
 from exchange._errors import ConfigError
+from exchange._tables import TAMPERED_FIELDS
 from ledger.store import BatchStats
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Per CA: its label, whether its CRL is current, its CRL's nextUpdate (None: no CRL in force).
+CrlStatus = tuple[str, bool, datetime | None]
 _APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -81,6 +90,26 @@ class Metrics:
             ["identity"],
             registry=r,
         )
+        self._crl_refused = Counter(
+            "sinergi_crl_refused",
+            "CRLs not taken into force, and CAs left without a CRL, by reason (the log names the "
+            "CA); a CA without a current CRL has its identities refused.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CRL_REFUSALS:
+            self._crl_refused.labels(reason)  # every reason shows, at 0, from the start
+        self._tampered = Counter(
+            "sinergi_alerts_tampered",
+            "Alerts refused on a read because a row or stored field disagrees with what the "
+            "sender signed, by the first field that does (the log names the alert).",
+            ["field"],
+            registry=r,
+        )
+        for name in TAMPERED_FIELDS:
+            self._tampered.labels(name)  # every field shows, at 0, from the start
+        self._crls = _CrlCollector()
+        r.register(self._crls)
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -116,6 +145,19 @@ class Metrics:
 
         self._expiry.labels(identity).set_function(remaining)
 
+    def crl_refused(self, reason: str) -> None:
+        """A CRL refused, or a CA without one; ``reason`` is one of :data:`certs.CRL_REFUSALS`."""
+        self._crl_refused.labels(reason).inc()
+
+    def tampered(self, field: str) -> None:
+        """One alert refused because ``field`` (of :data:`TAMPERED_FIELDS`) disagrees with what
+        its sender signed: someone changed the database."""
+        self._tampered.labels(field).inc()
+
+    def crls(self, status: Callable[[], Sequence[CrlStatus]]) -> None:
+        """Read at every scrape: each identity-issuing CA of the bundle and its CRL."""
+        self._crls.status = status
+
     def serve(self, listen: str) -> int:
         """Serve ``/metrics`` on ``host:port``, or on 127.0.0.1 for a bare port: plain HTTP
         must not face the network unless asked to. Port 0 picks one; returns the port."""
@@ -139,3 +181,40 @@ class Metrics:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+class _CrlCollector:
+    """``sinergi_crl_current`` and ``sinergi_crl_next_update_seconds`` per CA, computed at each
+    scrape (the bundle and the CRLs change while serving)."""
+
+    def __init__(self) -> None:
+        self.status: Callable[[], Sequence[CrlStatus]] = list  # none until CRLs are configured
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        current, seconds = self._families()
+        now = datetime.now(UTC)
+        for ca, ok, next_update in self.status():
+            current.add_metric([ca], 1.0 if ok else 0.0)
+            if next_update is not None:
+                seconds.add_metric([ca], (next_update - now).total_seconds())
+        yield current
+        yield seconds
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "sinergi_crl_current",
+                "1 while the CA has a CRL in force within nextUpdate and the grace, else 0 (its "
+                "identities are refused).",
+                labels=["ca"],
+            ),
+            GaugeMetricFamily(
+                "sinergi_crl_next_update_seconds",
+                "Seconds until the nextUpdate of the CA's CRL in force (negative once passed).",
+                labels=["ca"],
+            ),
+        )

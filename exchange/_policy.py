@@ -1,12 +1,16 @@
-"""The exchange's access policy: deny by default, per agency, role and alert category.
+"""The exchange's access policy: deny by default, per agency, role, identity and alert category.
 
 Roles live here, not in certificates (docs/architecture.md, "Trust boundaries"), so they change
-without reissuing. The SHA-256 of the policy file is recorded in the ledger at every server start,
-so a policy change is visible to auditors.
+without reissuing. An agency's roles bound what any of its identities may do; within them, what
+each kind of identity (its gateway systems, its officers) or a named one may call is granted
+per agency (:meth:`Policy.authorize_call`, checked by the guard before any servicer runs), so
+a person's certificate does not carry the whole agency's power. The SHA-256 of the policy file
+is recorded in the ledger at every server start, so a policy change is visible to auditors.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import tomllib
@@ -14,10 +18,43 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from certs import KINDS, SpiffeId
 from exchange._errors import ConfigError, InvalidArgument, PermissionDenied
 from sinergi.v1 import alert_pb2
 
 ROLES = frozenset({"publisher", "recipient", "searcher", "auditor"})
+#: What an identity may be granted, each naming the methods it allows (docs/api.md, "Roles"),
+#: in the order messages list them.
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "read": ("GetAlert", "ListAlerts", "ListAcknowledgements"),
+    "search": ("SearchAlerts",),
+    "subscribe": ("Subscribe",),
+    "acknowledge": ("Acknowledge",),
+    "publish": ("Publish",),
+    "update": ("Update",),
+    "cancel": ("Cancel",),
+    "audit": ("GetEntries", "GetEntryPages", "GetInclusionProof"),
+}
+#: The actions each agency role allows: the bound of what any identity of the agency may do.
+ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    "publisher": frozenset({"publish", "update", "cancel", "read"}),
+    "recipient": frozenset({"subscribe", "acknowledge", "read"}),
+    "searcher": frozenset({"search", "read"}),
+    "auditor": frozenset({"audit"}),
+}
+#: What a kind of identity may do when the policy does not say: a system (the agency's gateway)
+#: whatever its agency's roles allow; an officer (a person) reads, searches, acknowledges in the
+#: field and, in an auditing agency, audits. Publishing, updating and cancelling speak for the
+#: agency: the gateway's, or a role the policy grants an officer.
+DEFAULT_GRANTS: dict[str, frozenset[str]] = {
+    "system": frozenset(ACTIONS),
+    "officer": frozenset({"read", "search", "acknowledge", "audit"}),
+}
+#: Methods any identity of a member agency may call: the ledger's checkpoints and consistency
+#: proofs are hashes only, and every client must be able to check the ledger was not rewritten.
+WITNESS_METHODS = ("GetCheckpoint", "GetConsistencyProof")
+SERVICES = ("sinergi.v1.Exchange", "sinergi.v1.AuditLedger")
+_ACTION_OF = {method: action for action, methods in ACTIONS.items() for method in methods}
 CATEGORIES = frozenset(
     name.removeprefix("CATEGORY_")
     for name in alert_pb2.Category.keys()  # noqa: SIM118 - a protobuf enum, not a dict
@@ -37,6 +74,23 @@ class AgencyPolicy:
     #: agencies that may also see the TLP:AMBER alerts addressed to this one (TLP 2.0: AMBER may
     #: be shared on a need-to-know basis; the policy says with whom)
     amber_shares_with: frozenset[str] = frozenset()
+    #: actions granted per kind of identity ("system", "officer"), before the roles' bound
+    kinds: Mapping[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_GRANTS))
+    #: actions granted to named identities ("officer/budi"), instead of their kind's
+    principals: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def bound(self) -> frozenset[str]:
+        """Every action the agency's roles allow."""
+        return frozenset().union(*(ROLE_ACTIONS[role] for role in self.roles))
+
+    def granted(self, who: SpiffeId) -> tuple[str, frozenset[str]]:
+        """Whom the policy's grant names (``officers``, ``officer/budi``) and what ``who`` may
+        do by it, within the agency's roles."""
+        named = f"{who.kind}/{who.name}"
+        if named in self.principals:
+            return named, self.principals[named] & self.bound
+        return f"{who.kind}s", self.kinds.get(who.kind, frozenset()) & self.bound
 
 
 @dataclass(frozen=True)
@@ -74,7 +128,8 @@ class Policy:
                 raise ConfigError(f"{where}: not a valid agency name")
             if not isinstance(entry, Mapping):
                 raise ConfigError(f"{where}: must be a table")
-            _keys(entry, {"display", "roles", "publish", "receive", "amber_shares_with"}, where)
+            allowed = {"display", "roles", "publish", "receive", "amber_shares_with"}
+            _keys(entry, allowed | {"systems", "officers", "principals"}, where)
             roles = _names(entry.get("roles", []), ROLES, f"{where}.roles")
             shares = entry.get("amber_shares_with", [])
             known = frozenset(agencies_doc)
@@ -86,6 +141,13 @@ class Policy:
                 publish=_categories(entry.get("publish", []), f"{where}.publish"),
                 receive=_categories(entry.get("receive", []), f"{where}.receive"),
                 amber_shares_with=shares_with,
+                kinds={
+                    kind: _grants(entry[f"{kind}s"], f"{where}.{kind}s")
+                    if f"{kind}s" in entry
+                    else DEFAULT_GRANTS[kind]
+                    for kind in KINDS
+                },
+                principals=_principals(entry.get("principals", {}), f"{where}.principals"),
             )
         default, retention = _retention(doc.get("retention", {}), f"{source}: retention")
         return cls(agencies, digest, retention, default)
@@ -97,6 +159,31 @@ class Policy:
         if role not in policy.roles:
             raise PermissionDenied(f"agency {agency!r} does not have the {role} role")
         return policy
+
+    def authorize_call(self, who: SpiffeId, method: str) -> None:
+        """Refuse a call that ``who``'s kind or name is not granted, before the servicer runs.
+
+        ``method`` is the full path (``/sinergi.v1.Exchange/Publish``). A method the agency's
+        roles do not allow at all is left to the servicer, which refuses it with the role it
+        lacks; an unknown method of the exchange's services is refused (deny by default)."""
+        service, _, name = method.lstrip("/").partition("/")
+        agency = self.agencies.get(who.agency)
+        if agency is None:
+            raise PermissionDenied(f"agency {who.agency!r} is not a member of this exchange")
+        if name in WITNESS_METHODS and service == "sinergi.v1.AuditLedger":
+            return
+        action = _ACTION_OF.get(name) if service in SERVICES else None
+        if action is None:
+            raise PermissionDenied(f"the policy grants no one {method}")
+        if action not in agency.bound:
+            return  # the servicer refuses it, naming the role the agency lacks
+        whom, may = agency.granted(who)
+        if action not in may:
+            listed = ", ".join(a for a in ACTIONS if a in may) or "nothing"
+            raise PermissionDenied(
+                f"{who.agency} {who.kind} {who} may not call {name}: "
+                f"the policy gives {whom} of {who.agency}: {listed}"
+            )
 
     def recipients_of(self, category: str, sender: str) -> list[str]:
         """Every member agency, other than the sender, that may receive ``category``: what the
@@ -155,6 +242,30 @@ class Policy:
         if policy is None or not policy.roles:
             raise PermissionDenied(f"agency {agency!r} is not a member of this exchange")
         return policy
+
+
+def _grants(value: object, where: str) -> frozenset[str]:
+    """A list of actions and roles (a role stands for its actions); ``["*"]`` is every action."""
+    if value == ["*"]:
+        return frozenset(ACTIONS)
+    names = _names(value, frozenset(ACTIONS) | ROLES, where)
+    return frozenset().union(*(ROLE_ACTIONS.get(n, frozenset({n})) for n in names))
+
+
+def _principals(value: object, where: str) -> dict[str, frozenset[str]]:
+    """``"<kind>/<name>" = [actions and roles]``: what a named identity of the agency may do."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    found = {}
+    for key, grants in value.items():
+        kind, _, name = key.partition("/")
+        if kind not in KINDS or not AGENCY_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{where}: {key!r} is not <kind>/<name> of a SPIFFE ID "
+                f'(kind {" or ".join(KINDS)}), e.g. "officer/budi"'
+            )
+        found[key] = _grants(grants, f"{where}.{key!r}")
+    return found
 
 
 def _retention(value: object, where: str) -> tuple[int, dict[str, int]]:

@@ -1,9 +1,12 @@
-"""The guard every RPC passes through: identity, error mapping, DENIED records and the log line.
+"""The guard every RPC passes through: identity, rate, what the caller's identity may call,
+error mapping, DENIED records and the log line.
 
 grpcio's ``ServerInterceptor`` sees no peer, so the guard wraps each method handler to get the
 ``ServicerContext`` (docs/grpc-python.md). Methods are registered without a request
 deserializer and parsed here, so malformed bytes are answered INVALID_ARGUMENT and recorded instead
-of grpcio's bare INTERNAL. Nothing reaches a servicer without an authenticated :class:`Principal`.
+of grpcio's bare INTERNAL. Nothing reaches a servicer without an authenticated :class:`Principal`
+whose kind or name the policy grants the method (:meth:`Policy.authorize_call`): the servicers
+check the agency's roles and the alerts, the guard which of the agency's identities may act.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from exchange._errors import (
 from exchange._identity import PeerRejected, Principal, Trust, authenticate, require
 from exchange._limits import RateLimiter
 from exchange._metrics import Metrics
+from exchange._policy import Policy
 from ledger import Actor, EntryDraft
 from ledger.store import LedgerWriter
 
@@ -114,6 +118,7 @@ class Guard(_Interceptor):
         metrics: Metrics | None = None,
         unrecorded: Collection[str] = (),
         limiter: RateLimiter | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._ledger = ledger
         self._trust = trust  # the server's CAs and CRL, replaced in place on rotation
@@ -121,6 +126,7 @@ class Guard(_Interceptor):
         self._metrics = metrics
         self._unrecorded = frozenset(unrecorded)
         self._limiter = limiter
+        self._policy = policy  # None: no per-identity grants (the servicers' checks alone)
 
     async def intercept_service(
         self,
@@ -267,12 +273,15 @@ class _Call:
         self.denied.actor = self.who.actor
         principal = require(self.who)
         _principal.set(principal)
+        guarded = self.service not in self.guard._unrecorded
         limiter = self.guard._limiter
-        if limiter is not None and self.service not in self.guard._unrecorded:
+        if limiter is not None and guarded:
             allowed, record = limiter.take(str(principal.id))
             if not allowed:
                 self.denied.recorded = record  # only the first refusal of each second
                 raise RateLimited(f"more than {limiter.rate:g} requests per second; retry later")
+        if self.guard._policy is not None and guarded:
+            self.guard._policy.authorize_call(principal.id, self.method)
         if parse is None:
             return self.raw
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,8 +87,13 @@ class ServerConfig:
     metrics_listen: str = ""  # Prometheus /metrics on plain HTTP, e.g. 127.0.0.1:9464; "" = off
     options: tuple[tuple[str, int], ...] = field(default=())
     crl: Path | None = None  # PEM CRL file(s) (`sinergi pki crl`), re-read when it changes
-    rate_limit: float = 0.0  # requests per second per principal; 0 = no limit
-    rate_burst: int = 100  # requests a principal may send at once above the rate
+    crl_grace_seconds: float = 86400.0  # a CA's CRL more than this past nextUpdate: refused
+    crl_state: Path | None = None  # highest CRL number per CA; None: <identity>/crl.state.json
+    # Requests per second per principal (0 = no limit), and how many at once above that rate:
+    # far above what an agency's gateway or an officer sends, far below the 500 to 760
+    # publishes per second the whole exchange serves on 2 cores (docs/operations.md, "Limits").
+    rate_limit: float = 20.0
+    rate_burst: int = 100
     keepalive_seconds: float = 60.0  # ping idle connections, so dead peers free their streams
     max_connection_age_seconds: float = 0.0  # 0 = unlimited; else GOAWAY, then a 5-minute grace
     # Key-encryption keys for bodies at rest (exchange/_sealing.py); None: SINERGI_KEK if set,
@@ -151,7 +158,15 @@ def check_config(config: ServerConfig) -> dict[str, object]:
     except OSError as exc:
         raise ConfigError(f"policy {config.policy}: cannot read: {exc.strerror}") from None
     identity = load_identity(config.identity)
-    ServerTls(config.identity, config.trust_domain, crl=config.crl)  # CA bundle and CRL load
+    tls = ServerTls(  # the CA bundle, and every CA's CRL current; the CRL state file unwritten
+        config.identity,
+        config.trust_domain,
+        crl=config.crl,
+        crl_grace_seconds=config.crl_grace_seconds,
+        crl_state=config.crl_state,
+        check_only=True,
+    )
+    crls = tls.crl_summary()
     signers = [
         ledger.load_signer(path, config.key_name)
         for path in (config.ledger_key, *config.extra_ledger_keys)
@@ -184,6 +199,7 @@ def check_config(config: ServerConfig) -> dict[str, object]:
         "metrics_listen": config.metrics_listen,
         "reflection": config.reflection,
         "encryption_at_rest": keys.current_id if keys else None,
+        "crl_next_updates": crls or None,
     }
 
 
@@ -226,6 +242,39 @@ def stored_origin(connection: Connection, key_name: str) -> str | None:
             f"name {key_name!r}: another ledger key, or another trust domain"
         )
     return origin
+
+
+def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials) -> int:
+    """The port ``server`` listens on at ``listen``, or a ConfigError saying why it cannot."""
+    try:
+        port = server.add_secure_port(listen, credentials)
+    except RuntimeError:  # grpcio says only "Failed to bind"; the reason is in its own log
+        port = 0
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listen}: {_why_not_bound(listen)}")
+    return port
+
+
+def _why_not_bound(listen: str) -> str:
+    """Why ``listen`` cannot be bound, found by binding it as grpc does (SO_REUSEADDR, so a
+    closed connection's TIME_WAIT is no reason) and reading the system's answer."""
+    host, _, port = listen.rpartition(":")
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError) as exc:
+        return f"not an address this host has ({exc})"
+    for family, kind, protocol, _, address in found:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return "the address is in use (another exchange?)"
+                return exc.strerror or str(exc)
+    return "grpc could not bind it (its log says why)"
 
 
 def _observers(observers: list[Callable[[BatchStats], None]]) -> Callable[[BatchStats], None]:
@@ -310,8 +359,8 @@ class ExchangeServer:
         self.metrics_port = 0
 
     async def start(self) -> int:
-        """Record START, then serve. A ledger that was rolled back or rewritten under the
-        exchange (its START refused with RolledBack) is still served, halted: health
+        """Listen, record START, then serve. A ledger that was rolled back or rewritten under
+        the exchange (its START refused with RolledBack) is still served, halted: health
         NOT_SERVING, every write refused with the reason; anything else stops the start."""
         try:
             return await self._start()
@@ -335,6 +384,10 @@ class ExchangeServer:
                 origin=self.origin,
                 replaces=sorted(self.replaces),
             )
+        # The address first: an exchange that cannot listen (another one holds it) must stop
+        # before its START entry says it served.
+        server = self._server = self._grpc_server()
+        self.port = _bind(server, self.config.listen, self.tls.credentials())
         start = _entries.start(actor, self.policy.digest, self.origin)
         with contextlib.suppress(RolledBack):  # the writer halted: reported below
             await asyncio.wrap_future(self.ledger.submit(self._start_work(start)))
@@ -347,38 +400,8 @@ class ExchangeServer:
             )
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
-        # Mutual TLS; tls.crt, tls.key, ca.crt and the CRL are reloaded when they change, and
-        # the guard checks every peer against this server's CAs and CRL.
-        self.tls = ServerTls(self.config.identity, self.config.trust_domain, crl=self.config.crl)
-        guard = Guard(
-            self.ledger,
-            self.tls.trust,
-            self.config.stall_seconds,
-            metrics=self.metrics,
-            unrecorded=_UNRECORDED,
-            limiter=RateLimiter(self.config.rate_limit, self.config.rate_burst)
-            if self.config.rate_limit > 0
-            else None,
-        )
-        cosigned = self.witnessing.newest_cosigned if self.witnessing is not None else None
-        server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
-        exchange_pb2_grpc.add_ExchangeServicer_to_server(
-            ExchangeService(self.policy, self.ledger, self.engine, self.hub, cosigned), server
-        )
-        ledger_pb2_grpc.add_AuditLedgerServicer_to_server(
-            AuditLedgerService(self.policy, self.ledger, self.engine, cosigned), server
-        )
-        self.health = DatabaseHealth(
-            self.engine, self.config.health_interval_seconds, lambda: self.ledger.halted
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        if self.config.reflection:
-            enable_reflection(server)
-        self.port = server.add_secure_port(self.config.listen, self.tls.credentials())
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {self.config.listen}")
-        self._server = server
         await server.start()
+        assert self.health is not None
         await self.health.start()
         if self.engine.dialect.name == "postgresql":  # other replicas publish too
             url = self.engine.url.set(drivername="postgresql")
@@ -398,12 +421,53 @@ class ExchangeServer:
             witnesses=self.witnessing.policy.describe() if self.witnessing else None,
             halted=self.ledger.halted is not None,
             reflection=self.config.reflection,
+            rate_limit=self.config.rate_limit or None,
             metrics_port=self.metrics_port or None,
             kek=self.keys.current_id if self.keys else None,
         )
         if self.keys is None:
             _log.warning("alert bodies are stored unencrypted: no --kek-file and no SINERGI_KEK")
         return self.port
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        """The gRPC server with every service behind the guard, not yet listening."""
+        # Mutual TLS; tls.crt, tls.key, ca.crt and the CRL are reloaded when they change, and
+        # the guard checks every peer against this server's CAs and CRL.
+        self.tls = ServerTls(
+            self.config.identity,
+            self.config.trust_domain,
+            crl=self.config.crl,
+            crl_grace_seconds=self.config.crl_grace_seconds,
+            crl_state=self.config.crl_state,
+            metrics=self.metrics,
+        )
+        guard = Guard(
+            self.ledger,
+            self.tls.trust,
+            self.config.stall_seconds,
+            metrics=self.metrics,
+            unrecorded=_UNRECORDED,
+            limiter=RateLimiter(self.config.rate_limit, self.config.rate_burst)
+            if self.config.rate_limit > 0
+            else None,
+            policy=self.policy,
+        )
+        cosigned = self.witnessing.newest_cosigned if self.witnessing is not None else None
+        server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
+        exchange_pb2_grpc.add_ExchangeServicer_to_server(
+            ExchangeService(
+                self.policy, self.ledger, self.engine, self.hub, cosigned, metrics=self.metrics
+            ),
+            server,
+        )
+        ledger_pb2_grpc.add_AuditLedgerServicer_to_server(
+            AuditLedgerService(self.policy, self.ledger, self.engine, cosigned), server
+        )
+        self.health = DatabaseHealth(self.engine, self.config.health_interval_seconds, self.ledger)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        if self.config.reflection:
+            enable_reflection(server)
+        return server
 
     def _start_work(self, draft: EntryDraft) -> Work[None]:
         """The START entry. Two exchanges started at once on one empty ledger each chose an
@@ -431,6 +495,9 @@ class ExchangeServer:
         config = self.config
         keepalive = int(config.keepalive_seconds * 1000)
         options = [
+            # grpc's default SO_REUSEPORT lets a second exchange bind the same port, and the
+            # kernel then splits clients between two ledgers: one exchange per address.
+            ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.keepalive_time_ms", keepalive),

@@ -11,12 +11,12 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import grpc
+import structlog
 from sqlalchemy import Connection, Engine
 
-from certs import SpiffeId
 from exchange import _entries
 from exchange._bodies import keyring_of
 from exchange._errors import (
@@ -36,7 +36,6 @@ from exchange._search import matching_threads, search_keys
 from exchange._signatures import check_signature, unsigned
 from exchange._subscriptions import Hub
 from exchange._threads import (
-    StoredAlert,
     acknowledgements_of,
     addressed_to,
     alerts_for,
@@ -57,7 +56,17 @@ from exchange._validate import (
     validate_subscribe,
     validate_update,
 )
-from exchange._visibility import ListQuery, Visibility, list_threads, visible
+from exchange._visibility import (
+    Checked,
+    ListQuery,
+    Tampered,
+    Visibility,
+    deliverable,
+    list_threads,
+    signed_thread,
+    visible,
+    visible_thread,
+)
 from exchange._writes import insert_acknowledgement, insert_alert
 from ledger import EntryDraft, LedgerError
 from ledger.store import Committed, LedgerWriter, Work
@@ -70,6 +79,14 @@ PAGE = 100
 
 #: How a new message is made from what the ledger's transaction reads (or why it is refused).
 Build = Callable[[Connection], alert_pb2.Alert | ExchangeError]
+_log = structlog.get_logger("sinergi.visibility")
+
+
+class Alarms(Protocol):
+    """Where the alarms of the read paths are counted (the server's metrics)."""
+
+    def tampered(self, field: str) -> None:
+        """One alert refused because its ``field`` disagrees with what its sender signed."""
 
 
 class _Stored(NamedTuple):
@@ -102,10 +119,14 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         engine: Engine,
         hub: Hub,
         cosigned: Cosigned | None = None,
+        *,
+        metrics: Alarms | None = None,
     ) -> None:
         """``cosigned`` gives the newest checkpoint with the witness policy's quorum, which
-        receipts carry (None: no witnesses)."""
+        receipts carry (None: no witnesses); ``metrics`` counts alerts refused because their
+        rows disagree with what their sender signed (they are logged at error in any case)."""
         self._policy = policy
+        self._metrics = metrics
         self._ledger = ledger
         self._engine = engine
         self._keys = keyring_of(engine)  # None: bodies stored in plain
@@ -292,9 +313,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         categories = [category_name(c) for c in request.categories]
         cursor = request.after
 
-        def page_after(after: int) -> Callable[[Connection], list[StoredAlert]]:
-            def query(connection: Connection) -> list[StoredAlert]:
-                return alerts_for(
+        def page_after(after: int) -> Callable[[Connection], tuple[Checked, int]]:
+            def query(connection: Connection) -> tuple[Checked, int]:
+                page = alerts_for(
                     connection,
                     principal.agency,
                     after=after,
@@ -302,6 +323,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     limit=PAGE,
                     now=datetime.now(UTC),
                 )
+                last = page[-1].position if page else after
+                return deliverable(connection, page, principal.agency), last
 
             return query
 
@@ -310,9 +333,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 if self._hub.closing:
                     raise Unavailable("server shutting down; resume from your last cursor")
                 wake = self._hub.waiter(principal.agency)
-                page = await read(self._engine, page_after(cursor))
+                checked, last = await read(self._engine, page_after(cursor))
+                self._alarm("Subscribe", principal.agency, checked.tampered)
+                page = [thread[0] for thread in checked.served]
                 if not page:
-                    await wake.wait()
+                    if last == cursor:
+                        await wake.wait()
+                    cursor = last  # past what the checks refused: it is never sent
                     continue
                 # Record before sending: the ledger may say "delivered" for an alert a dropped
                 # connection lost (it is sent again on resume), never the reverse.
@@ -322,6 +349,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     cursor = stored.position
                     sent = stored.alert.sent.ToDatetime(UTC)
                     self._hub.delivered((datetime.now(UTC) - sent).total_seconds())
+                cursor = last
 
     async def Acknowledge(  # noqa: N802
         self, request: exchange_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -385,6 +413,21 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         policy = authorize(agency)
         return Visibility(agency, policy.receive, self._policy.amber_sharers(agency))
 
+    def _alarm(self, method: str, agency: str, tampered: Sequence[Tampered]) -> None:
+        """Raise the alarm for alerts refused because their rows (or message) disagree with what
+        their sender signed: someone with the database changed them. Ids and field names only,
+        no contents; the refusal itself is answered and recorded as for an invisible alert."""
+        for alarm in tampered:
+            _log.error(
+                "alert rows disagree with what its sender signed: not served",
+                alert_id=alarm.alert_id,
+                field=alarm.field,
+                method=method,
+                agency=agency,
+            )
+            if self._metrics is not None:
+                self._metrics.tampered(alarm.field)
+
     async def GetAlert(  # noqa: N802
         self, request: exchange_pb2.GetAlertRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> exchange_pb2.AlertView:
@@ -392,13 +435,15 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         visibility = self._visibility(principal.agency, self._policy.authorize_read)
         validate_alert_id(request)
 
-        def query(connection: Connection) -> list[StoredAlert]:
+        def query(connection: Connection) -> Checked:
             messages = thread_of(connection, request.alert_id)
             if messages and visible(connection, messages[0].position, visibility):
-                return messages
-            return []
+                return visible_thread(visibility, messages, messages[0].alert.id)
+            return Checked()
 
-        messages = await read(self._engine, query)
+        checked = await read(self._engine, query)
+        self._alarm("GetAlert", principal.agency, checked.tampered)
+        messages = checked.served[0] if checked.served else []
         if not messages:
             missing = NotFound("no alert with that id is visible to your agency")
             raise await self._refused(missing, _entries.alert_object(request.alert_id))
@@ -409,15 +454,16 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         return view
 
     async def _list(
-        self, visibility: Visibility, query: ListQuery
+        self, method: str, visibility: Visibility, query: ListQuery
     ) -> tuple[exchange_pb2.ListAlertsResponse, list[str]]:
         """A page of the visible threads ``query`` asks for, and the objects it names."""
         now = datetime.now(UTC)
-        found, next_token = await read(
+        checked, next_token = await read(
             self._engine, lambda c: list_threads(c, visibility, query, now)
         )
+        self._alarm(method, visibility.agency, checked.tampered)
         response = exchange_pb2.ListAlertsResponse(
-            alerts=[view_of(thread, now, history=False) for thread in found],
+            alerts=[view_of(thread, now, history=False) for thread in checked.served],
             next_page_token=str(next_token) if next_token else "",
         )
         return response, [_entries.alert_object(view.id) for view in response.alerts]
@@ -428,7 +474,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         principal = current_principal()
         visibility = self._visibility(principal.agency, self._policy.authorize_read)
         validate_list(request)
-        response, objects = await self._list(visibility, _list_query(request))
+        response, objects = await self._list("ListAlerts", visibility, _list_query(request))
         answer = response.SerializeToString(deterministic=True)
         await self._record(
             _entries.read(principal.actor, "ListAlerts", objects, answer, len(objects))
@@ -446,7 +492,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             before=int(request.page_token or 0),
             limit=request.page_size or DEFAULT_PAGE,
         )
-        response, objects = await self._list(visibility, query)
+        response, objects = await self._list("SearchAlerts", visibility, query)
         salt = secrets.token_bytes(16)
         await self._record(
             _entries.search(
@@ -465,18 +511,26 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         validate_alert_id(request)
         asked = _entries.alert_object(request.alert_id)
 
-        def query(connection: Connection) -> list[alert_pb2.Acknowledgement] | None:
+        def query(connection: Connection) -> list[alert_pb2.Acknowledgement] | Tampered | None:
             messages = thread_of(connection, request.alert_id)
             if not messages or not visible(connection, messages[0].position, visibility):
                 return None
-            original = messages[0]
-            if SpiffeId.parse(original.alert.sender).agency == principal.agency:
-                return acknowledgements_of(connection, original.position, None)
-            if addressed_to(connection, original.alert.id, principal.agency) is None:
+            signed = signed_thread(messages)
+            if isinstance(signed, Tampered):
+                return signed
+            if not visibility.sees(signed):
                 return None
-            return acknowledgements_of(connection, original.position, principal.agency)
+            position = messages[0].position
+            if signed.sender_agency == principal.agency:
+                return acknowledgements_of(connection, position, None)
+            if principal.agency not in signed.recipients:
+                return None
+            return acknowledgements_of(connection, position, principal.agency)
 
         acks = await read(self._engine, query)
+        if isinstance(acks, Tampered):
+            self._alarm("ListAcknowledgements", principal.agency, [acks])
+            acks = None
         if acks is None:
             missing = NotFound("no alert with that id is addressed to or sent by your agency")
             raise await self._refused(missing, asked)

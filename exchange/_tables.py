@@ -66,6 +66,25 @@ alert_recipients = Table(
     Index("ix_alert_recipients_agency", "agency", "alert_position"),
 )
 
+#: What a read checks against the statement a thread's sender signed, and the alarm names when
+#: one disagrees (exchange/_visibility.py): the alert rows a database administrator can change,
+#: and the fields of the stored message. A fixed set, so the alarm's metric label stays bounded.
+TAMPERED_FIELDS = (
+    "alerts.id",
+    "alerts.message_type",
+    "alerts.thread_id",
+    "alerts.sender_agency",
+    "alerts.category",
+    "alerts.handling",
+    "alert_recipients",
+    "message.statement",
+    "message.sender",
+    "message.references",
+    "message.category",
+    "message.handling",
+    "message.recipients",
+)
+
 acknowledgements = Table(
     "acknowledgements",
     metadata,

@@ -20,9 +20,25 @@ from sqlalchemy.sql.elements import ColumnElement
 from exchange._bodies import ACK_COLUMNS, alert_context, opened_ack, opened_body, with_keyring
 from exchange._errors import ConfigError, Internal, NotFound
 from exchange._sealing import Keyring
+from exchange._signatures import signed_addressing
 from exchange._tables import acknowledgements, alert_recipients, alerts
 from ledger.store import create_engine
 from sinergi.v1 import alert_pb2, exchange_pb2
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What the alert tables say of a stored message beside its body: the columns the visibility
+    filter decides from, and its recipient rows. A database administrator can change these, not
+    a sealed body: the read paths check them against what the sender signed."""
+
+    id: str
+    thread_id: str
+    message_type: str
+    sender_agency: str
+    category: str
+    handling: str
+    recipients: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,8 @@ class StoredAlert:
     position: int
     alert: alert_pb2.Alert
     body: bytes
+    #: its rows, as the read paths found it (:func:`read_messages`)
+    rows: Rows | None = None
 
 
 #: The columns :func:`opened_messages` needs to open a stored message.
@@ -42,6 +60,19 @@ MESSAGE_COLUMNS = (
     alerts.c.key_id,
     alerts.c.wrapped_key,
 )
+#: The columns :func:`read_messages` needs: a message, and the rows its visibility is read from.
+READ_COLUMNS = (
+    *MESSAGE_COLUMNS,
+    alerts.c.thread_id,
+    alerts.c.message_type,
+    alerts.c.sender_agency,
+    alerts.c.category,
+    alerts.c.handling,
+)
+_RECIPIENT_ROWS = select(alert_recipients.c.alert_position, alert_recipients.c.agency).where(
+    alert_recipients.c.alert_position.in_(bindparam("positions", expanding=True))
+)
+_CHUNK = 500  # positions per query: well under every database's limit on parameters
 
 
 def opened_messages(connection: Connection, rows: Iterable[Any]) -> list[StoredAlert]:
@@ -53,22 +84,59 @@ def opened_messages(connection: Connection, rows: Iterable[Any]) -> list[StoredA
     return found
 
 
+def read_messages(connection: Connection, rows: Iterable[Any]) -> list[StoredAlert]:
+    """The stored messages of ``rows`` (selected with :data:`READ_COLUMNS`), opened, each with
+    its :class:`Rows`; the recipient rows of them all are read in one query."""
+    rows = list(rows)
+    positions = [row.position for row in rows]
+    recipients: dict[int, set[str]] = {position: set() for position in positions}
+    for start in range(0, len(positions), _CHUNK):
+        chunk = {"positions": positions[start : start + _CHUNK]}
+        for position, agency in connection.execute(_RECIPIENT_ROWS, chunk):
+            recipients[position].add(agency)
+    found = []
+    for row in rows:
+        body = opened_body(connection, row, alert_context(row.id))
+        stored = Rows(
+            id=row.id,
+            thread_id=row.thread_id,
+            message_type=row.message_type,
+            sender_agency=row.sender_agency,
+            category=row.category,
+            handling=row.handling,
+            recipients=frozenset(recipients[row.position]),
+        )
+        found.append(StoredAlert(row.position, alert_pb2.Alert.FromString(body), body, stored))
+    return found
+
+
 def thread_of(connection: Connection, alert_id: str) -> list[StoredAlert]:
     """Every message of the thread that ``alert_id`` belongs to, oldest first; [] if unknown."""
     thread = select(alerts.c.thread_id).where(alerts.c.id == alert_id).scalar_subquery()
-    query = select(*MESSAGE_COLUMNS).where(alerts.c.thread_id == thread)
-    return opened_messages(connection, connection.execute(query.order_by(alerts.c.position)))
+    query = select(*READ_COLUMNS).where(alerts.c.thread_id == thread)
+    return read_messages(connection, connection.execute(query.order_by(alerts.c.position)))
 
 
 def threads(connection: Connection, thread_ids: Sequence[str]) -> dict[str, list[StoredAlert]]:
     found: dict[str, list[StoredAlert]] = {thread_id: [] for thread_id in thread_ids}
     rows = connection.execute(
-        select(*MESSAGE_COLUMNS, alerts.c.thread_id)
+        select(*READ_COLUMNS)
         .where(alerts.c.thread_id.in_(list(thread_ids)))
         .order_by(alerts.c.position)
     ).all()
-    for message, row in zip(opened_messages(connection, rows), rows, strict=True):
-        found[row.thread_id].append(message)
+    for message in read_messages(connection, rows):
+        assert message.rows is not None
+        found[message.rows.thread_id].append(message)
+    return found
+
+
+def originals(connection: Connection, thread_ids: Sequence[str]) -> dict[str, StoredAlert]:
+    """The stored message of each id in ``thread_ids`` (a thread's original), by its row's id."""
+    rows = connection.execute(select(*READ_COLUMNS).where(alerts.c.id.in_(list(thread_ids))))
+    found = {}
+    for message in read_messages(connection, rows):
+        assert message.rows is not None
+        found[message.rows.id] = message
     return found
 
 
@@ -97,14 +165,21 @@ def stored_message(url: str, alert_id: str, kek_file: Path | None = None) -> byt
 
 
 def addressed_to(connection: Connection, alert_id: str, agency: str) -> StoredAlert | None:
-    """The original of ``alert_id``'s thread if it is addressed to ``agency``, else None."""
+    """The original of ``alert_id``'s thread if it is addressed to ``agency``, else None: by its
+    recipient row, and by the recipients its sender signed (a row added by a database
+    administrator does not address it)."""
     thread = select(alerts.c.thread_id).where(alerts.c.id == alert_id).scalar_subquery()
     row = connection.execute(
         select(*MESSAGE_COLUMNS)
         .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
         .where(alerts.c.id == thread, alert_recipients.c.agency == agency)
     ).first()
-    return opened_messages(connection, [row])[0] if row else None
+    if row is None:
+        return None
+    original = opened_messages(connection, [row])[0]
+    signed = signed_addressing(original.alert)
+    addressed = not isinstance(signed, str) and agency in signed.recipients
+    return original if addressed else None
 
 
 # -- state and views -------------------------------------------------------------------------
@@ -209,14 +284,14 @@ def alerts_for(
     values: dict[str, object] = {"agency": agency, "after": after, "now": now, "limit": limit}
     if categories:
         values["categories"] = list(categories)
-    return opened_messages(connection, connection.execute(query, values))
+    return read_messages(connection, connection.execute(query, values))
 
 
 # Every subscription reads its next page with one of these after each wake-up: built once, as a
 # statement built per call costs its construction and its cache key again each time
 # (docs/performance.md, benchmark 1).
 _ALERTS_FOR = (
-    select(*MESSAGE_COLUMNS)
+    select(*READ_COLUMNS)
     .join(alert_recipients, alert_recipients.c.alert_position == alerts.c.position)
     .where(alert_recipients.c.agency == bindparam("agency"))
     .where(alerts.c.position > bindparam("after"))

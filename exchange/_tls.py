@@ -5,14 +5,15 @@ each new connection; when ``tls.crt``, ``tls.key`` or ``ca.crt`` changed, it ret
 so a renewed server certificate or a new CA bundle (an agency joining) takes effect for new
 connections while established streams carry on (docs/grpc-python.md, "Rotation and revocation").
 A set of files that does not load (a key not matching its certificate, half-copied) is logged
-and the previous configuration stays.
+and the previous configuration stays. With a CRL file, the highest CRL number accepted per CA is
+kept in ``crl.state.json`` in this directory, unless told another path (docs/pki.md).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -20,24 +21,70 @@ import structlog
 
 from certs import IDENTITY_FILES, CertsError, Identity, TrustAnchors, expiring, load_identity
 from exchange._errors import ConfigError
-from exchange._identity import Trust
+from exchange._identity import DEFAULT_CRL_GRACE, Revocations, Trust
+from exchange._metrics import Metrics
 
 _log = structlog.get_logger("sinergi.tls")
 _Stamp = tuple[tuple[int, int, int] | None, ...]
+#: Beside the server's own identity: the highest CRL number accepted per CA (certs.CrlNumbers).
+CRL_STATE_FILE = "crl.state.json"
 
 
 class ServerTls:
     """The server identity directory as live TLS credentials, and the :class:`Trust` that the
     guard checks peers against (kept in step with the bundle the TLS layer uses)."""
 
-    def __init__(self, identity_dir: Path, trust_domain: str, *, crl: Path | None = None) -> None:
+    def __init__(
+        self,
+        identity_dir: Path,
+        trust_domain: str,
+        *,
+        crl: Path | None = None,
+        crl_grace_seconds: float = DEFAULT_CRL_GRACE.total_seconds(),
+        crl_state: Path | None = None,
+        metrics: Metrics | None = None,
+        check_only: bool = False,
+    ) -> None:
+        """``crl_state`` defaults to ``crl.state.json`` in ``identity_dir``; ``metrics``, if
+        given, counts refused CRLs and shows each CA's CRL; ``check_only`` reads the state file
+        but never writes it (`serve --check-config`)."""
         self.directory = Path(identity_dir)
         self._lock = threading.Lock()
         self._stamp = self._files_stamp()
         self.identity = load_identity(self.directory)
-        self.trust = Trust(trust_domain, TrustAnchors.from_pem(self.identity.ca_pem), crl)
+        anchors = TrustAnchors.from_pem(self.identity.ca_pem)
+        revocations = None
+        if crl is not None:
+            revocations = Revocations(
+                crl,
+                anchors,
+                state=crl_state or self.directory / CRL_STATE_FILE,
+                grace=timedelta(seconds=crl_grace_seconds),
+                on_refused=metrics.crl_refused if metrics is not None else None,
+                remember=not check_only,
+            )
+        self.trust = Trust(trust_domain, anchors, revocations)
+        if metrics is not None:
+            metrics.crls(self.trust.crl_status)
         self.reloads = 0
         _warn_expiring(self.identity, self.trust.anchors)
+
+    def crl_summary(self) -> dict[str, str]:
+        """Each identity-issuing CA and its CRL's nextUpdate, for `serve --check-config`; a
+        :class:`ConfigError` naming every CA whose identities would be refused (no CRL that can
+        be taken, or one past nextUpdate and the grace: RFC 5280 5.1.2.5)."""
+        revocations = self.trust.revocations
+        if revocations is None:
+            return {}
+        status = self.trust.crl_status()
+        refused = [label for label, current, _ in status if not current]
+        if refused:
+            raise ConfigError(
+                f"CRL {revocations.path}: no current CRL for issuing CA "
+                f"{', '.join(refused)}: its identities would be refused (the log says why; "
+                "docs/pki.md, Revocation)"
+            )
+        return {label: when.isoformat() for label, _, when in status if when is not None}
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(

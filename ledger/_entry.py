@@ -88,6 +88,18 @@ class EntryDraft:
         return Entry(seq, format_time(time), self.action, self.actor, self.objects,
                      self.digest, self.outcome, dict(self.meta), prev)  # fmt: skip
 
+    def encode_at(self, seq: int, time: str, prev: str) -> bytes:
+        """The bytes of ``at(seq, t, prev).encode()`` where ``time`` is ``format_time(t)``: the
+        writer's path, which formats a work's time once and builds no :class:`Entry` when the
+        fields have the plain types an entry is made of (anything else takes that path)."""
+        meta = self.meta if type(self.meta) is dict else dict(self.meta)
+        plain = _encode_plain(seq, time, self.action, self.actor, self.objects, self.digest,
+                              self.outcome, meta, prev)  # fmt: skip
+        if plain is not None:
+            return plain
+        return Entry(seq, time, self.action, self.actor, self.objects, self.digest,
+                     self.outcome, meta, prev).encode()  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -118,41 +130,9 @@ class Entry:
         }
 
     def encode(self) -> bytes:
-        plain = self._encode_plain()
+        plain = _encode_plain(self.seq, self.time, self.action, self.actor, self.objects,
+                              self.digest, self.outcome, self.meta, self.prev)  # fmt: skip
         return plain if plain is not None else canonical_json(self.to_json())
-
-    def _encode_plain(self) -> bytes | None:
-        """The bytes of ``canonical_json(self.to_json())``, written field by field in key order:
-        a third of the cost (the writer encodes every entry). Only for fields of the plain types
-        an entry is made of; anything else returns None, and the general path decides (and
-        raises what it raises). tests/ledger/test_entry.py checks both paths agree."""
-        actor, outcome, seq, meta = self.actor, self.outcome, self.seq, self.meta
-        texts = (self.time, actor.id, actor.cert, self.digest, outcome.status, outcome.reason,
-                 self.prev, *self.objects)  # fmt: skip
-        if (
-            type(seq) is not int
-            or not -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER
-            or type(self.action) is not Action
-            or type(meta) is not dict
-            or not all(type(text) is str for text in texts)
-        ):
-            return None
-        try:
-            meta_text = canonical_text(meta) if meta else "{}"
-        except EncodingError:
-            return None
-        q = encode_basestring  # the string form of canonical_json's encoder (ensure_ascii off)
-        reason = f'"reason":{q(outcome.reason)},' if outcome.reason else ""
-        text = (
-            f'{{"action":"{self.action.value}","actor":{{"cert":{q(actor.cert)},"id":{q(actor.id)}'
-            f'}},"digest":{q(self.digest)},"meta":{meta_text},"objects":['
-            f'{",".join(map(q, self.objects))}],"outcome":{{{reason}"status":{q(outcome.status)}}},'
-            f'"prev":{q(self.prev)},"seq":{seq},"time":{q(self.time)},"v":{FORMAT_VERSION}}}'
-        )
-        try:
-            return text.encode()
-        except UnicodeEncodeError:  # a lone surrogate: the general path words the error
-            return None
 
     @property
     def hash(self) -> bytes:
@@ -198,6 +178,74 @@ class Entry:
             meta=meta,
             prev=obj["prev"],
         )
+
+
+def _encode_plain(  # noqa: PLR0917 - an entry's fields, in its order
+    seq: int,
+    time: str,
+    action: Action,
+    actor: Actor,
+    objects: tuple[str, ...],
+    digest: str,
+    outcome: Outcome,
+    meta: Mapping[str, MetaValue],
+    prev: str,
+) -> bytes | None:
+    """The bytes of ``canonical_json(entry.to_json())``, written field by field in key order:
+    a third of the cost (the writer encodes every entry). Only for fields of the plain types
+    an entry is made of; anything else returns None, and the general path decides (and raises
+    what it raises). tests/ledger/test_entry.py checks both paths agree."""
+    texts = (time, actor.id, actor.cert, digest, outcome.status, outcome.reason, prev, *objects)
+    if (
+        type(seq) is not int
+        or not -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER
+        or type(action) is not Action
+        or type(meta) is not dict
+        or not all(type(text) is str for text in texts)
+    ):
+        return None
+    meta_text = _plain_meta(meta) if meta else "{}"
+    if meta_text is None:
+        try:
+            meta_text = canonical_text(meta)
+        except EncodingError:
+            return None
+    q = encode_basestring  # the string form of canonical_json's encoder (ensure_ascii off)
+    reason = f'"reason":{q(outcome.reason)},' if outcome.reason else ""
+    text = (
+        f'{{"action":"{action.value}","actor":{{"cert":{q(actor.cert)},"id":{q(actor.id)}'
+        f'}},"digest":{q(digest)},"meta":{meta_text},"objects":['
+        f'{",".join(map(q, objects))}],"outcome":{{{reason}"status":{q(outcome.status)}}},'
+        f'"prev":{q(prev)},"seq":{seq},"time":{q(time)},"v":{FORMAT_VERSION}}}'
+    )
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: the general path words the error
+        return None
+
+
+def _plain_meta(meta: Mapping[str, object]) -> str | None:
+    """``canonical_text(meta)`` for ASCII keys and values that are strings, booleans, integers
+    in the exact range or lists of strings (what the exchange writes), without its general
+    walk; None for anything else, which the general path decides."""
+    q = encode_basestring
+    items = []
+    for key, value in meta.items():
+        if type(key) is not str or not key.isascii():
+            return None
+        if type(value) is str:
+            text = q(value)
+        elif type(value) is bool:
+            text = "true" if value else "false"
+        elif type(value) is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            text = int.__repr__(value)
+        elif type(value) is list and all(type(item) is str for item in value):
+            text = "[" + ",".join(map(q, value)) + "]"
+        else:
+            return None
+        items.append((key, text))
+    items.sort()  # by key: keys are distinct, so the texts are never compared
+    return "{" + ",".join(f"{q(key)}:{text}" for key, text in items) + "}"
 
 
 def _require(ok: bool, name: str) -> None:

@@ -140,6 +140,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+def position_of(url: str, alert_id: str) -> int:
+    """The stored position of ``alert_id`` (its subscription cursor), as the database says."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = sqlalchemy.text("SELECT position FROM alerts WHERE id = :id")
+            return int(connection.execute(query, {"id": alert_id}).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def as_dba(url: str, *statements: str, restore: bool = False) -> None:
     """What a database administrator can do: drop the guards, rewrite rows, put the guards back."""
     engine = sqlalchemy.create_engine(url)

@@ -88,10 +88,14 @@ def dev(directory: Path, trust_domain: str, as_json: bool) -> None:
         raise UsageError(str(exc)) from None
     identities = {name: str(path) for name, path in sorted(result.identities.items())}
     created = result.created or key_created
+    listed = {
+        **identities,
+        "ledger key": str(directory / LEDGER_KEY_FILE),
+        "witness policy": str(witnesses.policy),
+    }
+    width = max(map(len, listed)) + 2  # the names line up however long the longest
     lines = [f"development PKI {'created' if created else 'already present'} in {directory}"]
-    lines += [f"  {name:<18} {path}" for name, path in identities.items()]
-    lines.append(f"  {'ledger key':<18} {directory / LEDGER_KEY_FILE}")
-    lines.append(f"  {'witness policy':<18} {witnesses.policy}")
+    lines += [f"  {name:<{width}}{path}" for name, path in listed.items()]
     emit(
         as_json,
         {

@@ -2,13 +2,17 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` so that a commit is durable when it returns, and
 write transactions start with ``BEGIN IMMEDIATE`` so that the writer holds the lock for the whole
-batch instead of failing to upgrade a read lock midway. PostgreSQL serializes ledger appends with a
-transaction-scoped advisory lock (see :func:`lock_ledger`).
+batch instead of failing to upgrade a read lock midway. A SQLite connection goes back to the pool
+with no statement left active (:func:`_sqlite_reset`). PostgreSQL serializes ledger appends with
+a transaction-scoped advisory lock (see :func:`lock_ledger`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, event, text
@@ -18,6 +22,27 @@ from ledger._errors import StorageError
 
 WRITE = "sinergi_write"
 _ADVISORY_KEY = 0x53494E45  # "SINE": one chain per database
+_CursorT = TypeVar("_CursorT", bound=sqlite3.Cursor)
+
+
+class _Connection(sqlite3.Connection):
+    """A SQLite connection that knows its cursors, so that the pool can close those still open
+    when the connection comes back (:func:`_sqlite_reset`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - sqlite3.connect's
+        super().__init__(*args, **kwargs)
+        self.cursors: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()
+
+    @overload
+    def cursor(self, factory: None = None) -> sqlite3.Cursor: ...
+    @overload
+    def cursor(self, factory: Callable[[sqlite3.Connection], _CursorT]) -> _CursorT: ...
+    def cursor(
+        self, factory: Callable[[sqlite3.Connection], sqlite3.Cursor] | None = None
+    ) -> sqlite3.Cursor:
+        made = super().cursor() if factory is None else super().cursor(factory)
+        self.cursors.add(made)
+        return made
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:  # noqa: ANN401 - passed to SQLAlchemy
@@ -33,9 +58,11 @@ def create_engine(url: str, **kwargs: Any) -> Engine:  # noqa: ANN401 - passed t
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise StorageError("an in-memory SQLite database cannot hold a ledger; name a file")
+        kwargs["connect_args"] = {"factory": _Connection, **kwargs.get("connect_args", {})}
         engine = sqlalchemy.create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "reset", _sqlite_reset)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
@@ -59,6 +86,18 @@ def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:  # noqa: AN
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _sqlite_reset(dbapi_connection: Any, _record: object, _state: object) -> None:  # noqa: ANN401
+    """Close every cursor a connection coming back to the pool left open.
+
+    A result not read to its end (an exception while its rows were read, such as a sealed body
+    that does not open) keeps its statement active, and an active statement keeps its read
+    transaction whatever ROLLBACK says. The next user of the connection would read that old
+    snapshot, and once anyone else wrote, its BEGIN IMMEDIATE would fail with "database is
+    locked" (SQLITE_BUSY_SNAPSHOT), each time the pool handed it to the ledger writer."""
+    for cursor in list(getattr(dbapi_connection, "cursors", ())):
+        cursor.close()
 
 
 def _sqlite_begin(connection: Connection) -> None:

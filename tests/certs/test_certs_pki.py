@@ -16,19 +16,9 @@ from certs import (
     parse_reason,
 )
 from certs._crl import RevocationRecord, crl_pem
+from tests.certs.conftest import TD
 
-TD = "sinergi.test"
 OFFICER = SpiffeId(TD, "police", "officer", "budi")
-
-
-@pytest.fixture(scope="module")
-def root():
-    return create_ca("Root", scope=CaScope(TD))
-
-
-@pytest.fixture(scope="module")
-def police(root):
-    return create_agency_ca(root, "police")
 
 
 @pytest.mark.parametrize(

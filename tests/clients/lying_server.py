@@ -1,13 +1,13 @@
 """A lying exchange: a gRPC server with the exchange's own TLS identity (so a client cannot tell
-it from the real one) that forwards every unary call of Exchange and AuditLedger to a real
-exchange, as the caller's identity (so the caller's signature on a write still names the TLS
-peer), and lets a test rewrite each answer before the client sees it."""
+it from the real one) that forwards every unary and server-streaming call of Exchange and
+AuditLedger to a real exchange, as the caller's identity (so the caller's signature on a write
+still names the TLS peer), and lets a test rewrite each answer before the client sees it."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,13 @@ _UNARY = {
     for method in service.methods
     if not method.client_streaming and not method.server_streaming
 }
+_STREAMING = {
+    f"/{service.full_name}/{method.name}": message_factory.GetMessageClass(method.output_type)
+    for module in (exchange_pb2, ledger_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+    if not method.client_streaming and method.server_streaming
+}
 
 
 def _credentials(directory: Path) -> grpc.ChannelCredentials:
@@ -40,8 +47,8 @@ def _credentials(directory: Path) -> grpc.ChannelCredentials:
 class LyingServer:
     """Forwards to ``upstream`` as the identity directory ``caller``; serves on 127.0.0.1 with
     ``pki``'s server identity. ``tamper[name]`` rewrites the answers of the method ``name``
-    (``Publish``, ``GetCheckpoint``, ...); ``witnessed`` records the witnessed size each call
-    carried (None: no header)."""
+    (``Publish``, ``GetCheckpoint``, ...; of ``Subscribe``, each message); ``witnessed``
+    records the witnessed size each unary call carried (None: no header)."""
 
     def __init__(self, upstream: str, pki: Path, caller: Path) -> None:
         self.upstream, self.pki, self.caller = upstream, pki, caller
@@ -105,10 +112,12 @@ class _Forward(grpc.GenericRpcHandler):
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
+        lying, channel = self._lying, self._channel
+        if method in _STREAMING:
+            return self._stream(method, _STREAMING[method])
         reply_type = _UNARY.get(method)
         if reply_type is None:
             return None
-        lying, channel = self._lying, self._channel
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             header = [
@@ -130,3 +139,27 @@ class _Forward(grpc.GenericRpcHandler):
             return message.SerializeToString()
 
         return grpc.unary_unary_rpc_method_handler(forward)
+
+    def _stream(self, method: str, reply_type: Any) -> grpc.RpcMethodHandler:
+        """Forward a server stream message by message, each rewritten by the method's tamper."""
+        lying, channel = self._lying, self._channel
+
+        async def forward(
+            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            call = channel.unary_stream(method)(request)
+            try:
+                async for reply in call:
+                    tamper = lying.tamper.get(method.rsplit("/", 1)[1])
+                    if tamper is None:
+                        yield reply
+                        continue
+                    message: Message = reply_type.FromString(reply)
+                    tamper(message)
+                    yield message.SerializeToString()
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "")
+            finally:
+                call.cancel()
+
+        return grpc.unary_stream_rpc_method_handler(forward)

@@ -37,6 +37,8 @@ def test_a_valid_file_gives_its_values(tmp_path: Path) -> None:
         ("extra_ledger_keys = [1]\n", ":1: 'extra_ledger_keys' must be a list of strings"),
         ("health_interval_seconds = 0\n", ":1: 'health_interval_seconds' must be greater than 0"),
         ("grace_seconds = -1\n", ":1: 'grace_seconds' must not be negative"),
+        ("crl_grace_seconds = -1\n", ":1: 'crl_grace_seconds' must not be negative"),
+        ('crl_state = 1\n', ":1: 'crl_state' must be a string, not an integer"),
         ('listen = "a:1"\n\n[server]\nlisten = "b:2"\n', ":3: unknown key 'server'"),
     ],
 )  # fmt: skip

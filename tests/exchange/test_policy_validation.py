@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from certs import SpiffeId
 from exchange import DEFAULT_POLICY, ConfigError, InvalidArgument, PermissionDenied, Policy
+from exchange._policy import ACTIONS, ROLES
 from exchange._validate import luhn_ok, validate_acknowledge, validate_publish
-from sinergi.v1 import alert_pb2, exchange_pb2
+from sinergi.v1 import alert_pb2, exchange_pb2, ledger_pb2
 
 
 def test_development_policy_loads_and_has_a_stable_digest() -> None:
@@ -37,6 +41,84 @@ def test_development_policy_loads_and_has_a_stable_digest() -> None:
 def test_policy_errors_name_the_bad_key(doc: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Policy.parse(doc, "0" * 64)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"officers": ["admin"]}, "agencies.a.officers: unknown value 'admin'"),
+        ({"systems": "publisher"}, "agencies.a.systems: must be a list of strings"),
+        ({"principals": ["officer/budi"]}, "agencies.a.principals: must be a table"),
+        ({"principals": {"budi": ["read"]}}, "'budi' is not <kind>/<name>"),
+        ({"principals": {"robot/budi": ["read"]}}, "'robot/budi' is not <kind>/<name>"),
+        ({"principals": {"officer/Budi": ["read"]}}, "'officer/Budi' is not <kind>/<name>"),
+        ({"principals": {"officer/budi": ["root"]}}, "principals.'officer/budi': unknown value"),
+    ],
+)
+def test_grant_errors_name_the_bad_key(entry: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Policy.parse({"version": 1, "agencies": {"a": {"roles": ["searcher"], **entry}}}, "0")
+
+
+def _calls(policy: Policy, who: str) -> set[str]:
+    """The methods of both services that ``who`` is not refused by its grant."""
+    allowed = set()
+    for service in (exchange_pb2.DESCRIPTOR, ledger_pb2.DESCRIPTOR):
+        for described in service.services_by_name.values():
+            for method in described.methods:
+                try:
+                    path = f"/{described.full_name}/{method.name}"
+                    policy.authorize_call(SpiffeId.parse(who), path)
+                except PermissionDenied:
+                    continue
+                allowed.add(method.name)
+    return allowed
+
+
+WITNESSING = {"GetCheckpoint", "GetConsistencyProof"}
+EVERY_EXCHANGE_METHOD = set(exchange_pb2.DESCRIPTOR.services_by_name["Exchange"].methods_by_name)
+
+
+def test_a_policy_without_grants_gives_officers_reading_and_systems_their_roles() -> None:
+    """Policy files from before per-identity grants stay valid and get the safe defaults: an
+    officer reads, searches, acknowledges (and audits in an auditing agency); a system does
+    whatever its agency's roles allow (a method the roles do not allow is the servicer's to
+    refuse, naming the role)."""
+    agencies = {
+        "police": {"roles": ["publisher", "recipient", "searcher"]},
+        "ia": {"roles": ["auditor"]},
+    }
+    policy = Policy.parse({"version": 1, "agencies": agencies}, "0" * 64)
+    td = "spiffe://sinergi.dev/agency"
+    audit = {"GetEntries", "GetEntryPages", "GetInclusionProof"}
+    reading = {"GetAlert", "ListAlerts", "ListAcknowledgements", "SearchAlerts", "Acknowledge"}
+    assert _calls(policy, f"{td}/police/officer/budi") == reading | audit | WITNESSING
+    assert (
+        _calls(policy, f"{td}/police/system/gateway") == EVERY_EXCHANGE_METHOD | audit | WITNESSING
+    )
+    assert _calls(policy, f"{td}/ia/officer/auditor") == EVERY_EXCHANGE_METHOD | audit | WITNESSING
+    with pytest.raises(PermissionDenied, match="'nobody' is not a member"):
+        policy.authorize_call(SpiffeId.parse(f"{td}/nobody/system/gateway"), "/x/GetAlert")
+
+
+def test_every_method_of_the_services_is_granted_by_some_action_or_to_every_member() -> None:
+    """Deny by default must never meet a method of ours by accident: each names an action."""
+    policy = Policy.parse(
+        {"version": 1, "agencies": {"a": {"roles": sorted(ROLES), "officers": []}}}, "0" * 64
+    )
+    officer, system = (
+        "spiffe://sinergi.dev/agency/a/officer/x",
+        "spiffe://sinergi.dev/agency/a/system/x",
+    )
+    assert _calls(policy, officer) == WITNESSING
+    methods = {
+        method.name
+        for service in (exchange_pb2.DESCRIPTOR, ledger_pb2.DESCRIPTOR)
+        for described in service.services_by_name.values()
+        for method in described.methods
+    }
+    assert _calls(policy, system) == methods
+    assert {m for methods in ACTIONS.values() for m in methods} | WITNESSING == methods
 
 
 def test_policy_denies_by_default() -> None:

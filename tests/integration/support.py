@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +19,28 @@ from typing import Protocol, TypeVar
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from certs import Signer, SpiffeId, load_identity
 from clients import ExchangeClient, sign_request
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.conftest import RunningServer
 from witness import DEV_WITNESS_PORTS, WitnessServer, create_dev_witnesses
+
+#: A metrics scrape: (sample name, its labels) -> value.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(server: RunningServer) -> Samples:
+    """Every sample the server's /metrics endpoint shows now."""
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def channel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,8 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients import ExchangeClient, new_alert
 from ledger import Action
-from tests.conftest import RunningServer, wait_for
-from tests.integration.support import channel
+from sinergi.v1 import exchange_pb2
+from tests.conftest import RunningServer, as_dba, wait_for
+from tests.integration.support import channel, signed, stub
 from tests.integration.tcp_proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -118,3 +121,93 @@ def test_health_follows_the_database_and_the_server_recovers(
         )
     assert published.receipt.entry.action == Action.PUBLISH
     assert [e.action for e in server.entries()][-1] == Action.PUBLISH
+
+
+def _publish(server: RunningServer, summary: str) -> str | grpc.StatusCode:
+    """One publish by immigration to police, without the client library's retries: the new
+    alert's id, or the code it was refused with."""
+    request = exchange_pb2.PublishRequest(
+        idempotency_key=summary.replace(" ", "-"),
+        alert=new_alert(category="PASSPORT_HOLD", recipients=["police"], summary=summary),
+    )
+    try:
+        answer = stub(server, "immigration").Publish(
+            signed(server, "immigration", request), timeout=10
+        )
+    except grpc.RpcError as error:
+        return error.code()
+    return str(answer.alert_id)
+
+
+def test_an_unreadable_row_in_a_subscription_leaves_no_connection_stuck(
+    start_server: Callable[..., RunningServer], sqlite_url: str
+) -> None:
+    """A subscription page that met a row it cannot open (a sealed body, and no key) left its
+    statement active on a pooled connection, holding a snapshot: after any outside write, the
+    writer's BEGIN IMMEDIATE there failed with "database is locked" (every publish UNAVAILABLE)
+    and reads there saw the old snapshot, until a restart, while health said SERVING."""
+    server = start_server(sqlite_url, health_interval_seconds=0.1)
+    first = [_publish(server, f"before {n}") for n in range(3)]
+    assert [type(answer) for answer in first] == [str] * 3, first
+    as_dba(sqlite_url, f"UPDATE alerts SET key_id = '{'0' * 16}' WHERE id = '{first[0]}'")
+    with pytest.raises(grpc.RpcError) as unreadable:
+        next(stub(server, "police").Subscribe(exchange_pb2.SubscribeRequest(), timeout=10))
+    assert unreadable.value.code() == grpc.StatusCode.INTERNAL
+    outside = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    outside.execute("CREATE TABLE maintenance (note TEXT)")  # a DBA's note: any write will do
+    outside.execute("INSERT INTO maintenance VALUES ('reindex on Sunday')")
+    outside.close()
+    after = [_publish(server, f"after {n}") for n in range(10)]
+    assert [type(answer) for answer in after] == [str] * 10, after
+    police = stub(server, "police")
+    for alert_id in after:  # each read on a pooled connection, none on an old snapshot
+        assert police.GetAlert(exchange_pb2.GetAlertRequest(alert_id=alert_id), timeout=10).id
+    assert statuses(health(server)) == {SERVING}
+
+
+def _refusing_trigger(url: str) -> tuple[list[str], list[str]]:
+    """Statements that make every checkpoint insert fail, and those that stop it: what a
+    database administrator's mistake (or a revoked privilege) does to the ledger writer."""
+    if url.startswith("sqlite"):
+        return [
+            "CREATE TRIGGER refuse BEFORE INSERT ON ledger_checkpoints "
+            "BEGIN SELECT RAISE(ABORT, 'the administrator refuses'); END"
+        ], ["DROP TRIGGER refuse"]
+    return [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the administrator refuses'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON ledger_checkpoints "
+        "FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ], ["DROP TRIGGER refuse ON ledger_checkpoints", "DROP FUNCTION refuse()"]
+
+
+def _execute(url: str, statements: list[str]) -> None:
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def test_health_is_not_serving_while_the_ledger_writer_cannot_commit(
+    start_server: Callable[..., RunningServer], db_url: str
+) -> None:
+    """The database answers SELECT 1 but refuses the writer's commits: health NOT_SERVING
+    (the writer's last batch failed, and its write probes fail), SERVING again without a
+    restart once the writer commits, and publishes succeed."""
+    server = start_server(db_url, health_interval_seconds=0.1)
+    probe = health(server)
+    assert statuses(probe) == {SERVING}
+    refuse, allow = _refusing_trigger(db_url)
+    _execute(db_url, refuse)
+    assert _publish(server, "refused") == grpc.StatusCode.UNAVAILABLE
+    wait_for(lambda: statuses(probe) == {NOT_SERVING}, what="NOT_SERVING while it cannot commit")
+    assert server.server.health is not None
+    assert "the administrator refuses" in server.server.health.reason
+    # Still NOT_SERVING after a write probe failed in its turn: no flapping back to SERVING.
+    writer = server.server.ledger
+    wait_for(lambda: writer.failing is None, what="a probe's batch (it commits nothing)")
+    assert statuses(probe) == {NOT_SERVING}
+    _execute(db_url, allow)
+    wait_for(lambda: statuses(probe) == {SERVING}, what="SERVING once the writer commits again")
+    assert isinstance(_publish(server, "accepted"), str)

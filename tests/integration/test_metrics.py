@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Callable
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from clients import ExchangeClient, Refused, new_alert
 from exchange._metrics import Metrics
 from tests.conftest import RunningServer, wait_for
-from tests.integration.support import Collector
+from tests.integration.support import Collector, Samples, scrape
 
 PUBLISH = "/sinergi.v1.Exchange/Publish"
 
 
-def scrape(server: RunningServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float:  # fmt: skip
+def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 

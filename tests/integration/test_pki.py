@@ -1,8 +1,10 @@
 """A deployment PKI (root, agency CAs) over real mutual TLS: federated trust, revocation while
-serving, expiry, and rotation of the server identity without a restart."""
+serving (CRL numbers that never go back, nextUpdate, a CRL for every CA), expiry, and rotation of
+the server identity without a restart."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -15,15 +17,24 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certs import Pki, SpiffeId, load_identity, write_identity
+from certs import (
+    Pki,
+    RevocationDatabase,
+    SpiffeId,
+    build_crl,
+    load_ca,
+    load_identity,
+    write_identity,
+)
 from certs._x509 import _leaf, _validity
 from clients import ExchangeClient, Refused, Unreachable, new_alert, parse_subjects
 from exchange import ServerConfig
 from ledger import Action
 from tests.conftest import RunningServer, ServerThread, wait_for
-from tests.integration.support import Collector
+from tests.integration.support import Collector, Samples, scrape
 
 TD = "sinergi.dev"
 
@@ -100,10 +111,76 @@ def denied(server: RunningServer) -> list[tuple[str, str, str]]:
     ]
 
 
+BUDI = f"spiffe://{TD}/agency/police/officer/budi"
+POLICE_CA = f"spiffe://{TD}/agency/police"
+IMMIGRATION_CA = f"spiffe://{TD}/agency/immigration"
+REVOKED = "certificate revoked (keyCompromise)"
+
+
+def read(client: ExchangeClient) -> None:
+    """A call every identity may make (an officer reads); the guard checks the CRL first."""
+    list(client.list_alerts())
+
+
+def refusal(identity: Path, server: RunningServer) -> str | None:
+    """Why the exchange refuses ``identity`` (UNAUTHENTICATED), or None if it answers."""
+    with ExchangeClient(identity, server.address) as client:
+        try:
+            read(client)
+        except Refused as exc:  # another code keeps its prefix, and fails the comparison
+            return exc.message.removeprefix("UNAUTHENTICATED: ")
+    return None
+
+
+def missing(ca: str) -> str:
+    return f"issuing CA {ca} has no CRL in force: its identities are refused"
+
+
+def crl_refusals(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None]]:
+    """(reason, CA) of each "CRL refused" error the exchange logged."""
+    lines = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "sinergi.identity" and r.levelno == logging.ERROR
+    ]
+    return [(line["reason"], line["ca"]) for line in lines if line["event"] == "CRL refused"]
+
+
+def put_crl(deployment: Deployment, data: bytes) -> None:
+    """Replace the CRL file as a copy does: a new file renamed over it."""
+    new = deployment.crl.with_name("crl.pem.new")
+    new.write_bytes(data)
+    new.replace(deployment.crl)
+
+
+def police_crl(deployment: Deployment, *, this_update: datetime, next_update: datetime) -> bytes:
+    """The police CA's next CRL (the number after its last), with these dates."""
+    ca_dir = deployment.pki.agency_dir("police")
+    database = RevocationDatabase(ca_dir)
+    database.crl_number += 1
+    database.save()
+    crl = build_crl(
+        load_ca(ca_dir),
+        database.records.values(),
+        number=database.crl_number,
+        this_update=this_update,
+        next_update=next_update,
+    )
+    return crl.public_bytes(Encoding.PEM)
+
+
+def crl_file(deployment: Deployment, police: bytes | None) -> None:
+    """The CRL file with the root's and immigration's last CRLs, and ``police`` (None: none)."""
+    others = [deployment.pki.directory / "root", deployment.pki.agency_dir("immigration")]
+    put_crl(deployment, b"".join((d / "crl.pem").read_bytes() for d in others) + (police or b""))
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
 def forge(ca_dir: Path, identity: SpiffeId, out: Path, bundle: Path, **validity: datetime) -> Path:
     """A certificate the library would refuse to issue, made with the CA key itself."""
-    from certs import load_ca  # noqa: PLC0415
-
     ca = load_ca(ca_dir)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.name)])
     san = [x509.UniformResourceIdentifier(str(identity))]
@@ -163,21 +240,17 @@ def test_revocation_takes_effect_on_the_next_call(
     server = start()
     laptop = deployment.identity("police", "officer", "budi")
     with ExchangeClient(laptop, server.address) as client:
-        client.publish(alert(("customs",)))  # type: ignore[arg-type]
+        read(client)
         # The laptop is lost: revoke, publish the CRL; the same connection is refused next.
         deployment.pki.revoke(laptop, "keyCompromise")
         deployment.pki.write_crls()
         with pytest.raises(Refused) as caught:
-            client.publish(alert(("customs",)))  # type: ignore[arg-type]
+            read(client)
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
-    assert caught.value.message == "UNAUTHENTICATED: certificate revoked (keyCompromise)"
-    assert denied(server) == [
-        (f"spiffe://{TD}/agency/police/officer/budi", "UNAUTHENTICATED",
-         "certificate revoked (keyCompromise)"),
-    ]  # fmt: skip
+    assert caught.value.message == f"UNAUTHENTICATED: {REVOKED}"
+    assert denied(server) == [(BUDI, "UNAUTHENTICATED", REVOKED)]
     # Another officer of the same agency is unaffected.
-    with ExchangeClient(deployment.identity("police", "officer", "sari"), server.address) as sari:
-        sari.publish(alert(("customs",)))  # type: ignore[arg-type]
+    assert refusal(deployment.identity("police", "officer", "sari"), server) is None
 
 
 def test_a_crl_signed_by_no_trusted_ca_keeps_the_last_good_one(
@@ -189,16 +262,171 @@ def test_a_crl_signed_by_no_trusted_ca_keeps_the_last_good_one(
     deployment.pki.write_crls()
     with ExchangeClient(laptop, server.address) as client:
         with pytest.raises(Refused) as first:
-            client.publish(alert(("customs",)))  # type: ignore[arg-type]
+            read(client)
         other = Pki.init(tmp_path / "other", TD)
         other.write_crls(deployment.crl)  # an impostor's CRL replaces it: not signed by our CAs
         with pytest.raises(Refused) as second:
-            client.publish(alert(("customs",)))  # type: ignore[arg-type]
-    assert (
-        first.value.message
-        == second.value.message
-        == ("UNAUTHENTICATED: certificate revoked (keyCompromise)")
+            read(client)
+    assert first.value.message == second.value.message == f"UNAUTHENTICATED: {REVOKED}"
+
+
+def test_an_older_crl_put_in_place_of_the_newer_is_refused(
+    start: Callable[..., RunningServer], deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start()
+    older = deployment.crl.read_bytes()  # every CA's CRL number 1
+    laptop = deployment.identity("police", "officer", "budi")
+    deployment.pki.revoke(laptop, "keyCompromise")
+    deployment.pki.write_crls()  # number 2: budi revoked
+    assert refusal(laptop, server) == REVOKED
+    # The older CRLs are validly signed, but their numbers go back: refused, number 2 stays.
+    put_crl(deployment, older)
+    assert refusal(laptop, server) == REVOKED
+    assert refusal(deployment.identity("police", "officer", "sari"), server) is None
+    assert sorted(crl_refusals(caplog)) == [
+        ("rollback", f"spiffe://{TD}"),
+        ("rollback", IMMIGRATION_CA),
+        ("rollback", POLICE_CA),
+    ]
+    assert denied(server) == [(BUDI, "UNAUTHENTICATED", REVOKED)] * 2
+
+
+def test_a_ca_whose_crl_is_dropped_from_the_file_has_its_identities_refused(
+    start: Callable[..., RunningServer], deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start()
+    police, immigration = deployment.identity("police"), deployment.identity("immigration")
+    assert refusal(police, server) is None
+    crl_file(deployment, police=None)  # police's revocations would be gone with its CRL
+    assert refusal(police, server) == missing(POLICE_CA)
+    assert refusal(immigration, server) is None
+    assert crl_refusals(caplog) == [("missing", POLICE_CA)]
+    gateway = f"spiffe://{TD}/agency/police/system/gateway"
+    assert denied(server) == [(gateway, "UNAUTHENTICATED", missing(POLICE_CA))]
+    deployment.pki.write_crls()  # every CA's CRL again
+    assert refusal(police, server) is None
+
+
+def test_a_crl_past_next_update_and_the_grace_refuses_its_cas_identities(
+    start: Callable[..., RunningServer], deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start()
+    police = deployment.identity("police")
+    now = datetime.now(UTC).replace(microsecond=0)
+    # An hour past nextUpdate: within the grace (a day), still current; a warning says so.
+    within = now - timedelta(hours=1)
+    crl_file(deployment, police_crl(deployment, this_update=now - timedelta(8), next_update=within))
+    assert refusal(police, server) is None
+    assert any(
+        json.loads(r.getMessage())["event"].startswith("CRL past its nextUpdate, within the grace")
+        for r in caplog.records
+        if r.name == "sinergi.identity" and r.levelno == logging.WARNING
     )
+    # Two days past: out of date, and every police identity is refused.
+    late = now - timedelta(days=2)
+    crl_file(deployment, police_crl(deployment, this_update=now - timedelta(9), next_update=late))
+    out_of_date = (
+        f"the CRL of issuing CA {POLICE_CA} is out of date (nextUpdate {late.isoformat()}, "
+        "grace 1 day): its identities are refused until a current CRL is loaded"
+    )
+    assert refusal(police, server) == out_of_date
+    assert refusal(deployment.identity("police", "officer", "budi"), server) == out_of_date
+    assert refusal(deployment.identity("immigration"), server) is None
+    assert crl_refusals(caplog) == [("expired", POLICE_CA)]  # once, not on every call
+    assert [reason for _, _, reason in denied(server)] == [out_of_date] * 2
+    deployment.pki.write_crls()  # a current CRL
+    assert refusal(police, server) is None
+
+
+def test_an_agency_ca_without_a_crl_is_refused_from_the_start(
+    start: Callable[..., RunningServer],
+    deployment: Deployment,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Customs joins, and its CA reaches the server's bundle, but no `pki crl` was run since.
+    deployment.pki.create_agency_ca("customs")
+    shutil.copy(deployment.pki.directory / "ca.crt", tmp_path / "fed-server" / "ca.crt")
+    server = start()
+    customs_ca = f"spiffe://{TD}/agency/customs"
+    assert crl_refusals(caplog) == [("missing", customs_ca)]  # at start, naming the CA
+    customs = deployment.identity("customs")
+    assert refusal(customs, server) == missing(customs_ca)
+    assert refusal(deployment.identity("police"), server) is None
+    deployment.pki.write_crls()
+    assert refusal(customs, server) is None
+
+
+def test_a_restart_keeps_the_highest_crl_number(
+    start: Callable[..., RunningServer],
+    deployment: Deployment,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = start()
+    older = deployment.crl.read_bytes()
+    laptop = deployment.identity("police", "officer", "budi")
+    deployment.pki.revoke(laptop, "keyCompromise")
+    deployment.pki.write_crls()
+    assert refusal(laptop, first) == REVOKED  # number 2 taken, and written down
+    first.server_thread.stop()
+    state = json.loads((tmp_path / "fed-server" / "crl.state.json").read_text())
+    assert sorted(issuer["number"] for issuer in state["issuers"].values()) == [2, 2, 2]
+    # While it was stopped, the older CRL file came back; the restarted exchange refuses it.
+    put_crl(deployment, older)
+    caplog.clear()
+    second = start()
+    assert crl_refusals(caplog) == [  # at start: every CRL goes back, no CA has one
+        ("rollback", f"spiffe://{TD}"),
+        ("rollback", IMMIGRATION_CA),
+        ("rollback", POLICE_CA),
+        ("missing", IMMIGRATION_CA),
+        ("missing", POLICE_CA),
+    ]
+    assert refusal(laptop, second) == missing(POLICE_CA)  # no CRL in force: refused still
+    immigration = deployment.identity("immigration")
+    assert refusal(immigration, second) == missing(IMMIGRATION_CA)
+    deployment.pki.write_crls()  # number 3
+    assert refusal(laptop, second) == REVOKED
+    assert refusal(immigration, second) is None
+
+
+def test_crl_refusals_are_counted_and_the_crl_options_apply(
+    start: Callable[..., RunningServer], deployment: Deployment, tmp_path: Path
+) -> None:
+    state = tmp_path / "elsewhere" / "crl-numbers.json"
+    server = start(metrics_listen="127.0.0.1:0", crl_grace_seconds=0, crl_state=state)
+    police = deployment.identity("police")
+    before = scrape(server)
+    assert value(before, "sinergi_crl_current", ca=POLICE_CA) == 1
+    seconds = value(before, "sinergi_crl_next_update_seconds", ca=POLICE_CA)
+    assert seconds is not None
+    assert 6 * 86400 < seconds <= 7 * 86400
+    assert value(before, "sinergi_crl_current", ca=f"spiffe://{TD}") is None  # issues none
+    older = deployment.crl.read_bytes()
+    deployment.pki.write_crls()
+    assert refusal(police, server) is None  # number 2 taken
+    put_crl(deployment, older)
+    assert refusal(police, server) is None  # number 1 refused; 2 stays
+    crl_file(deployment, police=None)
+    assert refusal(police, server) == missing(POLICE_CA)
+    # Without grace, a CRL a minute past its nextUpdate is out of date.
+    now = datetime.now(UTC).replace(microsecond=0)
+    late = now - timedelta(minutes=1)
+    crl_file(deployment, police_crl(deployment, this_update=now - timedelta(7), next_update=late))
+    assert refusal(police, server) == (
+        f"the CRL of issuing CA {POLICE_CA} is out of date (nextUpdate {late.isoformat()}, "
+        "grace 0 s): its identities are refused until a current CRL is loaded"
+    )
+    after = scrape(server)
+    assert value(after, "sinergi_crl_refused_total", reason="rollback") == 3
+    assert value(after, "sinergi_crl_refused_total", reason="missing") == 1
+    assert value(after, "sinergi_crl_refused_total", reason="expired") == 1
+    assert value(after, "sinergi_crl_refused_total", reason="bad_signature") == 0
+    assert value(after, "sinergi_crl_current", ca=POLICE_CA) == 0
+    assert value(after, "sinergi_crl_current", ca=IMMIGRATION_CA) == 1
+    assert json.loads(state.read_text())["issuers"]
+    assert not (tmp_path / "fed-server" / "crl.state.json").exists()
 
 
 def test_expired_client_certificate_fails_the_handshake(

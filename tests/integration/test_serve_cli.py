@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 import ledger
 import ledger.store
+from certs import Pki, build_crl, load_ca
 from clients import ClientError, ExchangeClient, new_alert
+from exchange import ConfigError, ServerConfig
 from ledger import Action
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.clients.conftest import SINERGI, last_json, run
-from tests.conftest import ORIGIN, wait_for
+from tests.conftest import ORIGIN, RunningServer, ServerThread, wait_for
 from witness import create_dev_witnesses
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "sinergi.example.toml"
@@ -256,3 +261,105 @@ def test_the_log_is_json_lines_without_alembic_chatter(tmp_path: Path) -> None:
     events = [json.loads(line) for line in lines]  # fails on any line that is not JSON
     assert "serving" in {event["event"] for event in events}
     assert not [line for line in lines if "Context impl" in line or "DDL" in line]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_second_exchange_on_the_same_address_is_refused(
+    pki: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    """grpc's default SO_REUSEPORT would let both bind, and the kernel split clients between
+    two exchanges (two ledgers): the second fails before it records anything, and so does a
+    `sinergi serve` started on the address, with exit code 2."""
+    address = f"127.0.0.1:{_free_port()}"
+    config = ServerConfig(
+        identity=pki / "server",
+        ledger_key=pki / "ledger.key",
+        database=sqlite_url,
+        listen=address,
+        grace_seconds=0.5,
+    )
+    first, second = ServerThread(config), ServerThread(config)
+    served = RunningServer(address, sqlite_url, pki, first.start(), first)
+    try:
+        message = f"cannot listen on {address}: the address is in use (another exchange?)"
+        with pytest.raises(ConfigError) as refused:
+            second.start()
+        assert str(refused.value) == message
+        other_db = f"sqlite:///{tmp_path / 'other.db'}"
+        assert run("db", "init", "--db", other_db).returncode == 0
+        serve = ["serve", "--db", other_db, "--pki", str(pki), "--listen", address, "--json"]
+        process = subprocess.Popen(
+            [*SINERGI, *serve], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        answer = json.loads(process.stdout.readline())  # it listens, or says why not
+        if answer["ok"]:
+            process.kill()
+        assert answer == {"ok": False, "error": message}
+        assert process.wait(30) == 2
+        assert f"sinergi: {message}" in process.stderr.read().splitlines()
+        # The first one still serves every client, and the others recorded nothing.
+        with ExchangeClient(pki / "immigration", address) as client:
+            client.publish(new_alert(category="OTHER", recipients=["police"], summary="one"))
+        assert [e.action for e in served.entries()] == [Action.START, Action.PUBLISH]
+        engine = ledger.store.create_engine(other_db)
+        with engine.connect() as connection:
+            assert ledger.store.entry_count(connection) == 0
+        engine.dispose()
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_the_crl_options_come_from_the_file_or_a_flag_and_check_config_checks_the_crls(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`crl_grace_seconds` and `crl_state` are keys and flags (a flag wins); --check-config
+    fails when a CA would be left without a current CRL, or the state file is unreadable, and
+    writes no state file itself."""
+    root, db = deployment
+    fed = Pki.init(tmp_path / "fed", "sinergi.dev")
+    fed.create_agency_ca("police")
+    server = tmp_path / "server"
+    fed.issue_server(server, common_name="exchange", dns_names=["localhost"], ip_addresses=[])
+    fed.write_crls()
+    # The police CA's next CRL, an hour past its nextUpdate: current only with a grace.
+    now = datetime.now(UTC).replace(microsecond=0)
+    late = now - timedelta(hours=1)
+    police = build_crl(
+        load_ca(fed.agency_dir("police")), [], number=2, this_update=now - timedelta(8),
+        next_update=late,
+    )  # fmt: skip
+    crl = tmp_path / "crl.pem"
+    crl.write_bytes(
+        (fed.directory / "root" / "crl.pem").read_bytes() + police.public_bytes(Encoding.PEM)
+    )
+    state = tmp_path / "state" / "crl-numbers.json"
+    config = tmp_path / "sinergi.toml"
+    config.write_text(
+        example_for(root, db)
+        + f'identity = "{server}"\ncrl = "{crl}"\ncrl_state = "{state}"\ncrl_grace_seconds = 7200\n'
+    )
+    checked = run("serve", "--config", str(config), "--check-config", "--json")
+    assert checked.returncode == 0, checked.stderr
+    ca = "spiffe://sinergi.dev/agency/police"
+    assert last_json(checked)["crl_next_updates"] == {ca: late.isoformat()}
+    assert not state.parent.exists()  # a check writes nothing
+    no_grace = run("serve", "--config", str(config), "--check-config", "--crl-grace-seconds", "0")
+    assert no_grace.returncode == 2
+    assert f"no current CRL for issuing CA {ca}: its identities would be refused" in no_grace.stderr
+    assert '"reason": "expired"' in no_grace.stderr  # the log line of the refusal says why
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text("{")
+    unreadable = run(
+        "serve", "--config", str(config), "--check-config", "--crl-state", str(damaged)
+    )
+    assert unreadable.returncode == 2
+    assert f"{damaged}: unreadable" in unreadable.stderr
+    assert "restore it from a backup" in unreadable.stderr

@@ -5,6 +5,7 @@ message the exchange (or its database administrator) forged or altered is caught
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -177,29 +178,42 @@ def test_an_alert_altered_in_the_database_fails_verification_at_the_recipient(
             assert unchecked.get_alert(alert_id).current.summary.startswith("Applicant cleared")
 
 
-def test_a_delivery_to_an_agency_the_alert_does_not_name_is_refused_by_the_subscriber(
-    start_server: Callable[..., RunningServer], sqlite_url: str
+def test_a_visibility_row_added_in_the_database_delivers_nothing_and_raises_the_alarm(
+    start_server: Callable[..., RunningServer],
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A DBA adds a visibility row so that customs receives police's alert to immigration: the
-    body still verifies, but customs' client sees it is not a recipient, and the ledger's DELIVER
-    entry shows where it went."""
+    """A DBA adds a visibility row so that customs would receive police's alert to immigration:
+    the exchange checks the rows against what police signed, delivers customs nothing of it, and
+    raises the alarm. Customs' next alert is the first it receives, and the ledger's DELIVER
+    entries show nothing went where it must not (tests/integration/test_tampered_rows.py has
+    every read path)."""
     server = start_server(sqlite_url)
     with ExchangeClient(server.pki / "police", server.address) as police:
         alert_id = police.publish(_request().alert).alert_id
-    engine = sqlalchemy.create_engine(sqlite_url)
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO alert_recipients (alert_position, agency) "
-                "SELECT position, 'customs' FROM alerts WHERE id = :id"
-            ),
-            {"id": alert_id},
-        )
-    engine.dispose()
+        engine = sqlalchemy.create_engine(sqlite_url)
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text(
+                    "INSERT INTO alert_recipients (alert_position, agency) "
+                    "SELECT position, 'customs' FROM alerts WHERE id = :id"
+                ),
+                {"id": alert_id},
+            )
+        engine.dispose()
+        to_customs = new_alert(category="OTHER", recipients=["customs"], summary="for customs")
+        legitimate = police.publish(to_customs).alert_id
     with ExchangeClient(server.pki / "customs", server.address) as customs:
-        with pytest.raises(SignatureFailed, match="does not name as a recipient"):
-            next(iter(customs.subscribe()))
+        assert next(iter(customs.subscribe())).alert.id == legitimate
     delivered = [e for e in server.entries() if e.action is Action.DELIVER]
     assert [(e.actor.id.split("/")[4], e.objects) for e in delivered] == [
-        ("customs", (f"alert:{alert_id}",))
+        ("customs", (f"alert:{legitimate}",))
     ]
+    alarms = [json.loads(r.getMessage()) for r in caplog.records if r.name == "sinergi.visibility"]
+    assert [(a["level"], a["alert_id"], a["field"], a["method"]) for a in alarms] == [
+        ("error", alert_id, "alert_recipients", "Subscribe")
+    ]
+    counted = server.server.metrics.registry.get_sample_value(
+        "sinergi_alerts_tampered_total", {"field": "alert_recipients"}
+    )
+    assert counted == 1

@@ -21,7 +21,8 @@ def test_a_slow_subscriber_blocks_no_one_and_loses_nothing(
     start_server: Callable[..., RunningServer], db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sinergi.rpc")
-    server = start_server(db_url, stall_seconds=1.0)
+    # 150 publishes back to back from one identity: a load on purpose, above the default rate.
+    server = start_server(db_url, stall_seconds=1.0, rate_limit=0)
     # A consumer that stops reading: with no BDP probing its flow-control window stays small.
     slow = stub(server, "police", (("grpc.http2.bdp_probe", 0),)).Subscribe(
         exchange_pb2.SubscribeRequest(after=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from ledger import Action, Actor, EntryDraft
 from ledger.store import LedgerWriter
 from sinergi.v1 import exchange_pb2, ledger_pb2, ledger_pb2_grpc
 from tests.conftest import ORIGIN, RunningServer, as_dba
-from tests.integration.support import signed, stub
+from tests.integration.support import signed, stub, violations
 
 
 def alert(summary: str = "held") -> object:
@@ -146,6 +147,11 @@ def test_a_checkpoint_overtaken_by_a_receipt_of_the_same_agency_is_no_rollback(
     assert answered.size < overtaken[0] == kept.size  # the race happened, and was accepted
 
 
+@pytest.fixture
+def sqlite_server(start_server: Callable[..., RunningServer], sqlite_url: str) -> RunningServer:
+    return start_server(sqlite_url)
+
+
 def _audit_stub(server: RunningServer, identity: str) -> tuple[grpc.Channel, object]:
     directory = server.pki / identity
     credentials = grpc.ssl_channel_credentials(
@@ -260,6 +266,74 @@ def test_bad_audit_requests_get_field_errors(server: RunningServer) -> None:
         with pytest.raises(grpc.RpcError) as missing:
             stub.GetInclusionProof(ledger_pb2.InclusionProofRequest(seq=1, tree_size=999))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+MAX = exchange_audit.MAX_POSITION
+LOW, NEWEST = "must be >= 1", "must be 0 (the newest) or more"
+AFTER, HUGE = "must be 0 (the newest) or >= start", f"must be at most {MAX}"
+#: (method, request fields) -> the violation of each bad field, and of no other.
+BAD_POSITIONS: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, str]] = {
+    ("GetEntries", (("start", 0), ("end", 0))): {"start": LOW},
+    ("GetEntries", (("start", -1), ("end", 5))): {"start": LOW},
+    ("GetEntries", (("start", 1), ("end", -1))): {"end": AFTER},
+    ("GetEntries", (("start", 3), ("end", 2))): {"end": AFTER},
+    ("GetEntries", (("start", 0), ("end", -1))): {"start": LOW, "end": AFTER},
+    ("GetEntries", (("start", MAX + 1), ("end", 0))): {"start": HUGE},
+    ("GetEntries", (("start", MAX + 1), ("end", 5))): {"start": HUGE},
+    ("GetEntries", (("start", 1), ("end", MAX + 1))): {"end": HUGE},
+    ("GetEntries", (("start", -1), ("end", MAX + 1))): {"start": LOW, "end": HUGE},
+    ("GetEntryPages", (("start", 2), ("end", 1))): {"end": AFTER},
+    ("GetEntryPages", (("start", 0), ("end", -1))): {"start": LOW, "end": AFTER},
+    ("GetInclusionProof", (("seq", 0), ("tree_size", 0))): {"seq": LOW},
+    ("GetInclusionProof", (("seq", 1), ("tree_size", -1))): {"tree_size": NEWEST},
+    ("GetInclusionProof", (("seq", 0), ("tree_size", -1))): {"seq": LOW, "tree_size": NEWEST},
+    ("GetInclusionProof", (("seq", MAX + 1), ("tree_size", 0))): {"seq": HUGE},
+    ("GetInclusionProof", (("seq", 1), ("tree_size", MAX + 1))): {"tree_size": HUGE},
+    ("GetInclusionProof", (("seq", MAX + 1), ("tree_size", -1))): {
+        "seq": HUGE,
+        "tree_size": NEWEST,
+    },
+    ("GetConsistencyProof", (("first", 0), ("second", 0))): {"first": LOW},
+    ("GetConsistencyProof", (("first", 1), ("second", -1))): {"second": NEWEST},
+    ("GetConsistencyProof", (("first", -3), ("second", -1))): {"first": LOW, "second": NEWEST},
+    ("GetConsistencyProof", (("first", MAX + 1), ("second", 0))): {"first": HUGE},
+    ("GetConsistencyProof", (("first", 1), ("second", MAX + 1))): {"second": HUGE},
+    ("GetConsistencyProof", (("first", 0), ("second", MAX + 1))): {"first": LOW, "second": HUGE},
+}
+_REQUESTS = {
+    "GetEntries": ledger_pb2.GetEntriesRequest,
+    "GetEntryPages": ledger_pb2.GetEntriesRequest,
+    "GetInclusionProof": ledger_pb2.InclusionProofRequest,
+    "GetConsistencyProof": ledger_pb2.ConsistencyProofRequest,
+}
+
+
+def _answer(call: Callable[..., Any], request: object, *, streamed: bool) -> object:
+    """A unary answer, or a stream's read to its end (where its error comes)."""
+    answer = call(request, timeout=10)
+    return list(answer) if streamed else answer
+
+
+def test_each_bad_position_is_named_by_its_own_field(sqlite_server: RunningServer) -> None:
+    """Every combination of bad positions: the answer names each bad field with its own
+    violation and no other field (``tree_size=-1`` once answered ``seq: must be >= 1``), and
+    each refusal is a DENIED entry, never a LEDGER_READ."""
+    channel, stub = _audit_stub(sqlite_server, "internal-affairs")
+    found = {}
+    with channel:
+        for (method, fields), _expected in BAD_POSITIONS.items():
+            request = _REQUESTS[method](**dict(fields))
+            call = getattr(stub, method)
+            streamed = method.startswith("GetEntr")
+            with pytest.raises(grpc.RpcError) as caught:
+                _answer(call, request, streamed=streamed)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, fields)
+            found[method, fields] = violations(caught.value)
+    assert found == BAD_POSITIONS
+    recorded = [e for e in sqlite_server.entries() if e.action is not Action.START]
+    assert [(e.action, e.meta["method"]) for e in recorded] == [
+        (Action.DENIED, f"/sinergi.v1.AuditLedger/{method}") for method, _ in BAD_POSITIONS
+    ]
 
 
 def test_key_rotation_checkpoints_carry_both_signatures(

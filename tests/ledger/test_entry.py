@@ -25,6 +25,8 @@ from ledger import (
     leaf_hash,
     parse_canonical,
 )
+from ledger._canonical import canonical_text
+from ledger._entry import _plain_meta, format_time
 from tests.ledger.doc_blocks import DOC, check_doc_block, generated_block
 
 ACTOR = Actor("spiffe://sinergi.dev/agency/police/system/gateway", "ab" * 32)
@@ -216,8 +218,33 @@ def test_the_writers_encoding_is_the_canonical_encoding(
     the range), refuse exactly as that does."""
     draft = EntryDraft(action, Actor(actor_id, cert), tuple(objects), digest,
                        Outcome(status, reason), meta)  # type: ignore[arg-type]  # fmt: skip
-    entry = draft.at(seq, datetime(2026, 11, 23, tzinfo=UTC), GENESIS_PREV)
+    when = datetime(2026, 11, 23, tzinfo=UTC)
+    entry = draft.at(seq, when, GENESIS_PREV)
     assert _outcome(entry.encode) == _outcome(lambda: canonical_json(entry.to_json()))
+    # the writer's path: the time formatted once, no Entry built
+    stamp = format_time(when)
+    assert _outcome(lambda: draft.encode_at(seq, stamp, GENESIS_PREV)) == _outcome(entry.encode)
+
+
+any_meta_values = st.one_of(
+    st.text(),
+    st.integers(-(2**60), 2**60),
+    st.booleans(),
+    st.none(),
+    st.floats(),
+    st.lists(st.one_of(st.text(), st.integers(), st.booleans()), max_size=3),
+    st.tuples(st.text()),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@given(st.dictionaries(st.one_of(st.text(max_size=8), st.integers()), any_meta_values, max_size=5))
+def test_the_writers_meta_encoding_is_the_canonical_one(meta: dict[object, object]) -> None:
+    """The writer encodes plain metas itself: exactly as the canonical encoder does; anything
+    else (None) is left to it."""
+    plain = _plain_meta(meta)  # type: ignore[arg-type]
+    if plain is not None:
+        assert plain == canonical_text(meta)
 
 
 def _outcome(encode: Callable[[], bytes]) -> bytes | str:
@@ -250,6 +277,10 @@ def test_the_writers_encoding_of_unusual_fields_is_the_canonical_one(
     fields = {**EntryDraft(Action.READ, ACTOR).at(1, datetime.now(UTC), GENESIS_PREV).__dict__}
     entry = Entry(**{**fields, **change})  # type: ignore[arg-type]
     assert _outcome(entry.encode) == _outcome(lambda: canonical_json(entry.to_json()))
+    draft = EntryDraft(entry.action, entry.actor, entry.objects, entry.digest, entry.outcome,
+                       entry.meta)  # fmt: skip
+    encoded = _outcome(lambda: draft.encode_at(entry.seq, entry.time, entry.prev))
+    assert encoded == _outcome(entry.encode)
 
 
 def test_bytes_have_no_canonical_encoding() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -436,3 +437,42 @@ def test_two_writers_on_one_database_continue_each_others_chain(
             cp = ledger.open_checkpoint(receipt.checkpoint, [verifier])
             ledger.verify_inclusion(receipt.seq - 1, cp.size, receipt.entry_hash,
                                     list(receipt.inclusion_proof), cp.root)  # fmt: skip
+
+
+class _Unreadable(Exception):
+    """A row the reader cannot use (a sealed body without its key, say)."""
+
+
+def _read_one_row_and_fail(engine: sqlalchemy.Engine) -> None:
+    with engine.connect() as connection:
+        # Kept, as a traceback keeps the frame that was reading: its statement stays active.
+        rows = connection.execute(text("SELECT seq FROM ledger_entries"))
+        for _row in rows:
+            raise _Unreadable  # after the first row of three
+
+
+def test_a_read_given_up_midway_leaves_no_snapshot_on_a_pooled_connection(
+    sqlite_url: str, signer: ledger.Signer
+) -> None:
+    """A result not read to its end keeps its SQLite statement, and with it a read snapshot,
+    after ROLLBACK: the pool must close it when the connection comes back. Else, once another
+    connection wrote, reads there see the old snapshot and the writer's BEGIN IMMEDIATE there
+    fails with "database is locked" each time the pool hands it out."""
+    engine = ledger.store.create_engine(sqlite_url)
+    writer = LedgerWriter(engine, signer, ORIGIN)
+    try:
+        for i in range(3):
+            writer.append(draft(i)).result(30)
+        with pytest.raises(_Unreadable):
+            _read_one_row_and_fail(engine)
+        outside = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        outside.execute("CREATE TABLE maintenance (note TEXT)")
+        outside.close()
+        writer.append(draft(3)).result(30)  # on the connection the read gave back
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM maintenance")).scalar() == 0
+            assert ledger.store.entry_count(connection) == 4
+        assert writer.failing is None
+    finally:
+        writer.close()
+        engine.dispose()
