@@ -42,9 +42,13 @@ from ledger import Checkpoint as LedgerCheckpoint
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-# The stream is resumed from its cursor after these: a dropped connection, a restarted server, or
-# the exchange shedding a subscriber that did not read fast enough.
-RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# The stream is resumed from its cursor after these: a dropped connection, a restarted server,
+# the exchange shedding a subscriber that did not read fast enough, or grpc ending the stream
+# CANCELLED under a burst of new streams before the exchange's code ran (a stream this client
+# cancels itself ends the generator instead, and is never resumed).
+RESUMABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 LEDGER_KEY_FILE = "ledger.vkey"
 WITNESS_FILE = "witness.json"
 #: The witness policy (C2SP tlog-policy) looked for beside an identity, as the ledger key is.
@@ -337,9 +341,10 @@ class ExchangeClient:
     ) -> Iterator[exchange_pb2.Delivery]:
         """Deliveries after cursor ``after``, UPDATE and CANCEL messages included.
 
-        On a dropped connection, and when the exchange sheds this subscriber for reading too
-        slowly (RESOURCE_EXHAUSTED), it reconnects and resumes after the last cursor yielded, so
-        nothing is lost; a message may come twice (delivery is at least once).
+        On a dropped connection, when the exchange sheds this subscriber for reading too
+        slowly (RESOURCE_EXHAUSTED), and when the stream is ended CANCELLED, it reconnects and
+        resumes after the last cursor yielded, so nothing is lost; a message may come twice
+        (delivery is at least once).
 
         Raises, while the caller iterates: :class:`SignatureFailed` for a message whose sender
         signature does not verify, and :class:`NotForUs` for one whose signed recipients do not
@@ -513,11 +518,17 @@ class ExchangeClient:
         signed: SignedRequest | None = None,
     ) -> Reply:
         """One unary call within one deadline, retried on UNAVAILABLE per the retry policy.
-        Every write carries an idempotency key, so a retry never records anything twice; a
-        ``signed`` request is signed afresh for each attempt, so a retry after a long outage is
-        not refused for an old signing time (the first attempt's message keeps its signature)."""
+        Every write (``witnessed``) carries an idempotency key, so a retry never records anything
+        twice; a ``signed`` request is signed afresh for each attempt, so a retry after a long
+        outage is not refused for an old signing time (the first attempt's message keeps its
+        signature).
+
+        A write whose deadline passed may still have committed (an overloaded exchange answers
+        late, and the caller must not be told "failed" for an alert that went out): it is asked
+        once more, under the same key and a fresh deadline, and the answer is the committed
+        result, or the write now."""
         deadline = time.monotonic() + self._timeout
-        attempt = 0
+        attempt, settling = 0, witnessed and self._retry.attempts > 1
         while True:
             attempt += 1
             if signed is not None:
@@ -528,6 +539,10 @@ class ExchangeClient:
                     request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata
                 )
             except grpc.RpcError as exc:
+                if settling and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    settling = False  # once: a second expiry is the answer
+                    deadline = time.monotonic() + self._timeout
+                    continue
                 error = from_rpc_error(exc)
                 pause = self._retry.delay(attempt)
                 if (

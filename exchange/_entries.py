@@ -68,6 +68,22 @@ def delivery(actor: Actor, stored: StoredAlert) -> EntryDraft:
     )
 
 
+def deliveries(exchange: Actor, receivers: Sequence[Actor], stored: StoredAlert) -> EntryDraft:
+    """DELIVER of one message to every subscriber in ``receivers`` at once (the subscriptions
+    one wake-up served from one page): the exchange's own entry naming each principal and the
+    certificate it used (docs/ledger-format.md, 1.1); for one receiver, its own entry."""
+    if len(receivers) == 1:
+        return delivery(receivers[0], stored)
+    named = sorted({f"{actor.id} {actor.cert}" for actor in receivers})
+    return EntryDraft(
+        Action.DELIVER,
+        exchange,
+        objects=_alerts([stored.alert.id]),
+        digest=_digest(stored.body),
+        meta={meta.CURSOR: stored.position, meta.RECEIVED_BY: named},
+    )
+
+
 def acknowledgement(
     actor: Actor, ack: alert_pb2.Acknowledgement, body: bytes, asked: str
 ) -> EntryDraft:

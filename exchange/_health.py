@@ -11,6 +11,10 @@ once its last batch failed, health is NOT_SERVING, and every interval a probe go
 writer (its connection, lock and transaction; a row inserted and rolled back, no ledger entry)
 until one succeeds.
 
+The probe has a thread and a database connection of its own: under load (hundreds of
+subscriptions reading pages) a probe queued behind the reads in the shared worker pool, or
+waiting for a pooled connection, would report a healthy database unreachable.
+
 A halted ledger writer (the ledger was rolled back or rewritten under it: it refuses to sign)
 makes every service NOT_SERVING too, until a restart after the operator acted: a replica that
 cannot record anything must not be sent traffic.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -28,7 +33,7 @@ from grpc_health.v1._async import HealthServicer
 from sqlalchemy import Engine, text
 
 from ledger import LedgerError
-from ledger.store import Committed, LedgerWriter
+from ledger.store import Committed, LedgerWriter, create_engine
 
 SERVICES = ("", "sinergi.v1.Exchange", "sinergi.v1.AuditLedger")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -41,7 +46,11 @@ class DatabaseHealth:
 
     def __init__(self, engine: Engine, interval: float, ledger: LedgerWriter) -> None:
         self.servicer = HealthServicer()
-        self._engine = engine
+        # The same database as ``engine``, with one connection of its own for the probe.
+        self._engine = create_engine(
+            engine.url.render_as_string(hide_password=False), pool_size=1, max_overflow=0
+        )
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="health")
         self._interval = interval
         self._ledger = ledger
         self._halt_logged = False
@@ -50,6 +59,7 @@ class DatabaseHealth:
         self.serving = True
         #: why the exchange does not serve ("" while it does), logged when it changes
         self.reason = ""
+        self.probes = 0  #: database probes that have answered
 
     async def start(self) -> None:
         self.serving = self._writable()
@@ -76,6 +86,8 @@ class DatabaseHealth:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._engine.dispose()
 
     def _probe(self) -> bool:
         try:
@@ -108,7 +120,7 @@ class DatabaseHealth:
             # that a failure shows for an interval at least.
             failing = self._failing()
             if probe is None:  # a probe stuck on the network is awaited, never stacked up
-                probe = asyncio.ensure_future(asyncio.to_thread(self._probe))
+                probe = asyncio.get_running_loop().run_in_executor(self._thread, self._probe)
             if commit is None:
                 commit = self._commit_probe()
             pending: set[asyncio.Future[Any]] = {probe} if commit is None else {probe, commit}
@@ -116,6 +128,7 @@ class DatabaseHealth:
             reachable = probe.done() and probe.result()
             if probe.done():
                 probe = None
+                self.probes += 1
             if commit is not None and commit.done():
                 error = commit.exception()
                 self._probe_failed = None if error is None else _reason(error)

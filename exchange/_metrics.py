@@ -84,6 +84,15 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400),
             registry=r,
         )
+        self._page_reads = Counter(
+            "sinergi_subscription_page_reads",
+            "Pages of alerts subscriptions asked for, by whether the subscription joined a read "
+            "another one had started at the same cursor (shared=yes) or ran its own (no).",
+            ["shared"],
+            registry=r,
+        )
+        for shared in ("yes", "no"):
+            self._page_reads.labels(shared)
         self._expiry = Gauge(
             "sinergi_certificate_expiry_seconds",
             "Seconds until the certificate expires.",
@@ -136,6 +145,9 @@ class Metrics:
 
     def delivered(self, lag_seconds: float) -> None:
         self._lag.observe(max(lag_seconds, 0.0))
+
+    def page_read(self, shared: bool) -> None:
+        self._page_reads.labels("yes" if shared else "no").inc()
 
     def certificate(self, identity: str, not_after: datetime) -> None:
         """Expiry counts down by itself at every scrape (a value set once would go stale)."""

@@ -351,9 +351,10 @@ class ExchangeServer:
             )
             observers.append(self.witnessing.offer)
         self.metrics.ledger_halted(lambda: self.ledger.halted)
-        self.hub = Hub(self.metrics.subscribers, self.metrics.delivered)
+        self.hub = Hub(self.metrics.subscribers, self.metrics.delivered, self.metrics.page_read)
         self.wakeups: PostgresWakeups | None = None
         self.health: DatabaseHealth | None = None
+        self.actor = Actor("", "")  # the exchange's own identity, known once it starts
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -370,7 +371,7 @@ class ExchangeServer:
 
     async def _start(self) -> int:
         server_id = self._identity.spiffe_id
-        actor = Actor(
+        actor = self.actor = Actor(
             str(server_id)
             if server_id
             else f"x509:{self._identity.certificate.subject.rfc4514_string()}",
@@ -456,7 +457,13 @@ class ExchangeServer:
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
             ExchangeService(
-                self.policy, self.ledger, self.engine, self.hub, cosigned, metrics=self.metrics
+                self.policy,
+                self.ledger,
+                self.engine,
+                self.hub,
+                cosigned,
+                actor=self.actor,
+                metrics=self.metrics,
             ),
             server,
         )

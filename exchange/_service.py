@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -34,8 +34,9 @@ from exchange._receipts import Cosigned, Receipts
 from exchange._rpc import current_principal, denied_recorder
 from exchange._search import matching_threads, search_keys
 from exchange._signatures import check_signature, unsigned
-from exchange._subscriptions import Hub
+from exchange._subscriptions import Hub, Together
 from exchange._threads import (
+    StoredAlert,
     acknowledgements_of,
     addressed_to,
     alerts_for,
@@ -68,7 +69,7 @@ from exchange._visibility import (
     visible_thread,
 )
 from exchange._writes import insert_acknowledgement, insert_alert
-from ledger import EntryDraft, LedgerError
+from ledger import Actor, EntryDraft, LedgerError
 from ledger.store import Committed, LedgerWriter, Work
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2
 
@@ -87,6 +88,15 @@ class Alarms(Protocol):
 
     def tampered(self, field: str) -> None:
         """One alert refused because its ``field`` disagrees with what its sender signed."""
+
+
+class _Page(NamedTuple):
+    """A page of a subscription, shared by the streams at its cursor (read-only to them)."""
+
+    messages: list[StoredAlert]
+    sends: list[exchange_pb2.Delivery]  # built once, sent by each stream
+    last: int  # the position read up to
+    recorded: Together[Actor]  # the DELIVER entries of the streams it serves
 
 
 class _Stored(NamedTuple):
@@ -120,12 +130,16 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         hub: Hub,
         cosigned: Cosigned | None = None,
         *,
+        actor: Actor,
         metrics: Alarms | None = None,
     ) -> None:
         """``cosigned`` gives the newest checkpoint with the witness policy's quorum, which
-        receipts carry (None: no witnesses); ``metrics`` counts alerts refused because their
-        rows disagree with what their sender signed (they are logged at error in any case)."""
+        receipts carry (None: no witnesses); ``actor`` is the exchange's own identity, which
+        names a delivery to several subscribers at once; ``metrics`` counts alerts refused
+        because their rows disagree with what their sender signed (they are logged at error in
+        any case)."""
         self._policy = policy
+        self._actor = actor
         self._metrics = metrics
         self._ledger = ledger
         self._engine = engine
@@ -310,10 +324,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         principal = current_principal()
         self._policy.authorize_receive(principal.agency)
         validate_subscribe(request)
-        categories = [category_name(c) for c in request.categories]
+        categories = sorted({category_name(c) for c in request.categories})
         cursor = request.after
 
-        def page_after(after: int) -> Callable[[Connection], tuple[Checked, int]]:
+        def page_after(after: int) -> Callable[[], Awaitable[_Page]]:
             def query(connection: Connection) -> tuple[Checked, int]:
                 page = alerts_for(
                     connection,
@@ -326,30 +340,45 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 last = page[-1].position if page else after
                 return deliverable(connection, page, principal.agency), last
 
-            return query
+            async def run() -> _Page:
+                checked, last = await read(self._engine, query)
+                self._alarm("Subscribe", principal.agency, checked.tampered)  # once per read
+                page = [thread[0] for thread in checked.served]
+                sends = [exchange_pb2.Delivery(cursor=s.position, alert=s.alert) for s in page]
+
+                async def record(receivers: list[Actor]) -> None:
+                    await self._record(
+                        *(_entries.deliveries(self._actor, receivers, s) for s in page)
+                    )
+
+                return _Page(page, sends, last, Together(record))
+
+            return run
 
         with self._hub.subscription():
             while True:
                 if self._hub.closing:
                     raise Unavailable("server shutting down; resume from your last cursor")
                 wake = self._hub.waiter(principal.agency)
-                checked, last = await read(self._engine, page_after(cursor))
-                self._alarm("Subscribe", principal.agency, checked.tampered)
-                page = [thread[0] for thread in checked.served]
-                if not page:
-                    if last == cursor:
+                # Every idle subscription of the agency wakes at the same cursor: one read serves
+                # them all (the page depends on nothing else).
+                key = (principal.agency, cursor, tuple(categories))
+                page = await self._hub.shared(key, page_after(cursor))
+                if not page.messages:
+                    if page.last == cursor:
                         await wake.wait()
-                    cursor = last  # past what the checks refused: it is never sent
+                    cursor = page.last  # past what the checks refused: it is never sent
                     continue
                 # Record before sending: the ledger may say "delivered" for an alert a dropped
-                # connection lost (it is sent again on resume), never the reverse.
-                await self._record(*(_entries.delivery(principal.actor, s) for s in page))
-                for stored in page:
-                    yield exchange_pb2.Delivery(cursor=stored.position, alert=stored.alert)
+                # connection lost (it is sent again on resume), never the reverse. The streams
+                # the page woke are recorded together.
+                await page.recorded.join(principal.actor)
+                for stored, delivery in zip(page.messages, page.sends, strict=True):
+                    yield delivery
                     cursor = stored.position
                     sent = stored.alert.sent.ToDatetime(UTC)
                     self._hub.delivered((datetime.now(UTC) - sent).total_seconds())
-                cursor = last
+                cursor = page.last
 
     async def Acknowledge(  # noqa: N802
         self, request: exchange_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -117,6 +117,16 @@ def _alert_ids(entry: Entry) -> list[str]:
     return [o.removeprefix("alert:") for o in entry.objects if o.startswith("alert:")]
 
 
+def acted_by(entry: Entry) -> tuple[str, ...]:
+    """The principals an entry says acted: its actor, or, for the exchange's DELIVER of one
+    message to several subscribers at once, each principal it names (docs/ledger-format.md,
+    1.1, ``received_by``)."""
+    named = entry.meta.get(meta.RECEIVED_BY) if entry.action == Action.DELIVER else None
+    if isinstance(named, list) and named:
+        return tuple(dict.fromkeys(item.partition(" ")[0] for item in named))
+    return (entry.actor.id,)
+
+
 def who_accessed(entries: Sequence[Entry], alert_id: str) -> list[Entry]:
     """Every entry that wrote, delivered, showed, found, acknowledged or tried to reach any
     message of the thread ``alert_id`` belongs to, in ledger order."""
@@ -141,9 +151,10 @@ def activity(
     principals = _once_each(principals)
     found = []
     for entry in entries:
-        if principal and entry.actor.id != principal:
+        acted = acted_by(entry)
+        if principal and principal not in acted:
             continue
-        if agency and _agency(principals, entry.actor.id) != agency:
+        if agency and all(_agency(principals, who) != agency for who in acted):
             continue
         when = entry_time(entry)
         if (since and when < since) or (until and when >= until):

@@ -13,6 +13,8 @@ HANDLING: Final = "handling"
 SIGNATURE: Final = "signature"
 # DELIVER
 CURSOR: Final = "cursor"
+#: A DELIVER to several principals at once (the exchange's own entry): "<SPIFFE ID> <cert>" each
+RECEIVED_BY: Final = "received_by"
 # ACK
 RESPONSE: Final = "response"
 # READ, SEARCH, LEDGER_READ, DENIED

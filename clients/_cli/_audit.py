@@ -31,6 +31,7 @@ from ledger import (
     Report,
     Rules,
     VerificationError,
+    acted_by,
     activity,
     anomalies,
     denied,
@@ -126,7 +127,7 @@ def _entry_rows(entries: Sequence[Entry]) -> str:
 
 def _entry_row(e: Entry) -> list[str]:
     objects = ",".join(e.objects) or "-"
-    return [str(e.seq), e.time, e.action.value, e.actor.id, objects, e.outcome.status]
+    return [str(e.seq), e.time, e.action.value, ",".join(acted_by(e)), objects, e.outcome.status]
 
 
 def _covered(report: Report) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def who_accessed_command(alert_id: str, source: Source, as_json: bool) -> None:
     """
     verified = _load(source)
     rows = who_accessed(verified.entries, alert_id)
-    principals = sorted({e.actor.id for e in rows})
+    principals = sorted({who for e in rows for who in acted_by(e)})
     human = f"{len(rows)} entries, {len(principals)} principals\n{_entry_rows(rows)}"
     emit(
         as_json,

@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from html import escape
 
-from ledger import Anomaly, DeniedGroup, Entry, Principals, Report, Rules, entry_time
+from ledger import (
+    Anomaly,
+    DeniedGroup,
+    Entry,
+    Principals,
+    Report,
+    Rules,
+    acted_by,
+    entry_time,
+)
 
 # One colour per agency in the chart (the "tab10" palette).
 _COLOURS = (
@@ -40,10 +49,11 @@ def _per_day(
 ) -> tuple[list[date], dict[str, Counter[date]]]:
     counts: dict[str, Counter[date]] = {}
     for entry in entries:
-        name = principals(entry.actor.id)
-        agency = name.agency if name is not None else "(other)"
         day = entry_time(entry).astimezone(rules.timezone).date()
-        counts.setdefault(agency, Counter())[day] += 1
+        named = [principals(who) for who in acted_by(entry)]
+        # A DELIVER to several subscribers at once counts once for each agency it names.
+        for agency in {name.agency if name is not None else "(other)" for name in named}:
+            counts.setdefault(agency, Counter())[day] += 1
     days = sorted({d for c in counts.values() for d in c})
     return days, dict(sorted(counts.items()))
 

@@ -48,11 +48,16 @@ class LyingServer:
     """Forwards to ``upstream`` as the identity directory ``caller``; serves on 127.0.0.1 with
     ``pki``'s server identity. ``tamper[name]`` rewrites the answers of the method ``name``
     (``Publish``, ``GetCheckpoint``, ...; of ``Subscribe``, each message); ``witnessed``
-    records the witnessed size each unary call carried (None: no header)."""
+    records the witnessed size each unary call carried (None: no header). ``late[name]``
+    calls of ``name`` are forwarded, and answered only once the caller's deadline passed (an
+    exchange too loaded to answer in time, which committed all the same); ``cancel[name]``
+    streams of ``name`` are ended CANCELLED after their first message."""
 
     def __init__(self, upstream: str, pki: Path, caller: Path) -> None:
         self.upstream, self.pki, self.caller = upstream, pki, caller
         self.tamper: dict[str, Tamper] = {}
+        self.late: dict[str, int] = {}
+        self.cancel: dict[str, int] = {}
         self.witnessed: list[tuple[str, int | None]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -131,7 +136,13 @@ class _Forward(grpc.GenericRpcHandler):
                 reply: bytes = await call(request, metadata=header, timeout=10)
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "")
-            tamper = lying.tamper.get(method.rsplit("/", 1)[1])
+            name = method.rsplit("/", 1)[1]
+            if lying.late.get(name, 0) > 0:
+                lying.late[name] -= 1
+                gone = asyncio.Event()
+                context.add_done_callback(lambda _context: gone.set())
+                await gone.wait()  # the caller's deadline: the answer is lost
+            tamper = lying.tamper.get(name)
             if tamper is None:
                 return reply
             message: Message = reply_type.FromString(reply)
@@ -148,9 +159,17 @@ class _Forward(grpc.GenericRpcHandler):
             request: bytes, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[bytes]:
             call = channel.unary_stream(method)(request)
+            name = method.rsplit("/", 1)[1]
+            cut = lying.cancel.get(name, 0) > 0
+            if cut:
+                lying.cancel[name] -= 1
+            sent = 0
             try:
                 async for reply in call:
-                    tamper = lying.tamper.get(method.rsplit("/", 1)[1])
+                    if cut and sent == 1:
+                        await context.abort(grpc.StatusCode.CANCELLED, "stream cancelled")
+                    sent += 1
+                    tamper = lying.tamper.get(name)
                     if tamper is None:
                         yield reply
                         continue

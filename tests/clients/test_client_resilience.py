@@ -16,6 +16,7 @@ from clients import NO_RETRY, ExchangeClient, Refused, RetryPolicy, Unreachable,
 from ledger import Action
 from sinergi.v1 import alert_pb2
 from tests.clients.cutting_proxy import CuttingProxy
+from tests.clients.lying_server import LyingServer
 from tests.conftest import RunningServer, wait_for
 from tests.integration.support import Collector
 
@@ -108,6 +109,45 @@ def test_without_retries_the_outcome_is_unknown_until_the_same_key_is_sent_again
 
     assert _actions(exchange, Action.PUBLISH) == [(f"alert:{again.alert_id}",)]
     assert _alert_rows(exchange) == 1
+
+
+def test_writes_answered_after_their_deadline_report_what_was_committed(
+    exchange: RunningServer, pki: Path
+) -> None:
+    """An exchange too loaded to answer before the deadline, which committed all the same: the
+    caller is not told "failed" for an alert that went out. The write is asked once more under
+    its key and the answer is the committed one; nothing is recorded twice. Without retries the
+    deadline is the answer."""
+    late = LyingServer(exchange.address, pki, pki / "immigration")
+    late.start()
+    try:
+        late.late = {"Publish": 1, "Acknowledge": 1}
+        with ExchangeClient(pki / "immigration", late.address, timeout=2) as client:
+            published = client.publish(_alert())
+        with ExchangeClient(pki / "police", exchange.address) as police:
+            held = new_alert(
+                category="TRAFFICKING_SUSPECT", recipients=["immigration"], summary="held"
+            )
+            police_alert = police.publish(held).alert_id
+        with ExchangeClient(pki / "immigration", late.address, timeout=2) as client:
+            acked = client.acknowledge(police_alert, alert_pb2.RESPONSE_ACCEPTED)
+        late.late = {"Publish": 1}
+        with (
+            ExchangeClient(pki / "immigration", late.address, timeout=1, retry=NO_RETRY) as once,
+            pytest.raises(Unreachable, match=r"(?i)deadline"),
+        ):
+            once.publish(_alert("asked once"))
+    finally:
+        late.stop()
+    asked = [method.rsplit("/", 1)[1] for method, _ in late.witnessed]
+    assert asked.count("Publish") == 3
+    assert asked.count("Acknowledge") == 2
+    published_ids = [objects[0] for objects in _actions(exchange, Action.PUBLISH)]
+    assert published_ids.count(f"alert:{published.alert_id}") == 1
+    assert published.receipt.entry.objects == (f"alert:{published.alert_id}",)
+    assert len(_actions(exchange, Action.ACK)) == 1
+    assert acked.receipt.entry.action is Action.ACK
+    assert _alert_rows(exchange) == 3  # immigration's two (one reported failed) and police's
 
 
 @dataclass(frozen=True)
@@ -212,3 +252,24 @@ def test_subscription_cut_mid_stream_resumes_from_its_cursor_and_loses_nothing(
     assert ids == [first, *during, after]
     cursors = [d.cursor for d in collector.deliveries]
     assert cursors == sorted(cursors)
+
+
+def test_a_subscription_ended_cancelled_resumes_from_its_cursor(
+    exchange: RunningServer, pki: Path
+) -> None:
+    """grpc ends some streams CANCELLED when hundreds open at once, before the exchange's code
+    runs: the client resumes them like a dropped connection, after its last cursor."""
+    cutting = LyingServer(exchange.address, pki, pki / "police")
+    cutting.start()
+    try:
+        with ExchangeClient(pki / "immigration", exchange.address) as immigration:
+            sent = [immigration.publish(_alert(f"alert {n}")).alert_id for n in range(3)]
+        cutting.cancel = {"Subscribe": 2}
+        with ExchangeClient(pki / "police", cutting.address) as police:
+            stream = police.subscribe()
+            received = [next(stream).alert.id for _ in range(3)]
+            stream.close()
+    finally:
+        cutting.stop()
+    assert received == sent  # one message per stream, each resumed after the last cursor
+    assert cutting.cancel == {"Subscribe": 0}

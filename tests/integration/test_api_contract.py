@@ -20,11 +20,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clients import ExchangeClient, Refused, content_alert, new_alert, parse_subjects
+from exchange import DEFAULT_POLICY
 from ledger import Action
 from sinergi.v1 import alert_pb2, exchange_pb2, ledger_pb2, ledger_pb2_grpc
 from tests.clients.conftest import run
-from tests.conftest import RunningServer
-from tests.integration.support import channel, signed, stub
+from tests.conftest import RunningServer, wait_for
+from tests.integration.support import Collector, channel, signed, stub
 
 RPC_PROTOS = ("status.proto", "error_details.proto")
 SHIPPED = Path(__file__).resolve().parents[2] / "proto" / "google" / "rpc"
@@ -185,11 +186,17 @@ def _documented_meta() -> dict[str, set[str]]:
 
 
 def test_every_action_writes_the_meta_keys_docs_ledger_format_lists(
-    start_server: Callable[..., RunningServer], sqlite_url: str
+    start_server: Callable[..., RunningServer], sqlite_url: str, tmp_path: Path
 ) -> None:
     """A strict verifier checks `meta` against that table: it must name exactly the keys the
-    exchange writes, for every action (REDACT through `sinergi db purge`)."""
-    server = start_server(sqlite_url)
+    exchange writes, for every action (REDACT through `sinergi db purge`; a DELIVER to two
+    principals at once, with a policy letting police's officer subscribe too)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        DEFAULT_POLICY.read_text()
+        + '\n[agencies.police.principals]\n"officer/investigator" = ["read", "subscribe"]\n'
+    )
+    server = start_server(sqlite_url, policy=policy)
     subjects = parse_subjects(["passport=C1234567"])
     alert = new_alert(
         category="PASSPORT_HOLD", recipients=["police"], summary="held", subjects=subjects
@@ -207,8 +214,26 @@ def test_every_action_writes_the_meta_keys_docs_ledger_format_lists(
         police.consistency(1, 0)
         with pytest.raises(Refused):
             police.get_alert("00000000-0000-4000-8000-000000000000")  # DENIED: NOT_FOUND
-    with ExchangeClient(server.pki / "immigration", server.address) as immigration:
-        immigration.cancel(alert_id, "issued in error")
+    both = [Collector(server, name) for name in ("police", "police-officer")]
+    try:  # both idle at the same cursor: one publish wakes them together
+        wait_for(lambda: all(len(c.ids()) == 2 for c in both), what="both subscriptions")
+        reads = server.server.metrics.registry.get_sample_value
+        wait_for(  # each asked for the page after the two messages: both wait at one cursor
+            lambda: (
+                sum(
+                    reads("sinergi_subscription_page_reads_total", {"shared": shared}) or 0.0
+                    for shared in ("yes", "no")
+                )
+                >= 4
+            ),
+            what="both subscriptions idle",
+        )
+        with ExchangeClient(server.pki / "immigration", server.address) as immigration:
+            immigration.cancel(alert_id, "issued in error")
+        wait_for(lambda: all(len(c.ids()) == 3 for c in both), what="the cancellation")
+    finally:
+        for collector in both:
+            collector.stop()
     with ExchangeClient(server.pki / "internal-affairs", server.address) as auditor:
         list(auditor.entries(1, 0))
         auditor.inclusion(1)

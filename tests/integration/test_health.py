@@ -211,3 +211,31 @@ def test_health_is_not_serving_while_the_ledger_writer_cannot_commit(
     _execute(db_url, allow)
     wait_for(lambda: statuses(probe) == {SERVING}, what="SERVING once the writer commits again")
     assert isinstance(_publish(server, "accepted"), str)
+
+
+def test_health_probes_on_its_own_while_every_worker_thread_is_busy(
+    start_server: Callable[..., RunningServer], sqlite_url: str
+) -> None:
+    """Hundreds of subscriptions reading pages fill the worker threads the reads share: the
+    probe has a thread and a connection of its own, so a healthy database is not reported
+    unreachable (it once said NOT_SERVING three times under fan-out load)."""
+    server = start_server(sqlite_url, health_interval_seconds=0.1)
+    loop = server.server_thread._loop
+    assert server.server.health is not None
+    busy, release = 0, threading.Event()
+
+    def occupy() -> None:
+        nonlocal busy
+        busy += 1
+        release.wait(60)
+
+    for _ in range(64):  # far more than the default pool's threads (min(32, cores + 4))
+        loop.call_soon_threadsafe(loop.run_in_executor, None, occupy)
+    try:
+        wait_for(lambda: busy > 0, what="the worker threads to be taken")
+        probed = server.server.health.probes
+        wait_for(lambda: server.server.health.probes >= probed + 5, what="five probes more")
+        assert server.server.health.reason == ""
+        assert statuses(health(server)) == {SERVING}
+    finally:
+        release.set()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
+from certs import load_identity
 from clients import ExchangeClient, new_alert
+from exchange import DEFAULT_POLICY
+from ledger import Action, meta
 from sinergi.v1 import alert_pb2, exchange_pb2
 from tests.conftest import RunningServer, wait_for
 from tests.integration.support import Collector, stub
@@ -75,3 +79,62 @@ def test_category_filter(server: RunningServer) -> None:
     )
     assert [next(call).alert.id for _ in range(2)] == [imei, last]
     call.cancel()
+
+
+def _page_reads(server: RunningServer, shared: str) -> float:
+    value = server.server.metrics.registry.get_sample_value(
+        "sinergi_subscription_page_reads_total", {"shared": shared}
+    )
+    return value or 0.0
+
+
+def test_idle_subscriptions_woken_together_share_one_read_and_one_record(
+    start_server: Callable[..., RunningServer], db_url: str, tmp_path: Path
+) -> None:
+    """One publish wakes every idle subscription of its recipient at the same cursor: one of
+    them reads the page (query, decryption, signed-addressing check) and the rest await that
+    read, and one DELIVER entry, the exchange's own, names every principal that received it
+    (with the certificate it used), where each stream wrote its own."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        DEFAULT_POLICY.read_text()
+        + '\n[agencies.police.principals]\n"officer/investigator" = ["read", "subscribe"]\n'
+    )
+    server = start_server(db_url, policy=policy)
+    streams = 12
+    collectors = [
+        Collector(server, "police" if n % 2 else "police-officer") for n in range(streams)
+    ]
+    try:
+        wait_for(
+            lambda: _page_reads(server, "yes") + _page_reads(server, "no") >= streams,
+            what="every subscription's first (empty) page",
+        )
+        before = {shared: _page_reads(server, shared) for shared in ("yes", "no")}
+        with ExchangeClient(server.pki / "immigration", server.address) as sender:
+            alert_id = sender.publish(
+                new_alert(category="PASSPORT_HOLD", recipients=["police"], summary="shared")
+            ).alert_id
+        wait_for(
+            lambda: all(c.ids() == [alert_id] for c in collectors),
+            what="the alert at every subscription",
+        )
+    finally:
+        for collector in collectors:
+            collector.stop()
+    identities = [load_identity(server.pki / name) for name in ("police", "police-officer")]
+    receivers = {f"{i.spiffe_id} {i.fingerprint}" for i in identities}
+    ran = _page_reads(server, "no") - before["no"]
+    joined = _page_reads(server, "yes") - before["yes"]
+    # Each stream asks for the page with the alert, then for the (empty) page after it: two
+    # reads in all, where each stream ran its own (a straggler may start another).
+    assert ran + joined >= streams
+    assert ran <= 4, (ran, joined)
+    delivered = [e for e in server.entries() if e.action is Action.DELIVER]
+    assert [e.objects for e in delivered] == [(f"alert:{alert_id}",)] * len(delivered)
+    named = [set(e.meta.get(meta.RECEIVED_BY, [e.actor.id])) for e in delivered]
+    assert set().union(*named) >= receivers
+    assert len(delivered) <= 2  # one (a straggler may be recorded on its own)
+    if len(delivered) == 1:
+        assert delivered[0].actor == server.server.actor
+        assert set(delivered[0].meta[meta.RECEIVED_BY]) == receivers

@@ -8,8 +8,16 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from certs import CertsError, SpiffeId
-from ledger import Action, Entry
-from ledger._audit import PrincipalName, Rules, activity, anomalies, denied, who_accessed
+from ledger import Action, Actor, Entry, Outcome, meta
+from ledger._audit import (
+    PrincipalName,
+    Rules,
+    acted_by,
+    activity,
+    anomalies,
+    denied,
+    who_accessed,
+)
 from tests.ledger.history import (
     BUDI,
     CUSTOMS,
@@ -118,3 +126,38 @@ def test_the_caller_reads_principals() -> None:
     assert activity(ENTRIES, principals=lambda _: None, agency="labour") == []
     unknown = {a.rule for a in anomalies(ENTRIES, principals=lambda _: None)}
     assert not unknown & {"off-hours", "unaddressed-search"}
+
+
+def test_a_delivery_to_several_subscribers_names_each_of_them() -> None:
+    """The exchange records one DELIVER for the subscriptions one wake-up served: who-accessed
+    and activity find every principal it names, by name and by agency, and no one else."""
+    exchange = Actor("spiffe://sinergi.dev/exchange", "e" * 64)
+    police = "spiffe://sinergi.dev/agency/police/system/gateway"
+    officer = "spiffe://sinergi.dev/agency/police/officer/budi"
+    labour = "spiffe://sinergi.dev/agency/labour/system/gateway"
+    publish, deliver = (
+        Entry(
+            seq=seq,
+            time=f"2026-12-07T02:00:0{seq}.000000Z",
+            action=action,
+            actor=actor,
+            objects=(f"alert:{TARGET}",),
+            digest="d" * 64,
+            outcome=Outcome(),
+            meta=fields,
+            prev="0" * 64,
+        )
+        for seq, action, actor, fields in (
+            (1, Action.PUBLISH, Actor(labour, "a" * 64), {}),
+            (2, Action.DELIVER, exchange,
+             {meta.CURSOR: 1, meta.RECEIVED_BY: [f"{officer} {'b' * 64}", f"{police} {'c' * 64}"]}),
+        )
+    )  # fmt: skip
+    assert acted_by(deliver) == (officer, police)
+    assert acted_by(publish) == (labour,)
+    assert who_accessed([publish, deliver], TARGET) == [publish, deliver]
+    found = activity([publish, deliver], principals=spiffe, principal=officer)
+    assert found == [deliver]
+    assert activity([publish, deliver], principals=spiffe, agency="police") == [deliver]
+    assert activity([publish, deliver], principals=spiffe, agency="labour") == [publish]
+    assert activity([publish, deliver], principals=spiffe, principal=exchange.id) == []
