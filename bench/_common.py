@@ -36,28 +36,43 @@ class Result:
     """One row of the table: the project's figure beside its baseline, and the target ratio.
 
     ``higher`` says whether a bigger ratio is better (a rate) or worse (a time, a memory size):
-    the figure passes when ratio >= target (higher) or ratio <= target (not higher)."""
+    the figure passes when ratio >= target (higher) or ratio <= target (not higher).
+
+    A row without a target (``target`` None) is recorded beside the others, judged by none; a
+    row without a project figure (``project`` None) is a peer's figure alone, where the project
+    has no comparable figure yet (a peer's fan-out, benchmark 7)."""
 
     benchmark: str
     figure: str
     unit: str
-    project: float
+    project: float | None
     baseline: float
-    target: float
+    target: float | None
     higher: bool = True
     notes: str = ""
     details: dict[str, object] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
-        return self.project / self.baseline if self.baseline else float("nan")
+        if self.project is None or not self.baseline:
+            return float("nan")
+        return self.project / self.baseline
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool | None:
+        """Whether the target is met; None for a row without a target or a project figure."""
+        if self.target is None or self.project is None:
+            return None
         return self.ratio >= self.target if self.higher else self.ratio <= self.target
 
     def to_json(self) -> dict[str, object]:
-        return {**asdict(self), "ratio": self.ratio, "passed": self.passed}
+        ratio = self.ratio
+        return {**asdict(self), "ratio": None if ratio != ratio else ratio, "passed": self.passed}
+
+
+class Skipped(Exception):
+    """A benchmark that cannot run here (a peer unreachable, a package missing): the run reports
+    it with the reason instead of a figure."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +88,14 @@ class Sizes:
     memory_large: int
     append_entries: int  # entries per append measurement
     memory_work: int  # publishes per publisher and proofs in the memory benchmark's workload
+    peer_append_entries: int  # entries per batched-append measurement beside pymerkle
+    peer_proof_sizes: tuple[int, ...]  # ledger sizes of the proofs beside pymerkle's
 
 
-FULL = Sizes("full", 8.0, 1_000_000, 10_000, 1_000_000, 100_000, 1_000_000, 20_000, 150)
-QUICK = Sizes("quick", 3.0, 100_000, 10_000, 100_000, 10_000, 100_000, 5_000, 50)
+FULL = Sizes("full", 8.0, 1_000_000, 10_000, 1_000_000, 100_000, 1_000_000, 20_000, 150,
+             50_000, (10_000, 100_000, 1_000_000))  # fmt: skip
+QUICK = Sizes("quick", 3.0, 100_000, 10_000, 100_000, 10_000, 100_000, 5_000, 50,
+              10_000, (10_000, 100_000))  # fmt: skip
 
 
 def log(message: str) -> None:

@@ -67,6 +67,8 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _integer(text: str) -> int:
+    if len(text.removeprefix("-")) > 16:  # refused before int() (which limits digits itself)
+        raise EncodingError("integer outside the exact IEEE 754 range")
     value = int(text)
     if abs(value) > MAX_SAFE_INTEGER:
         raise EncodingError("integer outside the exact IEEE 754 range")
@@ -77,11 +79,56 @@ def _no_float(text: str) -> float:
     raise EncodingError(f"non-integer number {text}")
 
 
+class _Excluded(Exception):
+    """A number the subset excludes met by the fast parse: the strict parse words the error."""
+
+
+def _excluded(_text: str) -> Any:  # noqa: ANN401 - a JSON parser hook
+    raise _Excluded
+
+
+def _exact(text: str) -> int:
+    if len(text) > 17:  # a sign and 16 digits at most: longer is refused unparsed
+        raise _Excluded
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise _Excluded
+    return value
+
+
+#: The fast parse: the C scanner, with a hook for integers (a few per entry; a scan of the
+#: text for long digit runs cost more, digits being common in hex strings) and for floats and
+#: NaN/Infinity, which it calls only when it meets one (so never on a canonical value).
+_DECODER = json.JSONDecoder(parse_int=_exact, parse_float=_excluded, parse_constant=_excluded)
+
+
 def parse_canonical(data: bytes) -> Any:  # noqa: ANN401 - JSON is dynamically typed
     """Parse ``data`` and insist it is already canonical, so one value has exactly one encoding.
 
-    What :func:`canonical_json` refuses is refused while parsing (ASCII keys, integers in the
-    exact range, no floats), so the value needs no second walk before it is encoded again."""
+    For ASCII text (every entry the exchange writes but those with a non-ASCII string), the C
+    parser reads it and the C encoder writes it again: canonical bytes are exactly what comes
+    back. What that encoder writes but the subset excludes is checked besides: floats and
+    NaN/Infinity (refused by the parser's hooks, called only when it meets one), integers
+    outside the exact range (the parser's integer hook), object keys that are not ASCII (none
+    in ASCII text). Duplicate keys, needless escapes, lone surrogates and every other spelling
+    do not re-encode to themselves. Anything else (text that is not ASCII, where finding the
+    keys would cost as much as the strict parse) goes to the strict parse
+    (:func:`_parse_strict`), whose verdict and message count."""
+    if data.isascii():
+        try:
+            text = data.decode("ascii")
+            value = _DECODER.decode(text)
+            if _ENCODER.encode(value) == text:
+                return value
+        except (ValueError, _Excluded):  # not JSON, a float: the strict parse says so
+            pass
+    return _parse_strict(data)
+
+
+def _parse_strict(data: bytes) -> Any:  # noqa: ANN401 - JSON is dynamically typed
+    """:func:`parse_canonical` with every exclusion checked while parsing (hooks for keys,
+    integers and floats) and its own message for each: slower, for what the fast path does
+    not accept."""
     try:
         value = json.loads(
             data.decode("utf-8"),
