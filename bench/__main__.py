@@ -5,7 +5,8 @@
     python -m bench --only 4,5 # some benchmarks only
 
 Results go to bench/results/<timestamp>-<sizes>.json with a description of the machine.
-Exit status 0 even when a target is missed: the table says which.
+Exit status 0 even when a target is missed: the table says which. A benchmark that cannot run
+here (7 without a reachable RabbitMQ, say) is reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import os
 import time
 from pathlib import Path
 
-from bench import _append, _exchange, _ledger
-from bench._common import FULL, QUICK, RESULTS, Result, dev_pki, machine, write_json
+from bench import _append, _exchange, _fanout, _ledger, _merkle, _rabbitmq
+from bench._common import FULL, QUICK, RESULTS, Result, Skipped, dev_pki, log, machine, write_json
 
-ALL = ("1", "2", "3", "4", "5", "6")
+ALL = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 
 def _fmt(value: float) -> str:
@@ -28,17 +29,18 @@ def _fmt(value: float) -> str:
 
 
 def table(results: list[Result]) -> str:
+    """The results as a Markdown table; "-" where a row has no project figure or no target."""
     header = ("#", "figure", "unit", "project", "baseline", "ratio", "target", "pass")
     rows = [
         (
             r.benchmark,
             r.figure,
             r.unit,
-            _fmt(r.project),
+            "-" if r.project is None else _fmt(r.project),
             _fmt(r.baseline),
-            f"{r.ratio:.3f}",
-            f"{'>=' if r.higher else '<='} {r.target:g}",
-            "PASS" if r.passed else "miss",
+            "-" if r.project is None else f"{r.ratio:.3f}",
+            "-" if r.target is None else f"{'>=' if r.higher else '<='} {r.target:g}",
+            {True: "PASS", False: "miss", None: "-"}[r.passed],
         )
         for r in results
     ]
@@ -64,12 +66,24 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     pki = dev_pki(RESULTS / "cache" / "pki")
     results: list[Result] = []
+    skipped: dict[str, str] = {}
     if only & {"3"}:
         results += _append.run(sizes)
     if only & {"4", "5"}:
         results += _ledger.run(sizes, only)
     if only & {"1", "2", "6"}:
         results += [r for r in _exchange.run(pki, sizes, only) if r.benchmark in only]
+    for number, peer in (
+        ("7", lambda: _rabbitmq.run(pki, sizes)),
+        ("8", lambda: _merkle.run(sizes)),
+        ("9", lambda: _fanout.run(pki, sizes)),
+    ):
+        if number in only:
+            try:
+                results += peer()
+            except Skipped as exc:
+                log(f"{number}. skipped: {exc}")
+                skipped[number] = str(exc)
     results.sort(key=lambda r: r.benchmark)
     elapsed = time.monotonic() - began
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -81,8 +95,11 @@ def main() -> None:
         "machine": machine(),
         "load_average_at_start": load_before,
         "results": [r.to_json() for r in results],
+        "skipped": skipped,
     })  # fmt: skip
     print(table(results))
+    for number, reason in skipped.items():
+        print(f"\nbenchmark {number} skipped: {reason}")
     shown = Path(out).relative_to(RESULTS.parent.parent)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{sizes.name} run: {elapsed:.0f} s (load average now {load}); results in {shown}")

@@ -219,7 +219,9 @@ class Guard(_Interceptor):
         after it, when the client reads again. So the stalled client still gets everything in
         flight, then RESOURCE_EXHAUSTED; meanwhile the stream holds one message and no page."""
         try:
-            await asyncio.wait_for(context.write(item), self._stall_seconds)
+            # A timer, not wait_for's task per message: this runs once per delivery.
+            async with asyncio.timeout(self._stall_seconds):
+                await context.write(item)
         except TimeoutError:
             stall = self._stall_seconds
             _log.warning("stream stalled", method=call.method, peer=call.peer, stall_seconds=stall)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -95,7 +96,9 @@ class _Page(NamedTuple):
 
     messages: list[StoredAlert]
     sends: list[exchange_pb2.Delivery]  # built once, sent by each stream
+    sent: list[float]  # each message's sending time, POSIX seconds (the lag metric)
     last: int  # the position read up to
+    full: bool  # as many rows as a page holds: there may be more to read at once
     recorded: Together[Actor]  # the DELIVER entries of the streams it serves
 
 
@@ -328,7 +331,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         cursor = request.after
 
         def page_after(after: int) -> Callable[[], Awaitable[_Page]]:
-            def query(connection: Connection) -> tuple[Checked, int]:
+            def query(connection: Connection) -> tuple[Checked, int, bool]:
                 page = alerts_for(
                     connection,
                     principal.agency,
@@ -338,10 +341,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     now=datetime.now(UTC),
                 )
                 last = page[-1].position if page else after
-                return deliverable(connection, page, principal.agency), last
+                return deliverable(connection, page, principal.agency), last, len(page) == PAGE
 
             async def run() -> _Page:
-                checked, last = await read(self._engine, query)
+                checked, last, full = await read(self._engine, query)
                 self._alarm("Subscribe", principal.agency, checked.tampered)  # once per read
                 page = [thread[0] for thread in checked.served]
                 sends = [exchange_pb2.Delivery(cursor=s.position, alert=s.alert) for s in page]
@@ -351,7 +354,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         *(_entries.deliveries(self._actor, receivers, s) for s in page)
                     )
 
-                return _Page(page, sends, last, Together(record))
+                sent = [s.alert.sent.ToDatetime(UTC).timestamp() for s in page]
+                return _Page(page, sends, sent, last, full, Together(record))
 
             return run
 
@@ -361,8 +365,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     raise Unavailable("server shutting down; resume from your last cursor")
                 wake = self._hub.waiter(principal.agency)
                 # Every idle subscription of the agency wakes at the same cursor: one read serves
-                # them all (the page depends on nothing else).
-                key = (principal.agency, cursor, tuple(categories))
+                # them all. A read is joined only by streams holding the wake-up event it was
+                # started under: anything committed after it began sets that event, so no stream
+                # waits on a page that missed a publish (one that took a newer event reads anew).
+                key = (principal.agency, cursor, tuple(categories), wake)
                 page = await self._hub.shared(key, page_after(cursor))
                 if not page.messages:
                     if page.last == cursor:
@@ -373,12 +379,18 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 # connection lost (it is sent again on resume), never the reverse. The streams
                 # the page woke are recorded together.
                 await page.recorded.join(principal.actor)
-                for stored, delivery in zip(page.messages, page.sends, strict=True):
+                for stored, delivery, sent in zip(
+                    page.messages, page.sends, page.sent, strict=True
+                ):
                     yield delivery
                     cursor = stored.position
-                    sent = stored.alert.sent.ToDatetime(UTC)
-                    self._hub.delivered((datetime.now(UTC) - sent).total_seconds())
+                    self._hub.delivered(time.time() - sent)
                 cursor = page.last
+                # A page that was not full held everything committed before its read; the
+                # event taken before it is set by anything committed since. Unset, there is
+                # nothing to read: wait, instead of reading an empty page first.
+                if not page.full and not wake.is_set():
+                    await wake.wait()
 
     async def Acknowledge(  # noqa: N802
         self, request: exchange_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
