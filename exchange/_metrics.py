@@ -91,8 +91,8 @@ class Metrics:
             ["shared"],
             registry=r,
         )
-        for shared in ("yes", "no"):
-            self._page_reads.labels(shared)
+        # Bound once: counted for every stream at every wake-up, where labels() looks it up.
+        self._page_reads_by = {shared: self._page_reads.labels(shared) for shared in ("yes", "no")}
         self._expiry = Gauge(
             "sinergi_certificate_expiry_seconds",
             "Seconds until the certificate expires.",
@@ -147,7 +147,7 @@ class Metrics:
         self._lag.observe(max(lag_seconds, 0.0))
 
     def page_read(self, shared: bool) -> None:
-        self._page_reads.labels("yes" if shared else "no").inc()
+        self._page_reads_by["yes" if shared else "no"].inc()
 
     def certificate(self, identity: str, not_after: datetime) -> None:
         """Expiry counts down by itself at every scrape (a value set once would go stale)."""
