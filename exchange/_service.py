@@ -35,7 +35,7 @@ from exchange._receipts import Cosigned, Receipts
 from exchange._rpc import current_principal, denied_recorder
 from exchange._search import matching_threads, search_keys
 from exchange._signatures import check_signature, unsigned
-from exchange._subscriptions import Hub, Together
+from exchange._subscriptions import Hub
 from exchange._threads import (
     StoredAlert,
     acknowledgements_of,
@@ -99,7 +99,6 @@ class _Page(NamedTuple):
     sent: list[float]  # each message's sending time, POSIX seconds (the lag metric)
     last: int  # the position read up to
     full: bool  # as many rows as a page holds: there may be more to read at once
-    recorded: Together[Actor]  # the DELIVER entries of the streams it serves
 
 
 class _Stored(NamedTuple):
@@ -330,7 +329,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         categories = sorted({category_name(c) for c in request.categories})
         cursor = request.after
 
-        def page_after(after: int) -> Callable[[], Awaitable[_Page]]:
+        def page_after(after: int) -> Callable[[Callable[[], list[Actor]]], Awaitable[_Page]]:
             def query(connection: Connection) -> tuple[Checked, int, bool]:
                 page = alerts_for(
                     connection,
@@ -343,19 +342,18 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 last = page[-1].position if page else after
                 return deliverable(connection, page, principal.agency), last, len(page) == PAGE
 
-            async def run() -> _Page:
+            async def run(close: Callable[[], list[Actor]]) -> _Page:
                 checked, last, full = await read(self._engine, query)
                 self._alarm("Subscribe", principal.agency, checked.tampered)  # once per read
                 page = [thread[0] for thread in checked.served]
-                sends = [exchange_pb2.Delivery(cursor=s.position, alert=s.alert) for s in page]
-
-                async def record(receivers: list[Actor]) -> None:
+                receivers = close()  # the streams that joined this read, and no later one
+                if page:  # recorded before any of them sends (docs/decisions/0004)
                     await self._record(
                         *(_entries.deliveries(self._actor, receivers, s) for s in page)
                     )
-
+                sends = [exchange_pb2.Delivery(cursor=s.position, alert=s.alert) for s in page]
                 sent = [s.alert.sent.ToDatetime(UTC).timestamp() for s in page]
-                return _Page(page, sends, sent, last, full, Together(record))
+                return _Page(page, sends, sent, last, full)
 
             return run
 
@@ -369,16 +367,15 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 # started under: anything committed after it began sets that event, so no stream
                 # waits on a page that missed a publish (one that took a newer event reads anew).
                 key = (principal.agency, cursor, tuple(categories), wake)
-                page = await self._hub.shared(key, page_after(cursor))
+                page = await self._hub.shared(key, principal.actor, page_after(cursor))
                 if not page.messages:
                     if page.last == cursor:
                         await wake.wait()
                     cursor = page.last  # past what the checks refused: it is never sent
                     continue
-                # Record before sending: the ledger may say "delivered" for an alert a dropped
-                # connection lost (it is sent again on resume), never the reverse. The streams
-                # the page woke are recorded together.
-                await page.recorded.join(principal.actor)
+                # Recorded before it came back (with every stream that joined the read): the
+                # ledger may say "delivered" for an alert a dropped connection lost (it is sent
+                # again on resume), never the reverse.
                 for stored, delivery, sent in zip(
                     page.messages, page.sends, page.sent, strict=True
                 ):

@@ -10,8 +10,9 @@ shutting down, so that they end with UNAVAILABLE and resume elsewhere from their
 
 A publish wakes every idle subscription of its recipients at once, all at the same cursor: the
 first to ask reads the page (query, decryption, the signed-addressing check) and the others
-await that same read (:meth:`Hub.shared`), so the work that is the same for every recipient is
-done once per wake-up, not once per stream (docs/performance.md, "Fan-out").
+await that same read (:meth:`Hub.shared`), which also records the delivery to all of them in
+one DELIVER entry per message: the work that is the same for every recipient is done once per
+wake-up, not once per stream (docs/performance.md, "Fan-out").
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
 
 _log = structlog.get_logger("sinergi.subscriptions")
 T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
 
 
 class Hub:
@@ -43,7 +43,7 @@ class Hub:
         self._observe = observe
         self._lag = lag
         self._reads = reads
-        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+        self._running: dict[Hashable, tuple[asyncio.Future[Any], dict[Hashable, None]]] = {}
         self.open = 0
         self.closing = False
 
@@ -60,25 +60,44 @@ class Hub:
             if event is not None:
                 event.set()
 
-    async def shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
-        """The result of ``read()``, or of the read of ``key`` already running: every caller
-        asking with the same ``key`` while it runs gets the same result (or error). A caller
-        that goes away (its stream cancelled) does not cancel the read for the others.
+    async def shared(
+        self,
+        key: Hashable,
+        member: Hashable,
+        read: Callable[[Callable[[], list[Any]]], Awaitable[T]],
+    ) -> T:
+        """The result of ``read(close)``, or of the read of ``key`` already running: every
+        caller asking with the same ``key`` while it runs gets the same result (or error), and
+        is one of its members. ``close()``, called by the read, ends the joining (a later caller
+        starts a read of its own) and returns the members, each once, in the order they came:
+        the streams a page is delivered to, recorded together before any of them sends. A
+        caller that goes away (its stream cancelled) does not cancel the read for the others.
 
-        ``key`` must name everything the read depends on (agency, cursor, filter); the results
-        are shared, so callers must not change them."""
+        ``key`` must name everything the read depends on (agency, cursor, filter, wake-up
+        event); the results are shared, so callers must not change them."""
         running = self._running.get(key)
         joined = running is not None
         if running is None:
-            running = self._running[key] = asyncio.ensure_future(read())
-            running.add_done_callback(lambda done: self._finished(key, done))
+            members: dict[Hashable, None] = {}
+
+            def close() -> list[Any]:
+                if self._running.get(key, (None, None))[1] is members:
+                    del self._running[key]
+                return list(members)
+
+            future = asyncio.ensure_future(read(close))
+            running = self._running[key] = (future, members)
+            future.add_done_callback(lambda done: self._finished(key, members, done))
+        running[1][member] = None
         if self._reads is not None:
             self._reads(joined)
-        result: T = await asyncio.shield(running)
+        result: T = await asyncio.shield(running[0])
         return result
 
-    def _finished(self, key: Hashable, done: asyncio.Future[Any]) -> None:
-        if self._running.get(key) is done:
+    def _finished(
+        self, key: Hashable, members: dict[Hashable, None], done: asyncio.Future[Any]
+    ) -> None:
+        if self._running.get(key, (None, None))[1] is members:  # the read failed before close
             del self._running[key]
         if not done.cancelled():
             done.exception()  # retrieved: an error every caller got is not "never retrieved"
@@ -105,40 +124,6 @@ class Hub:
         self.open += delta
         if self._observe is not None:
             self._observe(self.open)
-
-
-class Together(Generic[K]):
-    """Callers that join within one turn of the event loop, handled by one call: the streams a
-    shared page woke each ask for their delivery to be recorded, and one ledger entry per
-    message names them all (docs/ledger-format.md, DELIVER), where each stream would write its
-    own. :meth:`join` returns once ``handle`` has handled the caller's batch, or raises what
-    it raised."""
-
-    def __init__(self, handle: Callable[[list[K]], Awaitable[None]]) -> None:
-        self._handle = handle
-        self._open: tuple[dict[K, None], asyncio.Future[None]] | None = None
-        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak ones
-
-    async def join(self, member: K) -> None:
-        if self._open is None:
-            self._open = ({}, asyncio.get_running_loop().create_future())
-            self._task = asyncio.ensure_future(self._run(*self._open))
-        members, done = self._open
-        members[member] = None
-        await asyncio.shield(done)
-
-    async def _run(self, members: dict[K, None], done: asyncio.Future[None]) -> None:
-        # The streams woken with the page run before this task: one more turn, and every one
-        # of them has joined; a later caller starts a batch of its own.
-        await asyncio.sleep(0)
-        self._open = None
-        try:
-            await self._handle(list(members))
-        except BaseException as exc:  # every member gets the error, as if it had called alone
-            done.set_exception(exc)
-            done.exception()  # retrieved here: a member that went away does not warn
-        else:
-            done.set_result(None)
 
 
 CHANNEL = "sinergi_alerts"
