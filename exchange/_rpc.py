@@ -206,23 +206,33 @@ class Guard(_Interceptor):
             await output
             return
         assert isinstance(output, collections.abc.AsyncGenerator)
-        async with contextlib.aclosing(output) as items:
-            async for item in items:
-                await self._write(context, item, call)
+        watch = _StallWatch(self._stall_seconds)
+        try:
+            async with contextlib.aclosing(output) as items:
+                async for item in items:
+                    await self._write(context, item, call, watch)
+        finally:
+            watch.stop()
 
     async def _write(
-        self, context: grpc.aio.ServicerContext[Any, Any], item: object, call: _Call
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        item: object,
+        call: _Call,
+        watch: _StallWatch,
     ) -> None:
         """Write one message, or give up on a consumer that has stopped reading.
 
         grpcio cannot end a call while a message is stuck in flow control: the status goes out
         after it, when the client reads again. So the stalled client still gets everything in
         flight, then RESOURCE_EXHAUSTED; meanwhile the stream holds one message and no page."""
+        watch.started = watch.loop.time()
         try:
-            # A timer, not wait_for's task per message: this runs once per delivery.
-            async with asyncio.timeout(self._stall_seconds):
-                await context.write(item)
-        except TimeoutError:
+            await context.write(item)
+        except asyncio.CancelledError:
+            if not watch.stalled:
+                raise
+            watch.task.uncancel()
             stall = self._stall_seconds
             _log.warning("stream stalled", method=call.method, peer=call.peer, stall_seconds=stall)
             raise ResourceExhausted(
@@ -233,6 +243,35 @@ class Guard(_Interceptor):
             if context.cancelled() or context.done():
                 raise _ClientGone from None  # it hung up or its deadline passed mid-write
             raise
+        finally:
+            watch.started = None
+
+
+class _StallWatch:
+    """One timer per stream, not one per message (a timer per write was a sixth of the event
+    loop's time under fan-out): it fires every ``stall`` seconds, or ``stall`` after the write in
+    progress began, and cancels the stream's task once a write has waited that long."""
+
+    def __init__(self, stall: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.stall = stall
+        self.started: float | None = None  # when the write in progress began
+        self.stalled = False
+        self._timer = self.loop.call_later(stall, self._check)
+
+    def _check(self) -> None:
+        started = self.started
+        if started is not None and self.loop.time() - started >= self.stall:
+            self.stalled = True
+            self.task.cancel()
+            return
+        self._timer = self.loop.call_at((started or self.loop.time()) + self.stall, self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 async def _parsed(
