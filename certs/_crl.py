@@ -30,7 +30,6 @@ __all__ = [
     "IssuerCrl",
     "RevocationDatabase",
     "RevocationRecord",
-    "RevokedSet",
     "build_crl",
     "load_crls",
     "parse_reason",
@@ -342,37 +341,6 @@ class CrlSet:
     def of(self, issuer: x509.Name) -> IssuerCrl | None:
         """The CRL in force for ``issuer``, or None."""
         return self.crls.get(issuer.public_bytes())
-
-
-@dataclass(frozen=True)
-class RevokedSet:
-    """Revoked serials per issuer, from CRLs whose signatures were verified against trusted CAs.
-
-    Keyed by the issuer's DER name and the serial, which identify a certificate (RFC 5280 4.1.2.2).
-    """
-
-    revoked: Mapping[tuple[bytes, int], str]
-    next_update: datetime | None  # the earliest nextUpdate among the CRLs
-
-    @classmethod
-    def verify(
-        cls,
-        crls: Sequence[x509.CertificateRevocationList],
-        trusted: Sequence[x509.Certificate],
-    ) -> RevokedSet:
-        """Every CRL checked by :func:`verify_crl`; :class:`CrlRefused` for the first refused."""
-        verified = [verify_crl(crl, trusted) for crl in crls]
-        revoked = {
-            (issued.key, serial): reason
-            for issued in verified
-            for serial, reason in issued.revoked.items()
-        }
-        earliest = min((issued.next_update for issued in verified), default=None)
-        return cls(MappingProxyType(revoked), earliest)
-
-    def reason(self, certificate: x509.Certificate) -> str | None:
-        """The revocation reason if ``certificate`` is revoked, else None."""
-        return self.revoked.get((certificate.issuer.public_bytes(), certificate.serial_number))
 
 
 class CrlNumbers:

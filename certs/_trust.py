@@ -7,7 +7,7 @@ peer and a recipient makes of an alert's signer (federated trust, docs/decisions
    X.509 URI name constraints bind only the trust domain, so a police CA could otherwise issue an
    immigration identity that TLS accepts.
 
-Pure: no files, no network. Revocation is the caller's (:class:`certs.RevokedSet`).
+Pure: no files, no network. Revocation is the caller's (:class:`certs.CrlSet`).
 """
 
 from __future__ import annotations

@@ -168,10 +168,9 @@ def check_cosigned(
             f"{checkpoint.origin}"
         )
     old, new = sorted((witnessed, checkpoint), key=lambda cp: cp.size)
+    empty = old.size == 0 and old.root == EMPTY_ROOT and not proof  # every tree extends it
     try:
-        if old.size == 0 and old.root == EMPTY_ROOT and not proof:
-            pass  # every tree extends the empty one
-        else:
+        if not empty:
             verify_consistency(old.size, new.size, old.root, new.root, list(proof))
     except LedgerError as exc:
         raise VerificationError(

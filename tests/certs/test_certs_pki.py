@@ -4,7 +4,6 @@ from cryptography import x509
 from certs import (
     CaScope,
     CertificateError,
-    RevokedSet,
     SpiffeId,
     build_crl,
     ca_scope_of,
@@ -14,6 +13,7 @@ from certs import (
     issue_server,
     load_crls,
     parse_reason,
+    verify_crl,
 )
 from certs._crl import RevocationRecord, crl_pem
 from tests.certs.conftest import TD
@@ -79,15 +79,16 @@ def test_crl_round_trip_and_signature_check(root, police):
                               leaf.certificate.not_valid_before_utc, "", "")  # fmt: skip
     crl = build_crl(police, [record], number=3)
     parsed = load_crls(crl_pem(crl) + crl_pem(build_crl(root, [], number=1)))
-    revoked = RevokedSet.verify(parsed, [root.certificate, police.certificate])
-    assert revoked.reason(leaf.certificate) == "keyCompromise"
-    assert revoked.reason(other.certificate) is None
+    revoked = verify_crl(parsed[0], [root.certificate, police.certificate]).revoked
+    assert revoked.get(leaf.certificate.serial_number) == "keyCompromise"
+    assert revoked.get(other.certificate.serial_number) is None
+    assert verify_crl(parsed[1], [root.certificate, police.certificate]).revoked == {}
     assert parsed[0].extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
     with pytest.raises(CertificateError, match="not signed by a trusted CA"):
-        RevokedSet.verify(parsed, [root.certificate])
+        verify_crl(parsed[0], [root.certificate])
     impostor = create_agency_ca(root, "police")  # same name, other key
     with pytest.raises(CertificateError, match="not signed by a trusted CA"):
-        RevokedSet.verify([crl], [impostor.certificate])
+        verify_crl(crl, [impostor.certificate])
 
 
 def test_parse_reason():

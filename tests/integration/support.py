@@ -3,7 +3,6 @@ development witnesses running in-process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -25,7 +24,8 @@ from certs import Signer, SpiffeId, load_identity
 from clients import ExchangeClient, sign_request
 from sinergi.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.conftest import RunningServer
-from witness import DEV_WITNESS_PORTS, WitnessServer, create_dev_witnesses
+from tests.witness.conftest import WitnessThread
+from witness import DEV_WITNESS_PORTS, create_dev_witnesses
 
 #: A metrics scrape: (sample name, its labels) -> value.
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -172,61 +172,12 @@ class Collector:
         self._thread.join(10)
 
 
-class WitnessRunner:
-    """A real witness (:class:`witness.WitnessServer`) on an event loop of its own in a thread,
-    as `sinergi witness serve` runs it; stopped and started again on the same port, with the
-    state of its directory, it plays a witness that was down for a while."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = 0
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-
-    def start(self) -> int:
-        ready = threading.Event()
-        failed: list[BaseException] = []
-        server = WitnessServer(self.directory, f"127.0.0.1:{self.port}")
-        loop = asyncio.new_event_loop()
-
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            try:
-                self.port = await server.start()
-            except BaseException as exc:  # reported to the test's thread
-                failed.append(exc)
-                ready.set()
-                await server.stop()
-                return
-            ready.set()
-            await self._stop.wait()
-            await server.stop()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
-        self._thread.start()
-        assert ready.wait(30), "the witness did not start within 30 s"
-        if failed:
-            raise failed[0]
-        return self.port
-
-    def stop(self) -> None:
-        if self._thread is None or self._loop is None or self._stop is None:
-            return
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        assert not self._thread.is_alive()
-        self._loop.close()
-        self._thread = None
-
-
 @dataclass
 class Witnesses:
     """The development PKI's two witnesses, running, and a witness policy naming them where
     they listen (the development policy's URLs, with the ports they got)."""
 
-    runners: dict[str, WitnessRunner]
+    runners: dict[str, WitnessThread]
     policy: Path
 
     def stop(self) -> None:
@@ -236,7 +187,7 @@ class Witnesses:
 
 def start_witnesses(pki: Path) -> Witnesses:
     made = create_dev_witnesses(pki)
-    runners = {name: WitnessRunner(directory) for name, directory in made.directories.items()}
+    runners = {name: WitnessThread(directory) for name, directory in made.directories.items()}
     text = made.policy.read_text()
     for name, runner in runners.items():
         port = runner.start()

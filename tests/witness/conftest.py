@@ -8,6 +8,7 @@ import http.client
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,47 +38,53 @@ class Clock:
 
 
 class WitnessThread:
-    """A WitnessServer on its own event loop in a thread, as `sinergi witness serve` runs it."""
+    """A WitnessServer on its own event loop in a thread, as `sinergi witness serve` runs it.
+    Stopped and started again, it listens on the same port with the state of its directory: a
+    witness that was down for a while."""
 
-    def __init__(self, directory: Path, clock: Callable[[], int]) -> None:
-        self.server = WitnessServer(directory, "127.0.0.1:0", clock=clock)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
+    def __init__(self, directory: Path, clock: Callable[[], int] | None = None) -> None:
+        self.directory = directory
+        self.clock = clock or (lambda: int(time.time()))
+        self.port = 0
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> int:
+        ready = threading.Event()
+        failed: list[BaseException] = []
+        self.server = WitnessServer(self.directory, f"127.0.0.1:{self.port}", clock=self.clock)
+        server, loop = self.server, asyncio.new_event_loop()
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            try:
+                self.port = await server.start()
+            except BaseException as exc:  # reported to the test's thread
+                failed.append(exc)
+                ready.set()
+                await server.stop()
+                return
+            ready.set()
+            await self._stop.wait()
+            await server.stop()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
         self._thread.start()
-        if not self._ready.wait(30):
-            raise AssertionError("the witness did not start within 30 s")
-        if self._error is not None:
-            raise self._error
-        assert self.server.port is not None
-        return self.server.port
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        try:
-            await self.server.start()
-        except BaseException as exc:  # reported to the test's thread
-            self._error = exc
-            self._ready.set()
-            await self.server.stop()
-            return
-        self._ready.set()
-        await self._stop.wait()
-        await self.server.stop()
+        assert ready.wait(30), "the witness did not start within 30 s"
+        if failed:
+            raise failed[0]
+        return self.port
 
     def stop(self) -> None:
-        if self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is None or self._loop is None or self._stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
         assert not self._thread.is_alive()
+        self._loop.close()
+        self._thread = None
 
 
 @dataclass
