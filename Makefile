@@ -16,7 +16,7 @@ RATE_BURST ?= 100
 PROTOS := $(wildcard proto/sinergi/v1/*.proto)
 
 .PHONY: install lock lock-upgrade lock-check run test lint typecheck proto proto-check pytest demo bench bench-quick clean \
-	crash fuzz soak
+	crash fuzz soak i18n
 
 # Every package in .venv comes from uv.lock, hashes checked (`uv sync --frozen`); uv itself is
 # pinned with hashes in requirements-uv.txt and lives in its own venv. No Python is downloaded.
@@ -32,7 +32,28 @@ $(VENV)/.installed: pyproject.toml uv.lock $(TOOLS)/bin/uv
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
-install: $(VENV)/.installed
+# The CLI's languages (docs/i18n.md). Each clients/locale/<lang>/LC_MESSAGES/sinergi.po is
+# committed; its .mo is compiled here (and by the package's build step, setup.py), never committed.
+# `make i18n` extracts every message of the CLI (clients/locale/babel.cfg) and of click, merges
+# them into each .po (new ones untranslated, changed ones fuzzy: both fail `make test` until
+# translated), and compiles.
+CATALOGS := $(wildcard clients/locale/*/LC_MESSAGES/sinergi.po)
+MO_FILES := $(CATALOGS:.po=.mo)
+CLICK_SOURCES = $$($(BIN)/python -c 'import click, pathlib; print(pathlib.Path(click.__file__).parent)')/*.py
+
+install: $(VENV)/.installed $(MO_FILES)
+
+%.mo: %.po $(VENV)/.installed
+	$(BIN)/pybabel compile --statistics --domain sinergi --input-file $< --output-file $@
+
+i18n: $(VENV)/.installed
+	@pot=$$(mktemp --suffix=.pot) && trap 'rm -f "$$pot"' EXIT && \
+	$(BIN)/pybabel extract --mapping-file clients/locale/babel.cfg --add-location file --project sinergi \
+	  --output-file "$$pot" $$(find clients -name '*.py' | sort) $(CLICK_SOURCES) && \
+	sed -i '/^#:/ s|[^ ]*/click/|click/|g' "$$pot" && \
+	$(BIN)/pybabel update --input-file "$$pot" --output-dir clients/locale --domain sinergi \
+	  --ignore-obsolete --ignore-pot-creation-date && \
+	$(BIN)/pybabel compile --statistics --directory clients/locale --domain sinergi
 
 # Refresh the lock on purpose: `make lock` after editing pyproject.toml's dependencies (keeps every
 # other pin), `make lock-upgrade` to move every package to its newest allowed release (then

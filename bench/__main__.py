@@ -16,10 +16,10 @@ import os
 import time
 from pathlib import Path
 
-from bench import _append, _exchange, _fanout, _ledger, _merkle, _rabbitmq
+from bench import _append, _correlation, _exchange, _fanout, _ledger, _merkle, _rabbitmq
 from bench._common import FULL, QUICK, RESULTS, Result, Skipped, dev_pki, log, machine, write_json
 
-ALL = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+ALL = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 
 
 def _fmt(value: float) -> str:
@@ -77,6 +77,7 @@ def main() -> None:
         ("7", lambda: _rabbitmq.run(pki, sizes)),
         ("8", lambda: _merkle.run(sizes)),
         ("9", lambda: _fanout.run(pki, sizes)),
+        ("10", lambda: _correlation.run(pki, sizes)),
     ):
         if number in only:
             try:
@@ -84,7 +85,7 @@ def main() -> None:
             except Skipped as exc:
                 log(f"{number}. skipped: {exc}")
                 skipped[number] = str(exc)
-    results.sort(key=lambda r: r.benchmark)
+    results.sort(key=lambda r: int(r.benchmark))  # 10 after 9
     elapsed = time.monotonic() - began
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = RESULTS / f"{stamp}-{sizes.name}.json"

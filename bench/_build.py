@@ -21,6 +21,7 @@ import hashlib
 import shutil
 import sqlite3
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -115,9 +116,17 @@ def build_ledger(path: Path, key_dir: Path, entries: int, *, batch: int = BATCH)
         node_rows.clear()
         checkpoint_rows.clear()
 
+    numbers = dict.fromkeys(AGENCIES, 0)  # each recipient's entries so far (meta.to_index)
     for seq in range(1, entries + 1):
         when = start + timedelta(milliseconds=40 * seq)
-        body = pattern[seq % len(pattern)].at(seq, when, prev).encode()
+        draft = pattern[seq % len(pattern)]
+        if draft.action is Action.PUBLISH:  # numbered as the exchange numbers them
+            to = list(draft.meta["to"])  # type: ignore[arg-type]
+            for agency in to:
+                numbers[agency] += 1
+            to_index = [f"{agency}:{numbers[agency]}" for agency in to]
+            draft = replace(draft, meta={**draft.meta, "to_index": to_index})
+        body = draft.at(seq, when, prev).encode()
         digest = leaf_hash(body)
         entry_rows.append((seq, digest, body))
         node_rows.extend(frontier.append(digest))

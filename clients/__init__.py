@@ -9,6 +9,7 @@ from clients._alerts import (
     new_alert,
     parse_subjects,
 )
+from clients._cap import CapError, alert_from_cap, from_cap, to_cap
 from clients._client import (
     DEFAULT_SERVER,
     NO_RETRY,
@@ -32,6 +33,16 @@ from clients._errors import (
     VerificationFailed,
     from_rpc_error,
 )
+from clients._monitor import (
+    DEFAULT_GRACE,
+    MONITOR_FILE,
+    Alarm,
+    Monitor,
+    MonitorReport,
+    Pending,
+    metrics_text,
+)
+from clients._proof import AlertProof, ProofChecked
 from clients._signatures import (
     SignatureFailed,
     SignedBy,
@@ -43,16 +54,25 @@ from clients._witness import ForkDetected, Kept, OtherLedger, QuorumFailed, Repl
 
 __all__ = [
     "ALL_MEMBERS",
+    "DEFAULT_GRACE",
     "DEFAULT_SERVER",
+    "MONITOR_FILE",
     "NO_RETRY",
     "Acknowledged",
+    "Alarm",
+    "AlertProof",
+    "CapError",
     "ClientError",
     "ExchangeClient",
     "ForkDetected",
     "Kept",
+    "Monitor",
+    "MonitorReport",
     "NewestCheckpoint",
     "NotForUs",
     "OtherLedger",
+    "Pending",
+    "ProofChecked",
     "Published",
     "QuorumFailed",
     "Refused",
@@ -65,6 +85,7 @@ __all__ = [
     "UsageError",
     "VerificationFailed",
     "Witness",
+    "alert_from_cap",
     "alert_from_json",
     "check_for_us",
     "content_alert",
@@ -72,11 +93,14 @@ __all__ = [
     "enum_value",
     "find_ledger_key",
     "find_witness_policy",
+    "from_cap",
     "from_rpc_error",
     "load_policy",
     "load_verifier",
+    "metrics_text",
     "new_alert",
     "parse_subjects",
     "sign_request",
+    "to_cap",
     "verify_alert",
 ]

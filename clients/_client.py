@@ -16,6 +16,7 @@ import grpc
 
 from certs import CertsError, Identity, Signer, SpiffeId, TrustAnchors, load_identity
 from clients._errors import Refused, Unreachable, UsageError, VerificationFailed, from_rpc_error
+from clients._proof import AlertProof, ProofChecked
 from clients._signatures import (
     SignedBy,
     SignedRequest,
@@ -338,8 +339,12 @@ class ExchangeClient:
         after: int = 0,
         categories: Sequence[alert_pb2.Category.ValueType] = (),
         reconnect: bool = True,
+        related: bool = False,
     ) -> Iterator[exchange_pb2.Delivery]:
-        """Deliveries after cursor ``after``, UPDATE and CANCEL messages included.
+        """Deliveries after cursor ``after``, UPDATE and CANCEL messages included; with
+        ``related``, each with the newest related alerts of its thread that your agency may see
+        (``Delivery.related``: the exchange's word, recorded in the ledger; open one with
+        :meth:`get_alert` to have it checked).
 
         On a dropped connection, when the exchange sheds this subscriber for reading too
         slowly (RESOURCE_EXHAUSTED), and when the stream is ended CANCELLED, it reconnects and
@@ -355,7 +360,9 @@ class ExchangeClient:
         cursor, retry = after, 0
         while True:
             call = self._stub.Subscribe(
-                exchange_pb2.SubscribeRequest(after=cursor, categories=list(categories))
+                exchange_pb2.SubscribeRequest(
+                    after=cursor, categories=list(categories), related=related
+                )
             )
             try:
                 for delivery in call:
@@ -382,8 +389,9 @@ class ExchangeClient:
                 call.cancel()  # type: ignore[no-untyped-call]
 
     def get_alert(self, alert_id: str) -> exchange_pb2.AlertView:
-        """The thread of ``alert_id``: state, content in force, every message. The exchange
-        records the read.
+        """The thread of ``alert_id``: state, content in force, every message, and the newest
+        related alerts your agency may see (``view.related``; the rest from
+        :meth:`related_alerts`). The exchange records the read, naming each related alert.
 
         Raises :class:`Refused` (NOT_FOUND when your agency may not see it), :class:`Unreachable`,
         :class:`SignatureFailed` when a message of the thread is not what its sender signed, and
@@ -457,6 +465,26 @@ class ExchangeClient:
             page_size=page_size,
         )
         return self._pages(self._stub.SearchAlerts, request)
+
+    def related_alerts(
+        self, alert_id: str, *, page_size: int = 0
+    ) -> Iterator[exchange_pb2.RelatedAlert]:
+        """The threads your agency may see that share a subject identifier with ``alert_id``'s
+        (correlation), newest first, fetching pages as the caller iterates. Each says its id,
+        category, sender agency, publication time, state and the kinds of identifier shared,
+        never the identifier; the exchange records each one shown. They are the exchange's
+        word: :meth:`get_alert` on one checks its sender's signature.
+
+        Raises, while the caller iterates: :class:`Refused` (NOT_FOUND when your agency may not
+        see ``alert_id``, INVALID_ARGUMENT for a malformed id or page size) and
+        :class:`Unreachable`."""
+        request = exchange_pb2.GetRelatedAlertsRequest(alert_id=alert_id, page_size=page_size)
+        while True:
+            page = self._unary(self._stub.GetRelatedAlerts, request)
+            yield from page.related
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     def acknowledgements(self, alert_id: str) -> list[alert_pb2.Acknowledgement]:
         """Every acknowledgement of ``alert_id`` if your agency sent it, else your agency's own.
@@ -574,6 +602,43 @@ class ExchangeClient:
         which the receipt's consistency proof is to start."""
         kept = self.witness.pinned(self._verifier.name)
         return ((WITNESSED_SIZE_HEADER, str(kept.checkpoint.size)),) if kept else ()
+
+    @property
+    def agency(self) -> str:
+        """The agency this identity speaks for."""
+        return self._me.agency
+
+    def envelopes(self, start: int, tree_size: int) -> ledger_pb2.Envelopes:
+        """One GetEnvelopes answer, unchecked: the entries addressed to this agency among
+        ``start``..``tree_size`` (:class:`Monitor` checks them). Recorded as LEDGER_READ."""
+        request = ledger_pb2.GetEnvelopesRequest(start=start, tree_size=tree_size)
+        return self._call(self._audit.GetEnvelopes, request)
+
+    def alert_proof(self, alert_id: str) -> AlertProof:
+        """The proof that message ``alert_id`` was recorded (GetAlertProof), checked here as a
+        court would check it offline (:meth:`AlertProof.verify`): the sender's signature, the
+        entry, its inclusion in a checkpoint signed by the ledger key and, with a witness
+        policy, cosigned by its quorum. The exchange records the read.
+
+        Raises :class:`Refused` (NOT_FOUND for an alert your agency may not see,
+        FAILED_PRECONDITION while no cosigned checkpoint covers it yet),
+        :class:`VerificationFailed`, :class:`Unreachable`."""
+        reply = self._call(
+            self._audit.GetAlertProof, ledger_pb2.GetAlertProofRequest(alert_id=alert_id)
+        )
+        proof = AlertProof.from_reply(reply)
+        self.verify_proof(proof)
+        if proof.alert.id != alert_id:
+            raise VerificationFailed(f"asked for the proof of {alert_id}, got {proof.alert.id}")
+        return proof
+
+    def verify_proof(self, proof: AlertProof) -> ProofChecked:
+        """:meth:`AlertProof.verify` with this client's ledger key, CAs and witness policy."""
+        return proof.verify([self._verifier], self.anchors, self._me.trust_domain, self.policy)
+
+    def consistency_proof(self, first: int, second: int) -> Sequence[bytes]:
+        """A consistency proof between two sizes, the second a stored checkpoint's."""
+        return self._consistency(first, second)
 
     def _consistency(self, first: int, second: int) -> Sequence[bytes]:
         """For the witness: a proof to a size it already holds a signed checkpoint of."""

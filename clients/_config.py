@@ -1,9 +1,9 @@
 """The client's configuration file: settings an operator would otherwise repeat on every command.
 
 Precedence, highest first: a flag, the environment (``SINERGI_SERVER``, ``SINERGI_IDENTITY``,
-``SINERGI_DB``, ``SINERGI_LEDGER_KEY``, ``SINERGI_WITNESS_POLICY``), the file
+``SINERGI_DB``, ``SINERGI_LEDGER_KEY``, ``SINERGI_WITNESS_POLICY``, ``SINERGI_LANG``), the file
 (``SINERGI_CONFIG``, else ``$XDG_CONFIG_HOME/sinergi/config.toml``,
-``~/.config/sinergi/config.toml``), the default.
+``~/.config/sinergi/config.toml``), the default (for ``lang``: the locale, docs/i18n.md).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "db": ("SINERGI_DB", False),
     "ledger_key": ("SINERGI_LEDGER_KEY", True),
     "witness_policy": ("SINERGI_WITNESS_POLICY", True),
+    "lang": ("SINERGI_LANG", False),  # the language of the CLI's output (clients._i18n)
 }
 
 

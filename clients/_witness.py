@@ -15,18 +15,18 @@ locked across threads and processes, whose checkpoints are verified again when l
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clients._errors import VerificationFailed
+from clients._statefile import locked, replace
 from ledger import (
     Checkpoint,
     ForkError,
@@ -189,8 +189,6 @@ class Witness:
     ) -> None:
         self.path = Path(path)
         self._lock_path = self.path.with_suffix(".lock")
-        self._tmp_path = self.path.with_suffix(".tmp")
-        self._made = False  # the state's directory exists
         self._verifiers = list(verifiers)
         self.policy = policy if policy is not None and policy.needs_cosignatures else None
         self._lock = threading.Lock()
@@ -202,18 +200,9 @@ class Witness:
         # kept notes already verified, by note: the checkpoint and whether it has its quorum
         self._opened: dict[bytes, tuple[Checkpoint, bool]] = {}
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> AbstractContextManager[None]:
         """Threads of this process and other processes using the same identity, one at a time."""
-        if not self._made:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._made = True
-        with self._lock, open(self._lock_path, "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return locked(self._lock_path, self._lock)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -255,12 +244,7 @@ class Witness:
         }
         if state.replaced:
             data["replaced"] = [r.to_json() for r in state.replaced]
-        fd = os.open(self._tmp_path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with open(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data) + "\n")  # one line: the C encoder, on every publish
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(self._tmp_path, self.path)
+        replace(self.path, json.dumps(data) + "\n")  # one line: the C encoder, on every publish
         self._stamp, self._state = self._file_stamp(), state.copy()
 
     def _open(self, note: bytes) -> Kept:

@@ -1,6 +1,8 @@
 """The AuditLedger service: read access for auditors, each call itself recorded (LEDGER_READ).
 
-Any member may fetch the newest checkpoint and consistency proofs, to witness the log.
+Any member may fetch the newest checkpoint and consistency proofs, to witness the log; a
+recipient its own envelopes (the entries addressed to it), to catch an alert kept from it; whoever
+may read an alert, the proof that it was recorded (recorded as a READ of the alert).
 
 Auditors are audited too (docs/architecture.md): the entry is committed before the answer is
 sent, naming the range or proof that was read.
@@ -16,12 +18,21 @@ import grpc
 from sqlalchemy import Connection, Engine
 
 from exchange import _entries
-from exchange._errors import InvalidArgument, NotFound, ledger_unavailable
+from exchange._envelopes import envelopes_for, proof_of
+from exchange._errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ledger_unavailable,
+)
 from exchange._offload import read
 from exchange._policy import Policy
 from exchange._receipts import Cosigned
-from exchange._rpc import current_principal
-from ledger import LedgerError, StorageError
+from exchange._rpc import current_principal, denied_recorder
+from exchange._validate import validate_alert_id
+from exchange._visibility import Visibility
+from ledger import EntryDraft, LedgerError, StorageError
 from ledger.store import (
     LedgerWriter,
     RolledBack,
@@ -34,6 +45,8 @@ from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
 
 T = TypeVar("T")
 PAGE = 1000
+#: Entries GetEnvelopes looks at per call: a bounded read, whatever the range asked.
+ENVELOPE_SCAN = 10_000
 #: Entry bytes per GetEntryPages message: far below grpcio's 4 MiB default receive limit.
 PAGE_BYTES = 1 << 20
 #: Ledger positions are canonical-JSON integers (docs/ledger-format.md): at most 2^53 - 1. A
@@ -84,7 +97,9 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
             self._policy.authorize_audit(agency)
 
     async def _record(self, method: str, **asked: int) -> None:
-        entry = _entries.ledger_read(current_principal().actor, method, **asked)
+        await self._append(_entries.ledger_read(current_principal().actor, method, **asked))
+
+    async def _append(self, entry: EntryDraft) -> None:
         try:
             await asyncio.wrap_future(self._ledger.append(entry))
         except LedgerError as exc:
@@ -196,3 +211,82 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         return ledger_pb2.ConsistencyProof(
             first=request.first, checkpoint=ledger_pb2.Checkpoint(note=note), proof=proof
         )
+
+    async def GetEnvelopes(  # noqa: N802
+        self, request: ledger_pb2.GetEnvelopesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.Envelopes:
+        principal = current_principal()
+        self._policy.authorize_receive(principal.agency)
+        if request.agency not in ("", principal.agency):
+            raise PermissionDenied(
+                f"{principal.agency} may read only the entries addressed to itself",
+                [("agency", f"must be empty or {principal.agency!r}")],
+            )
+        size_problem = _position(request.tree_size, 0, "must be 0 (the newest) or more")
+        if size_problem is None and 0 < request.tree_size < request.start:
+            size_problem = "must be 0 (the newest) or >= start"
+        _refuse(
+            "invalid range",
+            start=_position(request.start, 1, "must be >= 1"),
+            tree_size=size_problem,
+        )
+        size, _note = await self._checkpoint(request.tree_size)
+        if request.start > size:
+            raise InvalidArgument(
+                "start is after the checkpoint", [("start", f"must be <= {size}")]
+            )
+        end = min(size, request.start + ENVELOPE_SCAN - 1)
+        found = await self._read(
+            lambda c: envelopes_for(c, principal.agency, request.start, end, size)
+        )
+        await self._record(
+            "GetEnvelopes", start=request.start, end=end, tree_size=size, results=len(found)
+        )
+        return ledger_pb2.Envelopes(end=end, tree_size=size, envelopes=found)
+
+    async def GetAlertProof(  # noqa: N802
+        self, request: ledger_pb2.GetAlertProofRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.AlertProof:
+        principal = current_principal()
+        policy = self._policy.authorize_read(principal.agency)
+        visibility = Visibility(
+            principal.agency, policy.receive, self._policy.amber_sharers(principal.agency)
+        )
+        validate_alert_id(request)
+        cosigned = self._cosigned() if self._cosigned is not None else None
+        found = await self._read(
+            lambda c: proof_of(c, request.alert_id, visibility, cosigned[0] if cosigned else None)
+        )
+        if isinstance(found, NotFound):  # committed before the answer, as GetAlert's is
+            denied = denied_recorder()
+            asked = (_entries.alert_object(request.alert_id),)
+            try:
+                await asyncio.wrap_future(
+                    self._ledger.submit(lambda _c, _s: denied.within(found, asked))
+                )
+            except LedgerError as exc:
+                raise ledger_unavailable(self._ledger.halted) from exc
+            raise found
+        if found is None:
+            raise FailedPrecondition(
+                "the message's entry is not yet covered by a checkpoint its witnesses cosigned: "
+                "ask again in a few seconds"
+            )
+        body, receipt = found
+        note = cosigned[1] if cosigned else receipt.checkpoint
+        answer = ledger_pb2.AlertProof(
+            message=body,
+            seq=receipt.seq,
+            entry=receipt.entry,
+            checkpoint=ledger_pb2.Checkpoint(note=note),
+            proof=list(receipt.inclusion_proof),
+        )
+        await self._append(
+            _entries.read(
+                principal.actor,
+                "GetAlertProof",
+                [_entries.alert_object(request.alert_id)],
+                answer.SerializeToString(deterministic=True),
+            )
+        )
+        return answer

@@ -21,6 +21,7 @@ from exchange._database import upgrade as upgrade_database
 from exchange._errors import ConfigError, Internal
 from exchange._logging import configure_logging
 from exchange._policy import DEFAULT_POLICY, Policy
+from exchange._reseal import reindex as reindex_rows
 from exchange._reseal import reseal as reseal_rows
 from exchange._retention import candidates
 from exchange._retention import purge as purge_threads
@@ -505,6 +506,44 @@ def reseal(db: str, kek_file: Path | None, as_json: bool) -> None:
         f"key {keys.current_id}; keys in use: {', '.join(done.keys_in_use) or 'none'}"
         + (f"; no row needs {', '.join(retired)} any more" if retired else "")
     )
+    click.echo(json.dumps(record) if as_json else text)
+
+
+@db.command()
+@_DB
+@click.option(
+    "--kek-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The key-encryption keys the exchange runs with: the first keys the index, every one "
+    "listed opens [default: env SINERGI_KEK; neither: bodies in plain, plain SHA-256 keys].",
+)
+@_JSON
+def reindex(db: str, kek_file: Path | None, as_json: bool) -> None:
+    """Rebuild the search index of every stored alert, under the first key of the KEK file:
+    after an upgrade that indexes more kinds of identifier (organisations, by which related
+    alerts are found), so that alerts stored before are found by them too. Safe while the
+    exchange runs, and to run again.
+
+    \b
+    Example:
+      sinergi db reindex --db sqlite:///var/sinergi.db --kek-file var/sinergi.kek
+    """
+    try:
+        keys = Keyring.configured(kek_file)
+        database = open_database(db)
+        count = reindex_rows(with_keyring(database, keys))
+        database.dispose()
+    except Internal:  # a body that does not open under any listed key: the detail is in the log
+        _fail("stored data cannot be decrypted with the keys given: list every key in use", as_json)
+        return
+    except (ConfigError, SQLAlchemyError) as exc:
+        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
+        return
+    key_id = keys.current_id if keys is not None else None
+    under = f"key {key_id}" if key_id else "plain SHA-256 (no key-encryption key)"
+    record = {"ok": True, "alerts": count, "key_id": key_id}
+    text = f"rebuilt the search index of {count} alerts under {under}"
     click.echo(json.dumps(record) if as_json else text)
 
 

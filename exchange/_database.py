@@ -23,7 +23,13 @@ from exchange._errors import ConfigError
 from ledger.store import APPEND_ONLY_TABLES
 
 MIGRATIONS = Path(__file__).parent / "_migrations"
-ALERT_TABLES = ("alerts", "alert_recipients", "alert_subjects", "acknowledgements")
+ALERT_TABLES = (
+    "alerts",
+    "alert_recipients",
+    "alert_subjects",
+    "acknowledgements",
+    "envelope_numbers",
+)
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 

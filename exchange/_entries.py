@@ -16,7 +16,7 @@ from exchange._errors import ExchangeError
 from exchange._threads import StoredAlert
 from exchange._validate import category_name
 from ledger import Action, Actor, EntryDraft, Outcome, meta, normalise_identifier
-from sinergi.v1 import alert_pb2
+from sinergi.v1 import alert_pb2, exchange_pb2
 
 #: The one object of every AuditLedger read.
 LEDGER = "ledger"
@@ -35,9 +35,13 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def message(actor: Actor, alert: alert_pb2.Alert, body: bytes) -> EntryDraft:
+def message(
+    actor: Actor, alert: alert_pb2.Alert, body: bytes, to_index: Sequence[str]
+) -> EntryDraft:
     """PUBLISH, UPDATE or CANCEL (by the message's type) of the stored ``body`` of ``alert``: the
-    message and the thread's original, whom it is addressed to, and the sender's signature."""
+    message and the thread's original, whom it is addressed to and the entry's number for each
+    of them (``to_index``: what lets a recipient's monitor see an entry kept from it), and the
+    sender's signature."""
     action = {
         alert_pb2.MESSAGE_TYPE_ALERT: Action.PUBLISH,
         alert_pb2.MESSAGE_TYPE_UPDATE: Action.UPDATE,
@@ -51,36 +55,59 @@ def message(actor: Actor, alert: alert_pb2.Alert, body: bytes) -> EntryDraft:
         meta={
             meta.CATEGORY: category_name(alert.category),
             meta.TO: sorted(alert.recipients),
+            meta.TO_INDEX: list(to_index),
             meta.HANDLING: alert_pb2.Tlp.Name(alert.handling).removeprefix("TLP_"),
             meta.SIGNATURE: _digest(alert.signature.signature),
         },
     )
 
 
-def delivery(actor: Actor, stored: StoredAlert) -> EntryDraft:
-    """DELIVER of one message to a subscriber, at its cursor."""
+def _related(related: Sequence[exchange_pb2.RelatedAlert]) -> dict[str, list[str]]:
+    """``meta.related`` naming each related alert shown and the kinds of identifier it shares
+    (never their values), in the order shown; no key when none was."""
+    if not related:
+        return {}
+    kinds = exchange_pb2.IdentifierKind.Name
+    named = [
+        f"{alert_object(r.id)} "
+        + ",".join(kinds(k).removeprefix("IDENTIFIER_KIND_").lower() for k in r.shared)
+        for r in related
+    ]
+    return {meta.RELATED: named}
+
+
+def delivery(
+    actor: Actor, stored: StoredAlert, related: Sequence[exchange_pb2.RelatedAlert] = ()
+) -> EntryDraft:
+    """DELIVER of one message to a subscriber, at its cursor, with the related alerts shown
+    beside it (a subscription that asked for them)."""
     return EntryDraft(
         Action.DELIVER,
         actor,
         objects=_alerts([stored.alert.id]),
         digest=_digest(stored.body),
-        meta={meta.CURSOR: stored.position},
+        meta={meta.CURSOR: stored.position, **_related(related)},
     )
 
 
-def deliveries(exchange: Actor, receivers: Sequence[Actor], stored: StoredAlert) -> EntryDraft:
+def deliveries(
+    exchange: Actor,
+    receivers: Sequence[Actor],
+    stored: StoredAlert,
+    related: Sequence[exchange_pb2.RelatedAlert] = (),
+) -> EntryDraft:
     """DELIVER of one message to every subscriber in ``receivers`` at once (the subscriptions
     one wake-up served from one page): the exchange's own entry naming each principal and the
     certificate it used (docs/ledger-format.md, 1.1); for one receiver, its own entry."""
     if len(receivers) == 1:
-        return delivery(receivers[0], stored)
+        return delivery(receivers[0], stored, related)
     named = sorted({f"{actor.id} {actor.cert}" for actor in receivers})
     return EntryDraft(
         Action.DELIVER,
         exchange,
         objects=_alerts([stored.alert.id]),
         digest=_digest(stored.body),
-        meta={meta.CURSOR: stored.position, meta.RECEIVED_BY: named},
+        meta={meta.CURSOR: stored.position, meta.RECEIVED_BY: named, **_related(related)},
     )
 
 
@@ -103,11 +130,15 @@ def read(
     objects: Sequence[str],
     answer: bytes,
     results: int | None = None,
+    *,
+    related: Sequence[exchange_pb2.RelatedAlert] = (),
 ) -> EntryDraft:
-    """READ by ``method`` (its name alone) of ``objects``; ``answer`` is what was sent."""
-    told: dict[str, str | int] = {meta.METHOD: method}
+    """READ by ``method`` (its name alone) of ``objects``; ``answer`` is what was sent, with the
+    ``related`` alerts it showed through correlation."""
+    told: dict[str, str | int | list[str]] = {meta.METHOD: method}
     if results is not None:
         told[meta.RESULTS] = results
+    told.update(_related(related))
     return EntryDraft(Action.READ, actor, objects=tuple(objects), digest=_digest(answer), meta=told)
 
 
@@ -141,8 +172,10 @@ def ledger_read(
     tree_size: int | None = None,
     first: int | None = None,
     second: int | None = None,
+    results: int | None = None,
 ) -> EntryDraft:
-    """LEDGER_READ by ``method`` (its name alone), with the range or proof asked for."""
+    """LEDGER_READ by ``method`` (its name alone), with the range or proof asked for (and, for
+    GetEnvelopes, how many entries were sent)."""
     asked = {
         meta.START: start,
         meta.END: end,
@@ -150,6 +183,7 @@ def ledger_read(
         meta.TREE_SIZE: tree_size,
         meta.FIRST: first,
         meta.SECOND: second,
+        meta.RESULTS: results,
     }
     named = {key: value for key, value in asked.items() if value is not None}
     return EntryDraft(

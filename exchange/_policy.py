@@ -26,7 +26,13 @@ ROLES = frozenset({"publisher", "recipient", "searcher", "auditor"})
 #: What an identity may be granted, each naming the methods it allows (docs/api.md, "Roles"),
 #: in the order messages list them.
 ACTIONS: dict[str, tuple[str, ...]] = {
-    "read": ("GetAlert", "ListAlerts", "ListAcknowledgements"),
+    "read": (
+        "GetAlert",
+        "ListAlerts",
+        "ListAcknowledgements",
+        "GetAlertProof",
+        "GetRelatedAlerts",
+    ),
     "search": ("SearchAlerts",),
     "subscribe": ("Subscribe",),
     "acknowledge": ("Acknowledge",),
@@ -34,11 +40,12 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "update": ("Update",),
     "cancel": ("Cancel",),
     "audit": ("GetEntries", "GetEntryPages", "GetInclusionProof"),
+    "monitor": ("GetEnvelopes",),
 }
 #: The actions each agency role allows: the bound of what any identity of the agency may do.
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "publisher": frozenset({"publish", "update", "cancel", "read"}),
-    "recipient": frozenset({"subscribe", "acknowledge", "read"}),
+    "recipient": frozenset({"subscribe", "acknowledge", "read", "monitor"}),
     "searcher": frozenset({"search", "read"}),
     "auditor": frozenset({"audit"}),
 }

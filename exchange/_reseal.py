@@ -80,6 +80,33 @@ def _reseal_alerts(engine: Engine, keys: Keyring, batch: int) -> int:
             return count
 
 
+def reindex(engine: Engine, batch: int = 500) -> int:
+    """Rebuild the search index of every stored alert under ``engine``'s current KEK (plain
+    SHA-256 without a keyring), ``batch`` alerts per transaction, oldest first; the number of
+    alerts read. After an upgrade that indexes more identifiers (organisations, which related
+    alerts are found by: exchange/_correlation.py), so that alerts stored before are found by
+    them too. Restartable; a purged alert has no subjects left, and gets no rows."""
+    keys = keyring_of(engine)
+    count, after = 0, 0
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(
+                select(*MESSAGE_COLUMNS, alerts.c.thread_id)
+                .where(alerts.c.position > after)
+                .order_by(alerts.c.position)
+                .limit(batch)
+            ).all()
+            for stored, row in zip(opened_messages(connection, rows), rows, strict=True):
+                connection.execute(
+                    delete(alert_subjects).where(alert_subjects.c.alert_position == row.position)
+                )
+                index_subjects(connection, row.position, row.thread_id, stored.alert, keys)
+        count += len(rows)
+        if len(rows) < batch:
+            return count
+        after = rows[-1].position
+
+
 def _reseal_acknowledgements(engine: Engine, keys: Keyring, batch: int) -> int:
     stale = or_(acknowledgements.c.key_id.is_(None), acknowledgements.c.key_id != keys.current_id)
     count = 0

@@ -1,4 +1,5 @@
-"""Search keys: how SearchAlerts finds alerts by a subject's identifier without storing it.
+"""Search keys: how SearchAlerts finds alerts by a subject's identifier without storing it, and
+correlation links them (exchange/_correlation.py).
 
 Each normalised identifier (``ledger.normalise_identifier``, which the SEARCH entry's digest is
 also built from) is kept as a blind index: HMAC-SHA256 under a key derived from the current KEK,
@@ -35,21 +36,34 @@ def search_keys(kind: str, value: str, keys: Keyring | None) -> list[str]:
     return [*(keys.index_keys(identifier) if keys else []), hashlib.sha256(identifier).hexdigest()]
 
 
-def subject_keys(alert: alert_pb2.Alert, keys: Keyring | None = None) -> set[str]:
-    found = set()
+def identifiers(alert: alert_pb2.Alert) -> list[tuple[str, str]]:
+    """Every subject identifier of ``alert`` the index keeps, as (kind, value): a person's
+    passport number, NIK, and name with birth date; a device's IMEI; an organisation's name and
+    registration number."""
+    found = []
     for subject in alert.subjects:
         kind = subject.WhichOneof("kind")
         if kind == "person":
             person = subject.person
             if person.passport_number:
-                found.add(search_key("passport", person.passport_number, keys))
+                found.append(("passport", person.passport_number))
             if person.nik:
-                found.add(search_key("nik", person.nik, keys))
+                found.append(("nik", person.nik))
             if person.name and person.birth_date:
-                found.add(search_key("person", f"{person.name}|{person.birth_date}", keys))
+                found.append(("person", f"{person.name}|{person.birth_date}"))
         elif kind == "device":
-            found.add(search_key("imei", subject.device.imei, keys))
+            found.append(("imei", subject.device.imei))
+        elif kind == "organisation":
+            organisation = subject.organisation
+            if organisation.name.strip():
+                found.append(("organisation", organisation.name))
+            if organisation.registration_number.strip():
+                found.append(("registration", organisation.registration_number))
     return found
+
+
+def subject_keys(alert: alert_pb2.Alert, keys: Keyring | None = None) -> set[str]:
+    return {search_key(kind, value, keys) for kind, value in identifiers(alert)}
 
 
 def index_subjects(

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from exchange import _entries
 from exchange._bodies import keyring_of
+from exchange._correlation import EMBEDDED, Related, related_of, related_to
 from exchange._errors import (
     ExchangeError,
     InvalidArgument,
@@ -54,6 +55,7 @@ from exchange._validate import (
     validate_cancel,
     validate_list,
     validate_publish,
+    validate_related,
     validate_search,
     validate_subscribe,
     validate_update,
@@ -69,7 +71,7 @@ from exchange._visibility import (
     visible,
     visible_thread,
 )
-from exchange._writes import insert_acknowledgement, insert_alert
+from exchange._writes import insert_acknowledgement, insert_alert, number_envelope
 from ledger import Actor, EntryDraft, LedgerError
 from ledger.store import Committed, LedgerWriter, Work
 from sinergi.v1 import alert_pb2, exchange_pb2, exchange_pb2_grpc, ledger_pb2
@@ -91,6 +93,10 @@ class Alarms(Protocol):
         """One alert refused because its ``field`` disagrees with what its sender signed."""
 
 
+#: The method whose grant lets a subscription carry related alerts (exchange/_correlation.py).
+_RELATED_METHOD = "/sinergi.v1.Exchange/GetRelatedAlerts"
+
+
 class _Page(NamedTuple):
     """A page of a subscription, shared by the streams at its cursor (read-only to them)."""
 
@@ -106,6 +112,11 @@ class _Stored(NamedTuple):
 
     alert_id: str
     recipients: tuple[str, ...]
+
+
+def _thread_id(stored: StoredAlert) -> str:
+    """The thread a stored message belongs to, as its rows say (checked by the read paths)."""
+    return stored.rows.thread_id if stored.rows is not None else stored.alert.id
 
 
 def _list_query(request: exchange_pb2.ListAlertsRequest) -> ListQuery:
@@ -226,8 +237,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 request_digest=content_digest,
                 publish_seq=seq,
             )
+            to_index = number_envelope(connection, alert.recipients, seq)
             stored = _Stored(alert.id, tuple(alert.recipients))
-            return stored, [_entries.message(principal.actor, alert, body)]
+            return stored, [_entries.message(principal.actor, alert, body, to_index)]
 
         work = once(
             store,
@@ -328,30 +340,55 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         validate_subscribe(request)
         categories = sorted({category_name(c) for c in request.categories})
         cursor = request.after
+        # Related alerts are a read: the caller needs its grant, and sees what GetAlert shows.
+        visibility: Visibility | None = None
+        if request.related:
+            self._policy.authorize_call(principal.id, _RELATED_METHOD)
+            visibility = self._visibility(principal.agency, self._policy.authorize_read)
 
         def page_after(after: int) -> Callable[[Callable[[], list[Actor]]], Awaitable[_Page]]:
-            def query(connection: Connection) -> tuple[Checked, int, bool]:
+            def query(connection: Connection) -> tuple[Checked, int, bool, dict[str, Related]]:
+                now = datetime.now(UTC)
                 page = alerts_for(
                     connection,
                     principal.agency,
                     after=after,
                     categories=categories,
                     limit=PAGE,
-                    now=datetime.now(UTC),
+                    now=now,
                 )
                 last = page[-1].position if page else after
-                return deliverable(connection, page, principal.agency), last, len(page) == PAGE
+                checked = deliverable(connection, page, principal.agency)
+                related: dict[str, Related] = {}
+                if visibility is not None and checked.served:  # once per read, for every stream
+                    ids = (_thread_id(thread[0]) for thread in checked.served)
+                    related = related_of(connection, visibility, ids, self._keys, now)
+                return checked, last, len(page) == PAGE, related
 
             async def run(close: Callable[[], list[Actor]]) -> _Page:
-                checked, last, full = await read(self._engine, query)
+                checked, last, full, related = await read(self._engine, query)
                 self._alarm("Subscribe", principal.agency, checked.tampered)  # once per read
+                for found in related.values():
+                    self._alarm("Subscribe", principal.agency, found.tampered)
                 page = [thread[0] for thread in checked.served]
+                beside = [related.get(_thread_id(s), Related()) for s in page]
                 receivers = close()  # the streams that joined this read, and no later one
                 if page:  # recorded before any of them sends (docs/decisions/0004)
                     await self._record(
-                        *(_entries.deliveries(self._actor, receivers, s) for s in page)
+                        *(
+                            _entries.deliveries(self._actor, receivers, s, r.alerts)
+                            for s, r in zip(page, beside, strict=True)
+                        )
                     )
-                sends = [exchange_pb2.Delivery(cursor=s.position, alert=s.alert) for s in page]
+                sends = [
+                    exchange_pb2.Delivery(
+                        cursor=s.position,
+                        alert=s.alert,
+                        related=r.alerts,
+                        related_next_page_token=r.token,
+                    )
+                    for s, r in zip(page, beside, strict=True)
+                ]
                 sent = [s.alert.sent.ToDatetime(UTC).timestamp() for s in page]
                 return _Page(page, sends, sent, last, full)
 
@@ -366,7 +403,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 # them all. A read is joined only by streams holding the wake-up event it was
                 # started under: anything committed after it began sets that event, so no stream
                 # waits on a page that missed a publish (one that took a newer event reads anew).
-                key = (principal.agency, cursor, tuple(categories), wake)
+                key = (principal.agency, cursor, tuple(categories), request.related, wake)
                 page = await self._hub.shared(key, principal.actor, page_after(cursor))
                 if not page.messages:
                     if page.last == cursor:
@@ -472,24 +509,47 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         principal = current_principal()
         visibility = self._visibility(principal.agency, self._policy.authorize_read)
         validate_alert_id(request)
-
-        def query(connection: Connection) -> Checked:
-            messages = thread_of(connection, request.alert_id)
-            if messages and visible(connection, messages[0].position, visibility):
-                return visible_thread(visibility, messages, messages[0].alert.id)
-            return Checked()
-
-        checked = await read(self._engine, query)
-        self._alarm("GetAlert", principal.agency, checked.tampered)
+        now = datetime.now(UTC)
+        checked, related = await read(
+            self._engine, lambda c: self._with_related(c, visibility, request.alert_id, now)
+        )
+        self._alarm("GetAlert", principal.agency, [*checked.tampered, *related.tampered])
         messages = checked.served[0] if checked.served else []
         if not messages:
             missing = NotFound("no alert with that id is visible to your agency")
             raise await self._refused(missing, _entries.alert_object(request.alert_id))
-        view = view_of(messages, datetime.now(UTC), history=True)
+        view = view_of(messages, now, history=True)
+        view.related.extend(related.alerts)
+        view.related_next_page_token = related.token
         objects = [_entries.alert_object(m.alert.id) for m in messages]
         answer = view.SerializeToString(deterministic=True)
-        await self._record(_entries.read(principal.actor, "GetAlert", objects, answer))
+        await self._record(
+            _entries.read(principal.actor, "GetAlert", objects, answer, related=related.alerts)
+        )
         return view
+
+    def _with_related(
+        self,
+        connection: Connection,
+        visibility: Visibility,
+        alert_id: str,
+        now: datetime,
+        *,
+        before: int = 0,
+        limit: int = EMBEDDED,
+    ) -> tuple[Checked, Related]:
+        """The thread of ``alert_id`` if ``visibility``'s agency may see it, and a page of its
+        related alerts (:func:`related_to`, the first when ``before`` is 0)."""
+        messages = thread_of(connection, alert_id)
+        if not messages or not visible(connection, messages[0].position, visibility):
+            return Checked(), Related()
+        checked = visible_thread(visibility, messages, messages[0].alert.id)
+        if not checked.served:
+            return checked, Related()
+        found = related_to(
+            connection, visibility, messages, self._keys, now, before=before, limit=limit
+        )
+        return checked, found
 
     async def _list(
         self, method: str, visibility: Visibility, query: ListQuery
@@ -576,5 +636,44 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         answer = response.SerializeToString(deterministic=True)
         await self._record(
             _entries.read(principal.actor, "ListAcknowledgements", [asked], answer, len(acks))
+        )
+        return response
+
+    async def GetRelatedAlerts(  # noqa: N802
+        self,
+        request: exchange_pb2.GetRelatedAlertsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> exchange_pb2.RelatedAlerts:
+        principal = current_principal()
+        visibility = self._visibility(principal.agency, self._policy.authorize_read)
+        validate_related(request)
+        asked = _entries.alert_object(request.alert_id)
+        now = datetime.now(UTC)
+        before, limit = int(request.page_token or 0), request.page_size or DEFAULT_PAGE
+        checked, related = await read(
+            self._engine,
+            lambda c: self._with_related(
+                c, visibility, request.alert_id, now, before=before, limit=limit
+            ),
+        )
+        self._alarm("GetRelatedAlerts", principal.agency, [*checked.tampered, *related.tampered])
+        if not checked.served:
+            missing = NotFound("no alert with that id is visible to your agency")
+            raise await self._refused(missing, asked)
+        response = exchange_pb2.RelatedAlerts(
+            alert_id=checked.served[0][0].alert.id,
+            related=related.alerts,
+            next_page_token=related.token,
+        )
+        answer = response.SerializeToString(deterministic=True)
+        await self._record(
+            _entries.read(
+                principal.actor,
+                "GetRelatedAlerts",
+                [asked],
+                answer,
+                len(related.alerts),
+                related=related.alerts,
+            )
         )
         return response

@@ -66,6 +66,19 @@ alert_recipients = Table(
     Index("ix_alert_recipients_agency", "agency", "alert_position"),
 )
 
+#: The numbers PUBLISH, UPDATE and CANCEL entries give their recipients: the n-th entry addressed
+#: to an agency records n in ``meta.to_index``, so that agency's monitor sees a gap when an entry
+#: addressed to it is kept from it (docs/ledger-format.md, section 1.1). Written in the ledger's
+#: transaction, insert only; a row deleted or added by hand shows as a gap or a repeat in the
+#: ledger, which the monitor or ``verify`` refuses.
+envelope_numbers = Table(
+    "envelope_numbers",
+    metadata,
+    Column("agency", String(63), primary_key=True),
+    Column("number", BigInteger, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
 #: What a read checks against the statement a thread's sender signed, and the alarm names when
 #: one disagrees (exchange/_visibility.py): the alert rows a database administrator can change,
 #: and the fields of the stored message. A fixed set, so the alarm's metric label stays bounded.

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange._errors import InvalidArgument
 from exchange._policy import AGENCY_NAME
-from sinergi.v1 import alert_pb2, exchange_pb2
+from sinergi.v1 import alert_pb2, exchange_pb2, ledger_pb2
 
 if TYPE_CHECKING:  # a stub-only generic; at run time the wrapper is not subscriptable
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -255,7 +255,9 @@ def validate_cancel(request: exchange_pb2.CancelRequest) -> None:
 
 
 def validate_alert_id(
-    request: exchange_pb2.GetAlertRequest | exchange_pb2.ListAcknowledgementsRequest,
+    request: exchange_pb2.GetAlertRequest
+    | exchange_pb2.ListAcknowledgementsRequest
+    | ledger_pb2.GetAlertProofRequest,
 ) -> None:
     out: Violations = []
     _alert_id(out, "alert_id", request.alert_id)
@@ -321,6 +323,14 @@ def validate_search(request: exchange_pb2.SearchAlertsRequest) -> tuple[str, str
         raise InvalidArgument("invalid search request", out)
     kind = given[0]
     return kind, f"{request.name}|{request.birth_date}" if kind == "person" else identifiers[kind]
+
+
+def validate_related(request: exchange_pb2.GetRelatedAlertsRequest) -> None:
+    out: Violations = []
+    _alert_id(out, "alert_id", request.alert_id)
+    _page(out, request.page_size, request.page_token)
+    if out:
+        raise InvalidArgument("invalid related alerts request", out)
 
 
 def validate_subscribe(request: exchange_pb2.SubscribeRequest) -> None:

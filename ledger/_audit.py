@@ -117,6 +117,20 @@ def _alert_ids(entry: Entry) -> list[str]:
     return [o.removeprefix("alert:") for o in entry.objects if o.startswith("alert:")]
 
 
+def related_shown(entry: Entry) -> list[tuple[str, tuple[str, ...]]]:
+    """The alerts a READ or DELIVER entry showed through correlation, each with the kinds of
+    identifier it shares (docs/ledger-format.md, 1.1, ``related``): (alert id, kinds)."""
+    named = entry.meta.get(meta.RELATED) if entry.action in (Action.READ, Action.DELIVER) else None
+    if not isinstance(named, list):
+        return []
+    found = []
+    for item in named:
+        alert, _, kinds = str(item).partition(" ")
+        if alert.startswith("alert:"):
+            found.append((alert.removeprefix("alert:"), tuple(filter(None, kinds.split(",")))))
+    return found
+
+
 def acted_by(entry: Entry) -> tuple[str, ...]:
     """The principals an entry says acted: its actor, or, for the exchange's DELIVER of one
     message to several subscribers at once, each principal it names (docs/ledger-format.md,
@@ -128,14 +142,41 @@ def acted_by(entry: Entry) -> tuple[str, ...]:
 
 
 def who_accessed(entries: Sequence[Entry], alert_id: str) -> list[Entry]:
-    """Every entry that wrote, delivered, showed, found, acknowledged or tried to reach any
-    message of the thread ``alert_id`` belongs to, in ledger order."""
+    """Every entry that wrote, delivered, showed (its content, or as a related alert through
+    correlation), found, acknowledged or tried to reach any message of the thread ``alert_id``
+    belongs to, in ledger order."""
     wanted = Threads(entries).messages(alert_id)
     return [
         e
         for e in entries
-        if e.action in ACCESS | WRITES | {Action.DENIED} and wanted & set(_alert_ids(e))
+        if e.action in ACCESS | WRITES | {Action.DENIED}
+        and wanted & {*_alert_ids(e), *(shown for shown, _ in related_shown(e))}
     ]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """An alert shown to principals as related to another (correlation): the entry, who saw it,
+    the alerts they were reading or receiving beside it (the entry's objects), and the kinds of
+    identifier the two share."""
+
+    entry: Entry
+    principals: tuple[str, ...]
+    beside: tuple[str, ...]
+    shared: tuple[str, ...]
+
+
+def shown_related(entries: Sequence[Entry], alert_id: str) -> list[Shown]:
+    """Every time the thread ``alert_id`` belongs to was shown through correlation (GetAlert,
+    GetRelatedAlerts, a delivery that carried related alerts), in ledger order: what
+    correlation revealed of it, and to whom."""
+    wanted = Threads(entries).messages(alert_id)
+    found = []
+    for entry in entries:
+        for shown, kinds in related_shown(entry):
+            if shown in wanted and entry.outcome.status == "OK":
+                found.append(Shown(entry, acted_by(entry), tuple(_alert_ids(entry)), kinds))
+    return found
 
 
 def activity(
@@ -298,11 +339,14 @@ def _unaddressed(
 
 def normalise_identifier(kind: str, value: str) -> bytes:
     """``kind:value`` as the exchange indexes and digests a searched identifier
-    (docs/ledger-format.md, section 1.4): names case-folded with single spaces, other
-    identifiers upper-case, no outer spaces; a person is ``name|birth-date``."""
+    (docs/ledger-format.md, section 1.4): names (of a person, of an organisation) case-folded
+    with single spaces, other identifiers upper-case, no outer spaces; a person is
+    ``name|birth-date``."""
     if kind == "person":
         name, _, born = value.partition("|")
         value = " ".join(name.casefold().split()) + "|" + born.strip()
+    elif kind == "organisation":
+        value = " ".join(value.casefold().split())
     else:
         value = value.strip().upper()
     return f"{kind}:{value}".encode()

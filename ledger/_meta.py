@@ -9,6 +9,8 @@ from typing import Final
 # PUBLISH, UPDATE, CANCEL (and CATEGORY for REDACT)
 CATEGORY: Final = "category"
 TO: Final = "to"
+#: "<agency>:<n>" for each agency of TO, in its order: the entry is the n-th addressed to it
+TO_INDEX: Final = "to_index"
 HANDLING: Final = "handling"
 SIGNATURE: Final = "signature"
 # DELIVER
@@ -20,6 +22,9 @@ RESPONSE: Final = "response"
 # READ, SEARCH, LEDGER_READ, DENIED
 METHOD: Final = "method"
 RESULTS: Final = "results"
+#: READ (GetAlert, GetRelatedAlerts) and DELIVER: each related alert shown through correlation,
+#: "alert:<id> <kind>[,<kind>...]" (the kinds of identifier it shares, never their values)
+RELATED: Final = "related"
 # SEARCH
 KIND: Final = "kind"
 SALT: Final = "salt"

@@ -1,19 +1,22 @@
 """Verification of a whole ledger: pure logic, fed entries and checkpoints by any source.
 
 What is checked (docs/ledger-format.md): every entry's canonical encoding, its hash, its `prev`
-link and its seq (1, 2, 3, ... without gaps); the RFC 6962 root at every stored checkpoint; every
-checkpoint's signature under a trusted key; and any checkpoint held outside the database, which
-catches a rewrite or truncation by someone who could also sign.
+link and its seq (1, 2, 3, ... without gaps); the numbers message entries give their recipients
+(``to_index``: 1, 2, 3, ... per agency, ledger/_envelopes.py); the RFC 6962 root at every stored
+checkpoint; every checkpoint's signature under a trusted key; and any checkpoint held outside
+the database, which catches a rewrite or truncation by someone who could also sign.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger._entry import FORMAT_VERSION, GENESIS_PREV, Action, Entry
+from ledger._envelopes import MESSAGE_ACTIONS, MESSAGE_PREFIXES, NumberCheck, Numbered, numbered
 from ledger._errors import EncodingError, NoteError, VerificationError
 from ledger._merkle import EMPTY_ROOT
 from ledger._note import Checkpoint, Verifier, open_checkpoint
@@ -39,6 +42,14 @@ _ENTRY = re.compile(
         _STR, _VALUE, _STR, _VALUE, _STR, _STR, _STR, _STR, FORMAT_VERSION,
     )
 )  # fmt: skip
+# A message's recipients and their numbers, in a meta object that matched: keys are sorted, so
+# "to" is followed by "to_index" when it is there, and strings hold no quote. Anything else (a
+# string holding "]", another shape) is left to the JSON parser.
+_AGENCIES = rb'(?:"[a-z0-9-]*"(?:,"[a-z0-9-]*")*)?'
+_NUMBERS = rb'(?:"[a-z0-9-]*:[0-9]*"(?:,"[a-z0-9-]*:[0-9]*")*)?'
+_QUOTED = re.compile(rb'"([^"]*)"').findall
+_PAIRS = re.compile(rb'"([a-z0-9-]+):([1-9][0-9]{0,14})"').findall
+_TO = re.compile(rb'[{,]"to":\[(%s)\](?:,"to_index":\[(%s)\])?[,}]' % (_AGENCIES, _NUMBERS))
 # In a meta object that matched, strings hold no quote, so each '"...":' is exactly one key.
 _META_KEY = re.compile(rb'"([^"]*)":')
 _LEAF = b"\x00"
@@ -85,6 +96,7 @@ def verify_ledger(
         check_checkpoints(due.pop(size), fold(hashes))
 
     walked = walk(entries, 0, GENESIS_PREV.encode(), due, reached, progress=progress)
+    NumberCheck().feed(walked.messages)
     check_truncation(due, walked.entries)
     check_covered(walked.entries, latest)
     return Report(walked.entries, fold(walked.hashes), count, latest, newest_note)
@@ -97,6 +109,8 @@ class Walked:
     entries: int
     #: the compact range of the run's own subtree (roots of perfect subtrees, largest first)
     hashes: list[bytes]
+    #: (seq, to, numbers) of each PUBLISH, UPDATE and CANCEL, for :class:`NumberCheck`
+    messages: list[Numbered]
 
 
 def walk(
@@ -118,6 +132,7 @@ def walk(
     # more than the hashing itself at a million entries): hashes[i] is a perfect subtree root.
     sha256 = hashlib.sha256
     hashes: list[bytes] = []
+    messages = []
     size = 0
     match = _ENTRY.fullmatch
     for seq, stored_hash, body in entries:
@@ -129,12 +144,15 @@ def walk(
         fields = match(body) if type(body) is bytes else None
         if fields is not None and (fields[1].count(b'":') < 2 or _sorted_keys(fields[1])):
             body_seq, body_prev = int(fields[3]), fields[2]
+            # a message's recipients and their numbers (ledger/_envelopes.py)
+            message = _addressing(seq, fields[1]) if body.startswith(MESSAGE_PREFIXES) else None
         else:
             try:
                 entry = Entry.decode(body)
             except EncodingError as exc:
                 raise VerificationError(f"entry {seq}: {exc}", seq) from None
             body_seq, body_prev = entry.seq, entry.prev.encode()
+            message = numbered(seq, entry.meta) if entry.action in MESSAGE_ACTIONS else None
         if body_seq != seq:
             raise VerificationError(f"entry {seq}: body says seq {body_seq}", seq)
         digest = sha256(_LEAF + body).digest()
@@ -151,6 +169,8 @@ def walk(
                 seq,
             )
         prev = digest.hex().encode()
+        if message is not None:
+            messages.append(message)
         # Append the leaf: each set low bit of the old size is a left sibling waiting for it.
         node, position = digest, size
         while position & 1:
@@ -162,7 +182,7 @@ def walk(
             reached(expected, hashes)
         if progress is not None:
             progress(expected)
-    return Walked(size, hashes)
+    return Walked(size, hashes, messages)
 
 
 def check_truncation(due: Due, size: int) -> None:
@@ -239,6 +259,22 @@ def collect(opened: Iterable[tuple[str, int, Checkpoint]]) -> tuple[Due, int, Ch
             count += 1
             latest = cp if latest is None or cp.size > latest.size else latest
     return due, count, latest
+
+
+def _addressing(seq: int, meta: bytes) -> Numbered:
+    """:func:`ledger._envelopes.numbered` of a message entry's canonical ``meta`` bytes, read
+    with :data:`_TO` where it can (a third of the cost of parsing the JSON and checking it
+    item by item); anything unusual takes that careful path, which names what is wrong."""
+    found = _TO.search(meta)
+    if found is not None and (found[2] is not None or b'"to_index"' not in meta):
+        to = tuple(agency.decode() for agency in _QUOTED(found[1]))
+        if found[2] is None:
+            return seq, to, None
+        pairs = _PAIRS(found[2])
+        numbers = {agency.decode(): int(n) for agency, n in pairs}
+        if len(pairs) == found[2].count(b'"') // 2 and tuple(numbers) == to:
+            return seq, to, numbers
+    return numbered(seq, json.loads(meta))
 
 
 def _sorted_keys(meta: bytes) -> bool:

@@ -27,6 +27,10 @@ from exchange import ExchangeServer, ServerConfig, initialise_database
 T = TypeVar("T")
 PG_URL = os.environ.get("SINERGI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ORIGIN = "sinergi.dev/ledger"
+# The suite reads the CLI's English, the default language: a developer's Indonesian locale
+# (LANG=id_ID.UTF-8) must not change what it reads. tests/clients/test_i18n.py sets the
+# language it tests in each command's environment (docs/i18n.md).
+os.environ["SINERGI_LANG"] = "en"
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:

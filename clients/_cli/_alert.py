@@ -4,11 +4,14 @@ show, list, search and acks, are in :mod:`clients._cli._alert_read`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
 from clients._alerts import enum_name, enum_value, new_alert, parse_subjects
+from clients._cli import _names
 from clients._cli._alert_io import (
     flags_given,
     parse_expires,
@@ -18,17 +21,25 @@ from clients._cli._alert_io import (
     tlp,
 )
 from clients._cli._alert_read import acks, list_alerts, search, show
+from clients._cli._cap import export
 from clients._cli._common import (
     emit,
     handle_errors,
     identity_option,
     json_option,
     ledger_key_option,
+    receipt_verified,
     server_option,
     witness_policy_option,
+    witnessing_line,
 )
+from clients._cli._language import Group
+from clients._cli._monitor import monitor_options, start_watch_monitor
+from clients._cli._proof import proof
+from clients._cli._related import delivery_text, related, related_records
 from clients._client import ExchangeClient, Published
 from clients._errors import UsageError
+from clients._i18n import L_, _
 from ledger import VerifiedReceipt
 from sinergi.v1 import alert_pb2
 
@@ -36,7 +47,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@click.group()
+@click.group(cls=Group)
 def alert() -> None:
     """Publish, update, cancel, watch, acknowledge, list and search alerts."""
 
@@ -76,19 +87,23 @@ def _content_options(fn: Callable[P, R]) -> Callable[P, R]:
     return fn
 
 
-def _receipt_lines(verb: str, result: Published) -> str:
+def _receipt_lines(head: str, result: Published) -> str:
+    """``head`` (what was done, in words), then the receipt that proves it."""
     receipt = result.receipt
+    included = _("ledger entry {seq}, included in signed checkpoint of size {size} {verified}")
     return (
-        f"{verb} {result.alert_id}\n"
-        f"  ledger entry {receipt.seq}, included in signed checkpoint of size "
-        f"{receipt.checkpoint.size} (receipt verified)" + _witnessed_line(receipt)
+        f"{head}\n  "
+        + included.format(
+            seq=receipt.seq, size=receipt.checkpoint.size, verified=receipt_verified()
+        )
+        + _witnessed_line(receipt)
     )
 
 
 def _witnessed_line(receipt: VerifiedReceipt) -> str:
     """With a witness policy, the line saying which checkpoint the witnesses vouched for."""
     witnessing = receipt.witnessing
-    return "" if witnessing is None else f"\n  {witnessing.describe()}"
+    return "" if witnessing is None else f"\n  {witnessing_line(witnessing)}"
 
 
 def _witnessed_json(receipt: VerifiedReceipt) -> dict[str, Any]:
@@ -123,7 +138,9 @@ def _receipt_json(result: Published, **extra: object) -> dict[str, Any]:
 @server_option
 @ledger_key_option
 @witness_policy_option
-@click.option("--file", "file", default=None, help="The whole alert as JSON ('-' for stdin).")
+@click.option(
+    "--file", "file", default=None, help="The whole alert as JSON or CAP 1.2 XML ('-' for stdin)."
+)
 @click.option("--category", default=None, help="e.g. PASSPORT_HOLD, TRAFFICKING_SUSPECT.")
 @click.option(
     "--to",
@@ -160,6 +177,7 @@ def publish(
     names, e.g. {"category": "PASSPORT_HOLD", "handling": "AMBER+STRICT", "recipients":
     ["police"], "summary": "...", "subjects": [{"person": {"passport_number": "C1234567"}}]}.
     Severity, urgency and certainty default to UNKNOWN, status to ACTUAL, TLP to AMBER.
+    A file whose content starts with '<' is read as a CAP 1.2 <alert> (docs/cap.md).
 
     \b
     Examples:
@@ -173,13 +191,20 @@ def publish(
     if file is not None:
         given = flags_given({**envelope, **_flag_names(content)})
         if given:
-            raise UsageError(f"--file gives the whole alert; drop {', '.join(given)}")
+            raise UsageError(
+                L_("--file gives the whole alert; drop {flags}", flags=", ".join(given))
+            )
         message = read_alert_file(file)
     else:
         if not (category and recipients and content["summary"]):
             needed = {"--category": category, "--to": recipients, "--summary": content["summary"]}
             missing = [flag for flag, value in needed.items() if not value]
-            raise UsageError(f"missing {', '.join(missing)} (or give the whole alert with --file)")
+            raise UsageError(
+                L_(
+                    "missing {flags} (or give the whole alert with --file)",
+                    flags=", ".join(missing),
+                )
+            )
         message = new_alert(
             category=category,
             recipients=split_list(recipients),
@@ -200,7 +225,8 @@ def publish(
         identity, server, ledger_key=ledger_key, witness_policy=witness_policy
     ) as client:
         result = client.publish(message, idempotency_key=idempotency_key)
-    emit(as_json, _receipt_json(result), _receipt_lines("published", result))
+    head = _("published {id}").format(id=result.alert_id)
+    emit(as_json, _receipt_json(result), _receipt_lines(head, result))
 
 
 def _flag_names(content: dict[str, Any]) -> dict[str, object]:
@@ -231,7 +257,7 @@ def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert
         message.ClearField(name)
     if content["summary"] is not None:
         if not content["summary"].strip():
-            raise UsageError("--summary cannot be empty")
+            raise UsageError(L_("--summary cannot be empty"))
         message.summary = content["summary"]
     if content["subjects"]:
         message.ClearField("subjects")
@@ -262,7 +288,9 @@ def _updated_content(current: alert_pb2.Alert, content: dict[str, Any]) -> alert
 @server_option
 @ledger_key_option
 @witness_policy_option
-@click.option("--file", "file", default=None, help="The whole new content as JSON ('-': stdin).")
+@click.option(
+    "--file", "file", default=None, help="The whole new content as JSON or CAP XML ('-': stdin)."
+)
 @_content_options
 @click.option("--idempotency-key", default=None, help="Reuse to retry safely (default: random).")
 @json_option
@@ -292,9 +320,9 @@ def update(
     """
     given = flags_given(_flag_names(content))
     if file is not None and given:
-        raise UsageError(f"--file gives the whole content; drop {', '.join(given)}")
+        raise UsageError(L_("--file gives the whole content; drop {flags}", flags=", ".join(given)))
     if file is None and not given:
-        raise UsageError("nothing to update: give --summary, --subject, ... or --file")
+        raise UsageError(L_("nothing to update: give --summary, --subject, ... or --file"))
     message = read_alert_file(file, update=True) if file is not None else None
     with ExchangeClient(
         identity, server, ledger_key=ledger_key, witness_policy=witness_policy
@@ -305,7 +333,9 @@ def update(
     emit(
         as_json,
         _receipt_json(result, target_id=alert_id),
-        _receipt_lines(f"updated {alert_id} with", result),
+        _receipt_lines(
+            _("updated {target} with {id}").format(target=alert_id, id=result.alert_id), result
+        ),
     )
 
 
@@ -345,7 +375,9 @@ def cancel(
     emit(
         as_json,
         _receipt_json(result, target_id=alert_id),
-        _receipt_lines(f"cancelled {alert_id} with", result),
+        _receipt_lines(
+            _("cancelled {target} with {id}").format(target=alert_id, id=result.alert_id), result
+        ),
     )
 
 
@@ -365,6 +397,29 @@ def cancel(
 )
 @click.option("--category", "categories", multiple=True, help="Only these categories (repeatable).")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
+@click.option(
+    "--related/--no-related",
+    "with_related",
+    default=True,
+    show_default=True,
+    help="Show under each message the alerts your agency may see that share a subject "
+    "identifier with its thread (a read: the identity needs the read grant).",
+)
+@click.option(
+    "--monitor",
+    "monitoring",
+    is_flag=True,
+    help="Also run the suppression monitor (see `sinergi monitor`): record what arrives, and "
+    "raise an alarm for an entry addressed to your agency that does not.",
+)
+@click.option(
+    "--monitor-interval",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between the monitor's checks.",
+)
+@monitor_options
 @json_option
 @handle_errors
 def watch(
@@ -375,13 +430,21 @@ def watch(
     after: int,
     categories: tuple[str, ...],
     count: int | None,
+    with_related: bool,
+    monitoring: bool,
+    monitor_interval: float,
+    state: Path | None,
+    grace: float,
+    metrics_file: Path | None,
     as_json: bool,
 ) -> None:
     """Stream the messages for your agency: the backlog, then live ones.
 
     Alerts, and the UPDATE and CANCEL messages of their threads, in order, each with its
-    cursor; on a dropped connection (or when the exchange drops a reader that fell behind)
-    it reconnects and resumes from the last cursor by itself. With --json, one object per line.
+    cursor and the newest alerts your agency may see that share a subject identifier with its
+    thread (recorded in the ledger with the delivery); on a dropped connection (or when the
+    exchange drops a reader that fell behind) it reconnects and resumes from the last cursor by
+    itself. With --json, one object per line.
 
     \b
     Example:
@@ -389,22 +452,48 @@ def watch(
     """
     wanted = [enum_value(alert_pb2.Category, "CATEGORY_", c, "category") for c in categories]
     seen = 0
-    with ExchangeClient(
-        identity, server, ledger_key=ledger_key, witness_policy=witness_policy
-    ) as client:
-        for delivery in client.subscribe(after=after, categories=wanted):
+    with (
+        ExchangeClient(
+            identity, server, ledger_key=ledger_key, witness_policy=witness_policy
+        ) as client,
+        ExitStack() as stack,
+    ):
+        deliveries = client.subscribe(after=after, categories=wanted, related=with_related)
+        if monitoring:
+            watcher, stop = start_watch_monitor(
+                client,
+                state,
+                grace=grace,
+                interval=monitor_interval,
+                metrics_file=metrics_file,
+                as_json=as_json,
+            )
+            stack.callback(stop.set)
+            deliveries = watcher.watching(deliveries)
+        for delivery in deliveries:
             a = delivery.alert
-            category = enum_name(alert_pb2.Category, "CATEGORY_", a.category)
+            category = _names.category(a.category)
             if a.message_type in (alert_pb2.MESSAGE_TYPE_UPDATE, alert_pb2.MESSAGE_TYPE_CANCEL):
-                kind = enum_name(alert_pb2.MessageType, "MESSAGE_TYPE_", a.message_type)
                 original = a.references[0] if a.references else "?"
-                head = f"[{delivery.cursor}] {kind} of {original} ({a.id})"
+                head = _("[{cursor}] {kind} of {original} ({id})").format(
+                    cursor=delivery.cursor,
+                    kind=_names.message_type(a.message_type),
+                    original=original,
+                    id=a.id,
+                )
             else:
                 head = f"[{delivery.cursor}] {a.id}"
+            line = {"cursor": delivery.cursor, "alert": record(a)}
+            if with_related:
+                line["related"] = related_records(delivery.related)
             emit(
                 as_json,
-                {"cursor": delivery.cursor, "alert": record(a)},
-                f"{head} {category} {tlp(a.handling)} from {a.sender}\n    {a.summary}",
+                line,
+                _("{head} {category} {tlp} from {sender}").format(
+                    head=head, category=category, tlp=tlp(a.handling), sender=a.sender
+                )
+                + f"\n    {a.summary}"
+                + delivery_text(delivery),
             )
             seen += 1
             if count is not None and seen >= count:
@@ -458,10 +547,16 @@ def ack(
             "checkpoint_size": result.receipt.checkpoint.size,
             **_witnessed_json(result.receipt),
         },
-        f"acknowledged {alert_id}: {enum_name(alert_pb2.Response, 'RESPONSE_', value)}\n"
-        f"  ledger entry {result.receipt.seq} (receipt verified)" + _witnessed_line(result.receipt),
+        _("acknowledged {id}: {response}\n  ledger entry {seq} {verified}").format(
+            id=alert_id,
+            response=_names.response(value),
+            seq=result.receipt.seq,
+            verified=receipt_verified(),
+        )
+        + _witnessed_line(result.receipt),
     )
 
 
-for _command in (show, list_alerts, search, acks):
+for _command in (show, list_alerts, search, acks, export, proof):
     alert.add_command(_command)
+alert.add_command(related)

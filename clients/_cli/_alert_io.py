@@ -13,8 +13,11 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from clients._alerts import alert_from_json, enum_name
+from clients._cap import CapError, alert_from_cap
+from clients._cli import _names
 from clients._cli._common import spiffe_id
 from clients._errors import UsageError
+from clients._i18n import L_, N_, _
 from clients._signatures import SignedBy
 from sinergi.v1 import alert_pb2, exchange_pb2
 
@@ -36,7 +39,12 @@ def parse_moment(text: str, flag: str, *, end_of_day: bool = False) -> datetime:
             moment = datetime.fromisoformat(value)
     except ValueError:
         raise UsageError(
-            f"{flag}: {text!r} is not an ISO 8601 date or datetime (2025-03-01, 2025-03-01T08:00Z)"
+            L_(
+                "{flag}: {text!r} is not an ISO 8601 date or datetime (2025-03-01, "
+                "2025-03-01T08:00Z)",
+                flag=flag,
+                text=text,
+            )
         ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
@@ -50,27 +58,41 @@ def parse_expires(text: str) -> datetime:
                 **{_UNITS[duration[2]]: int(duration[1])}
             )
         except OverflowError:
-            raise UsageError(f"--expires: {text!r} is too far in the future") from None
+            raise UsageError(
+                L_("--expires: {text!r} is too far in the future", text=text)
+            ) from None
     else:
         moment = parse_moment(text, "--expires")
     if moment <= datetime.now(UTC):
-        raise UsageError(f"--expires: {text!r} is not in the future")
+        raise UsageError(L_("--expires: {text!r} is not in the future", text=text))
     return moment
 
 
 def read_alert_file(path: str, *, update: bool = False) -> alert_pb2.Alert:
-    """The alert in JSON file ``path`` (``-`` for stdin), named in every error."""
+    """The alert in file ``path`` (``-`` for stdin), named in every error: CAP 1.2 XML when its
+    content starts with ``<`` (docs/cap.md), whatever its name, else JSON."""
     try:
-        with click.open_file(path, encoding="utf-8") as stream:
-            text = stream.read()
+        with click.open_file(path, "rb") as stream:
+            data = stream.read()
     except OSError as exc:
-        raise UsageError(f"--file: cannot read {path}: {exc.strerror}") from None
+        raise UsageError(
+            L_("--file: cannot read {path}: {why}", path=path, why=exc.strerror)
+        ) from None
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        try:
+            return alert_from_cap(data, update=update)
+        except CapError as exc:
+            raise CapError(exc.element, exc.reason, source=f"--file {path}") from None
+        except UsageError as exc:
+            raise UsageError(L_("--file {path}: {why}", path=path, why=exc.message)) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"--file: {path} is not UTF-8 text") from None
+        raise UsageError(L_("--file: {path} is not UTF-8 text", path=path)) from None
     try:
         return alert_from_json(text, update=update)
     except UsageError as exc:
-        raise UsageError(f"--file {path}: {exc.message}") from None
+        raise UsageError(L_("--file {path}: {why}", path=path, why=exc.message)) from None
 
 
 def split_list(text: str) -> list[str]:
@@ -107,8 +129,9 @@ def shorten(text: str, width: int = SUMMARY_WIDTH) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Columns aligned with two spaces between, as kubectl prints them; no trailing blanks."""
-    grid = [list(headers), *([str(cell) for cell in row] for row in rows)]
+    """Columns aligned with two spaces between, as kubectl prints them; no trailing blanks.
+    The headers are translated (mark them with N_)."""
+    grid = [[_(h) for h in headers], *([str(cell) for cell in row] for row in rows)]
     widths = [max(len(row[i]) for row in grid) for i in range(len(headers))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -149,7 +172,16 @@ def subjects_text(subjects: Iterable[alert_pb2.Subject]) -> str:
     return "; ".join(out) or "-"
 
 
-LIST_HEADERS = ("CURSOR", "ID", "STATE", "CATEGORY", "TLP", "SENDER", "SENT", "SUMMARY")
+LIST_HEADERS = (
+    N_("CURSOR"),
+    N_("ID"),
+    N_("STATE"),
+    N_("CATEGORY"),
+    N_("TLP"),
+    N_("SENDER"),
+    N_("SENT"),
+    N_("SUMMARY"),
+)
 
 
 def list_row(view: exchange_pb2.AlertView) -> list[str]:
@@ -157,8 +189,8 @@ def list_row(view: exchange_pb2.AlertView) -> list[str]:
     return [
         str(view.cursor),
         view.id,
-        state(view.state),
-        enum_name(alert_pb2.Category, "CATEGORY_", current.category),
+        _names.state(view.state),
+        _names.category(current.category),
         tlp(current.handling),
         sender_agency(current.sender),
         when(current.sent),
@@ -182,45 +214,50 @@ def signed_record(signed: SignedBy) -> dict[str, Any]:
 
 def _signed_text(signed: SignedBy) -> str:
     if signed.redacted:
-        return f"by {signed.sender}; statement removed under retention, cannot be checked"
+        return _("by {sender}; statement removed under retention, cannot be checked").format(
+            sender=signed.sender
+        )
     assert signed.signed_at is not None
     at = signed.signed_at.strftime("%Y-%m-%d %H:%M:%SZ")
-    return f"verified: {signed.sender} at {at}, certificate {signed.fingerprint[:16]}"
+    return _("verified: {sender} at {at}, certificate {certificate}").format(
+        sender=signed.sender, at=at, certificate=signed.fingerprint[:16]
+    )
 
 
 def show_text(view: exchange_pb2.AlertView, signed: SignedBy) -> str:
     """One thread: state, the content in force, then its history oldest first."""
     a = view.current
     fields = [
-        ("id", view.id),
-        ("state", state(view.state)),
-        ("cursor", str(view.cursor)),
-        ("category", enum_name(alert_pb2.Category, "CATEGORY_", a.category)),
-        ("handling", tlp(a.handling)),
-        ("sender", a.sender),
-        ("recipients", ",".join(a.recipients) or "-"),
-        ("status", enum_name(alert_pb2.Status, "STATUS_", a.status)),
-        ("severity", enum_name(alert_pb2.Severity, "SEVERITY_", a.severity)),
-        ("urgency", enum_name(alert_pb2.Urgency, "URGENCY_", a.urgency)),
-        ("certainty", enum_name(alert_pb2.Certainty, "CERTAINTY_", a.certainty)),
-        ("expires", when(a.expires)),
-        ("place", " ".join(filter(None, (a.place.description, a.place.region))) or "-"),
-        ("subjects", subjects_text(a.subjects)),
-        ("summary", a.summary),
-        ("signature", _signed_text(signed)),
+        (_("id"), view.id),
+        (_("state"), _names.state(view.state)),
+        (_("cursor"), str(view.cursor)),
+        (_("category"), _names.category(a.category)),
+        (_("handling"), _names.tlp_meaning(a.handling)),
+        (_("sender"), a.sender),
+        (_("recipients"), ",".join(a.recipients) or "-"),
+        (_("status"), _names.shown("status", a.status)),
+        (_("severity"), _names.shown("severity", a.severity)),
+        (_("urgency"), _names.shown("urgency", a.urgency)),
+        (_("certainty"), _names.shown("certainty", a.certainty)),
+        (_("expires"), when(a.expires)),
+        (_("place"), " ".join(filter(None, (a.place.description, a.place.region))) or "-"),
+        (_("subjects"), subjects_text(a.subjects)),
+        (_("summary"), a.summary),
+        (_("signature"), _signed_text(signed)),
     ]
     if a.details:
-        fields.append(("details", " ".join(a.details.split())))
-    width = max(len(k) for k, _ in fields)
+        fields.append((_("details"), " ".join(a.details.split())))
+    width = max(len(label) for label, _value in fields)
     lines = [f"{k.ljust(width)}  {v}" for k, v in fields]
     history = table(
-        ("TYPE", "ID", "SENT", "SENDER", "SUMMARY"),
+        (N_("TYPE"), N_("ID"), N_("SENT"), N_("SENDER"), N_("SUMMARY")),
         (
-            [message_type(m.message_type), m.id, when(m.sent), m.sender, shorten(m.summary)]
+            [_names.message_type(m.message_type), m.id, when(m.sent), m.sender, shorten(m.summary)]
             for m in view.history
         ),
     )
-    return "\n".join([*lines, "", "history:", *("  " + line for line in history.splitlines())])
+    lines += ["", _("history:"), *("  " + line for line in history.splitlines())]
+    return "\n".join(lines)
 
 
 def flags_given(values: dict[str, object]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from clients._alerts import enum_name, enum_value
+from clients._alerts import enum_value
 from clients._cli._alert_io import (
     parse_moment,
     record,
@@ -31,7 +31,11 @@ from clients._cli._common import (
     server_option,
     witness_policy_option,
 )
+from clients._cli._language import Command
+from clients._cli._names import response
+from clients._cli._related import related_text
 from clients._client import ExchangeClient
+from clients._i18n import N_, _
 from sinergi.v1 import alert_pb2, exchange_pb2
 
 P = ParamSpec("P")
@@ -57,11 +61,11 @@ def _emit_views(views: list[exchange_pb2.AlertView], as_json: bool) -> None:
     emit(
         as_json,
         {"ok": True, "count": len(views), "alerts": [view_record(v) for v in views]},
-        views_output(views, "no alerts found"),
+        views_output(views, _("no alerts found")),
     )
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("alert_id")
 @identity_option
 @server_option
@@ -77,7 +81,9 @@ def show(
     witness_policy: str | None,
     as_json: bool,
 ) -> None:
-    """Show an alert thread: its state, the content in force, and its history.
+    """Show an alert thread: its state, the content in force, its history, and the newest
+    alerts your agency may see that share a subject identifier with it (`alert related` lists
+    them all; the exchange records each one shown).
 
     Any message id of the thread names it. An alert your agency may not see is NOT_FOUND.
 
@@ -91,10 +97,12 @@ def show(
         view = client.get_alert(alert_id)  # every message's signature checked, or an error
         signed = client.verify_sender(view.current, view.history[0] if view.history else None)
     record = {"ok": True, **view_record(view), "signed_by": signed_record(signed)}
-    emit(as_json, record, show_text(view, signed))
+    more = bool(view.related_next_page_token)
+    related = related_text(view.related, more, view.id)
+    emit(as_json, record, show_text(view, signed) + "\n\n" + related)
 
 
-@click.command(name="list")
+@click.command(name="list", cls=Command)
 @identity_option
 @server_option
 @ledger_key_option
@@ -159,7 +167,7 @@ def list_alerts(
     _emit_views(views, as_json)
 
 
-@click.command()
+@click.command(cls=Command)
 @identity_option
 @server_option
 @ledger_key_option
@@ -210,7 +218,7 @@ def search(
     _emit_views(views, as_json)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("alert_id")
 @identity_option
 @server_option
@@ -242,14 +250,21 @@ def acks(
         [
             a.agency,
             a.principal,
-            enum_name(alert_pb2.Response, "RESPONSE_", a.response),
+            response(a.response),
             a.case_reference or "-",
             when(a.time),
             " ".join(a.note.split()) or "-",
         ]
         for a in found
     )
-    headers = ("AGENCY", "PRINCIPAL", "RESPONSE", "CASE REF", "TIME", "NOTE")
+    headers = (
+        N_("AGENCY"),
+        N_("PRINCIPAL"),
+        N_("RESPONSE"),
+        N_("CASE REF"),
+        N_("TIME"),
+        N_("NOTE"),
+    )
     emit(
         as_json,
         {
@@ -258,5 +273,5 @@ def acks(
             "count": len(found),
             "acknowledgements": [record(a) for a in found],
         },
-        table(headers, rows) if found else f"no acknowledgements of {alert_id}",
+        table(headers, rows) if found else _("no acknowledgements of {id}").format(id=alert_id),
     )

@@ -22,8 +22,11 @@ from google.protobuf import json_format
 from clients._cli._alert_io import parse_moment, table
 from clients._cli._audit_report import render_report
 from clients._cli._common import by_name, emit, handle_errors, json_option, spiffe_id
+from clients._cli._language import Group
+from clients._cli._names import rule
 from clients._cli._source import Source, source_options
 from clients._errors import UsageError, VerificationFailed
+from clients._i18n import L_, N_, _, ngettext
 from ledger import (
     Checkpoint,
     DeniedGroup,
@@ -36,7 +39,9 @@ from ledger import (
     anomalies,
     denied,
     entry_time,
+    meta,
     searches_for,
+    shown_related,
     verify_ledger,
     who_accessed,
 )
@@ -45,7 +50,7 @@ from sinergi.v1 import alert_pb2
 P = ParamSpec("P")
 R = TypeVar("R")
 _sources = source_options(
-    file_help="Read an export file (`sinergi ledger export`) instead of the database."
+    file_help=N_("Read an export file (`sinergi ledger export`) instead of the database.")
 )
 _DEFAULT = Rules()
 
@@ -65,7 +70,7 @@ def _load(source: Source) -> Verified:
     try:
         report = verify_ledger(rows, checkpoints, [verifier])
     except VerificationError as exc:
-        raise VerificationFailed(f"ledger BROKEN: {exc}; no answers from it") from None
+        raise VerificationFailed(L_("ledger BROKEN: {why}; no answers from it", why=exc)) from None
     return Verified([Entry.decode(body) for _, _, body in rows], report, source.name)
 
 
@@ -108,17 +113,28 @@ def _rules(factor: float, min_count: int, working_hours: str, zone: str) -> Rule
     try:
         start, end = (time.fromisoformat(part.strip()) for part in working_hours.split("-"))
     except ValueError:
-        raise UsageError(f"--working-hours: {working_hours!r} is not HH:MM-HH:MM") from None
+        raise UsageError(
+            L_("--working-hours: {value!r} is not HH:MM-HH:MM", value=working_hours)
+        ) from None
     try:
         tz = ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"--timezone: unknown zone {zone!r} (e.g. Asia/Jakarta)") from None
+        raise UsageError(
+            L_("--timezone: unknown zone {zone!r} (e.g. Asia/Jakarta)", zone=zone)
+        ) from None
     if factor <= 1 or min_count < 1:
-        raise UsageError("--factor must be above 1 and --min-count at least 1")
+        raise UsageError(L_("--factor must be above 1 and --min-count at least 1"))
     return Rules(factor=factor, min_count=min_count, working_hours=(start, end), timezone=tz)
 
 
-_ENTRY_HEADERS = ("SEQ", "TIME", "ACTION", "PRINCIPAL", "OBJECTS", "OUTCOME")
+_ENTRY_HEADERS = (
+    N_("SEQ"),
+    N_("TIME"),
+    N_("ACTION"),
+    N_("PRINCIPAL"),
+    N_("OBJECTS"),
+    N_("OUTCOME"),
+)
 
 
 def _entry_rows(entries: Sequence[Entry]) -> str:
@@ -139,7 +155,15 @@ def _covered(report: Report) -> dict[str, Any]:
     }
 
 
-@click.group()
+def _counted(entries: int, principals: int) -> str:
+    """``N entries, M principals``, in the language in force."""
+    return _("{entries}, {principals}").format(
+        entries=ngettext("{n} entry", "{n} entries", entries).format(n=entries),
+        principals=ngettext("{n} principal", "{n} principals", principals).format(n=principals),
+    )
+
+
+@click.group(cls=Group)
 def audit() -> None:
     """Answer internal affairs' questions from a verified ledger."""
 
@@ -160,7 +184,7 @@ def who_accessed_command(alert_id: str, source: Source, as_json: bool) -> None:
     verified = _load(source)
     rows = who_accessed(verified.entries, alert_id)
     principals = sorted({who for e in rows for who in acted_by(e)})
-    human = f"{len(rows)} entries, {len(principals)} principals\n{_entry_rows(rows)}"
+    human = f"{_counted(len(rows), len(principals))}\n{_entry_rows(rows)}"
     emit(
         as_json,
         {
@@ -170,7 +194,66 @@ def who_accessed_command(alert_id: str, source: Source, as_json: bool) -> None:
             "entries": [e.to_json() for e in rows],
             **_covered(verified.report),
         },
-        human if rows else f"no entry concerns alert {alert_id}",
+        human if rows else _("no entry concerns alert {alert_id}").format(alert_id=alert_id),
+    )
+
+
+@audit.command("shown-related")
+@click.argument("alert_id")
+@_sources
+@json_option
+@handle_errors
+def shown_related_command(alert_id: str, source: Source, as_json: bool) -> None:
+    """Every principal shown ALERT_ID (or any update of it) as a related alert through
+    correlation: when, beside which alert it was reading or receiving, and which kinds of
+    identifier the two share (never the identifier).
+
+    \b
+    Example:
+      sinergi audit shown-related 5d531be1-c725-4649-be2d-acbf7c61a8b8 --db sqlite:///var/sinergi.db
+    """
+    verified = _load(source)
+    found = shown_related(verified.entries, alert_id)
+    principals = sorted({who for shown in found for who in shown.principals})
+
+    def how(entry: Entry) -> str:
+        method = entry.meta.get(meta.METHOD)
+        return f"{entry.action.value} {method}" if method else entry.action.value
+
+    rows = (
+        [
+            str(s.entry.seq),
+            s.entry.time,
+            ",".join(s.principals),
+            how(s.entry),
+            ",".join(s.beside) or "-",
+            ",".join(s.shared),
+        ]
+        for s in found
+    )
+    headers = ("SEQ", "TIME", "PRINCIPAL", "HOW", "BESIDE", "SHARED")
+    human = f"{len(found)} entries, {len(principals)} principals\n{table(headers, rows)}"
+    emit(
+        as_json,
+        {
+            "ok": True,
+            "alert": alert_id,
+            "principals": principals,
+            "shown": [
+                {
+                    "seq": s.entry.seq,
+                    "time": s.entry.time,
+                    "how": how(s.entry),
+                    "principals": list(s.principals),
+                    "beside": list(s.beside),
+                    "shared": list(s.shared),
+                    "entry": s.entry.to_json(),
+                }
+                for s in found
+            ],
+            **_covered(verified.report),
+        },
+        human if found else f"alert {alert_id} was never shown through correlation",
     )
 
 
@@ -198,7 +281,7 @@ def activity_command(
         --since 2026-11-01 --until 2026-11-07 --db sqlite:///var/sinergi.db
     """
     if bool(principal) == bool(agency):
-        raise UsageError("name a PRINCIPAL or --agency, not both")
+        raise UsageError(L_("name a PRINCIPAL or --agency, not both"))
     start = parse_moment(since, "--since") if since else None
     end = parse_moment(until, "--until", end_of_day=True) if until else None
     verified = _load(source)
@@ -213,11 +296,19 @@ def activity_command(
     emit(
         as_json,
         {"ok": True, "entries": [e.to_json() for e in rows], **_covered(verified.report)},
-        _entry_rows(rows) if rows else "no activity in that range",
+        _entry_rows(rows) if rows else _("no activity in that range"),
     )
 
 
-_DENIED_HEADERS = ("PRINCIPAL", "STATUS", "COUNT", "METHODS", "FIRST", "LAST", "REASON")
+_DENIED_HEADERS = (
+    N_("PRINCIPAL"),
+    N_("STATUS"),
+    N_("COUNT"),
+    N_("METHODS"),
+    N_("FIRST"),
+    N_("LAST"),
+    N_("REASON"),
+)
 
 
 def _denied_json(g: DeniedGroup) -> dict[str, Any]:
@@ -253,7 +344,7 @@ def denied_command(source: Source, as_json: bool) -> None:
     emit(
         as_json,
         {"ok": True, "groups": [_denied_json(g) for g in groups], **_covered(verified.report)},
-        table(_DENIED_HEADERS, map(_denied_row, groups)) if groups else "no refused attempts",
+        table(_DENIED_HEADERS, map(_denied_row, groups)) if groups else _("no refused attempts"),
     )
 
 
@@ -281,7 +372,7 @@ def anomalies_command(
     rules = _rules(factor, min_count, working_hours, zone)
     verified = _load(source)
     found = anomalies(verified.entries, rules, principals=spiffe_id)
-    rows = ([a.principal, a.rule, str(len(a.seqs)), a.detail] for a in found)
+    rows = ([a.principal, rule(a.rule), str(len(a.seqs)), a.detail] for a in found)
     emit(
         as_json,
         {
@@ -292,7 +383,9 @@ def anomalies_command(
             ],
             **_covered(verified.report),
         },
-        table(("PRINCIPAL", "RULE", "ENTRIES", "DETAIL"), rows) if found else "no anomalies",
+        table((N_("PRINCIPAL"), N_("RULE"), N_("ENTRIES"), N_("DETAIL")), rows)
+        if found
+        else _("no anomalies"),
     )
 
 
@@ -358,21 +451,27 @@ def match_command(
         identifiers["person"] = f"{name or ''}|{birth_date or ''}"
     given = [k for k, v in identifiers.items() if v]
     if sum(map(bool, (alert_id, alert_file, given))) != 1 or len(given) > 1:
-        raise UsageError("give one of --alert, --alert-file, or one identifier")
+        raise UsageError(L_("give one of --alert, --alert-file, or one identifier"))
     verified = _load(source)
     if given:
         kind = given[0]
         rows = searches_for(verified.entries, kind, str(identifiers[kind]))
-        what = f"searches for that {kind}"
+        what = ngettext(
+            "{n} search for that {kind}", "{n} searches for that {kind}", len(rows)
+        ).format(n=len(rows), kind=kind)
+        none = _("no searches for that {kind}").format(kind=kind)
     else:
         body = _stored_alert(source.db, alert_id, kek_file) if alert_id else _read_copy(alert_file)
         digest = hashlib.sha256(body).hexdigest()
         rows = [e for e in verified.entries if e.digest == digest]
-        what = f"entries with digest {digest}"
+        what = ngettext(
+            "{n} entry with digest {digest}", "{n} entries with digest {digest}", len(rows)
+        ).format(n=len(rows), digest=digest)
+        none = _("no entries with digest {digest}").format(digest=digest)
     emit(
         as_json,
         {"ok": True, "entries": [e.to_json() for e in rows], **_covered(verified.report)},
-        f"{len(rows)} {what}\n{_entry_rows(rows)}" if rows else f"no {what}",
+        f"{what}\n{_entry_rows(rows)}" if rows else none,
     )
 
 
@@ -381,7 +480,7 @@ def _read_copy(path: Path | None) -> bytes:
     try:
         message = json_format.Parse(path.read_text(encoding="utf-8"), alert_pb2.Alert())
     except (OSError, ValueError, json_format.ParseError) as exc:
-        raise UsageError(f"{path}: not an alert as JSON ({exc})") from None
+        raise UsageError(L_("{path}: not an alert as JSON ({why})", path=path, why=exc)) from None
     return message.SerializeToString(deterministic=True)
 
 
@@ -430,8 +529,11 @@ def report_command(
     emit(
         as_json,
         {"ok": True, "out": str(out), "anomalies": len(found), **_covered(verified.report)},
-        f"wrote {out}: {verified.report.entries} entries verified since {first}, "
-        f"{len(found)} anomalies",
+        ngettext(
+            "wrote {out}: {entries} entries verified since {first}, {n} anomaly",
+            "wrote {out}: {entries} entries verified since {first}, {n} anomalies",
+            len(found),
+        ).format(out=out, entries=verified.report.entries, first=first, n=len(found)),
     )
 
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from html import escape
 
+from clients._cli._names import rule
+from clients._i18n import _, current
 from ledger import (
     Anomaly,
     DeniedGroup,
@@ -52,7 +54,7 @@ def _per_day(
         day = entry_time(entry).astimezone(rules.timezone).date()
         named = [principals(who) for who in acted_by(entry)]
         # A DELIVER to several subscribers at once counts once for each agency it names.
-        for agency in {name.agency if name is not None else "(other)" for name in named}:
+        for agency in {name.agency if name is not None else _("(other)") for name in named}:
             counts.setdefault(agency, Counter())[day] += 1
     days = sorted({d for c in counts.values() for d in c})
     return days, dict(sorted(counts.items()))
@@ -62,7 +64,7 @@ def _chart(entries: Sequence[Entry], rules: Rules, principals: Principals) -> st
     """Stacked bars: entries per agency per local day."""
     days, counts = _per_day(entries, rules, principals)
     if not days:
-        return "<p>No entries.</p>"
+        return f"<p>{escape(_('No entries.'))}</p>"
     width, height, left, bottom = 760, 260, 48, 36
     slot = (width - left) / len(days)
     peak = max(sum(c[d] for c in counts.values()) for d in days)
@@ -70,7 +72,7 @@ def _chart(entries: Sequence[Entry], rules: Rules, principals: Principals) -> st
     axis = height - bottom
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'role="img" aria-label="entries per agency per day">',
+        f'role="img" aria-label="{escape(_("entries per agency per day"))}">',
         f'<line x1="{left}" y1="{axis}" x2="{width}" y2="{axis}" stroke="#999"/>',
         f'<text x="{left - 6}" y="14" text-anchor="end" font-size="11">{peak}</text>',
     ]
@@ -124,49 +126,66 @@ def render_report(
     actions = Counter(e.action.value for e in entries)
     first = entries[0].time if entries else "-"
     last = entries[-1].time if entries else "-"
-    intact = (
-        f"INTACT: {report.entries} entries, {report.checkpoints} signed checkpoints, "
-        "every hash, link, root and signature checked"
+    intact = _(
+        "INTACT: {entries} entries, {checkpoints} signed checkpoints, every hash, link, root and "
+        "signature checked"
+    ).format(entries=report.entries, checkpoints=report.checkpoints)
+    thresholds = _(
+        "volume above {factor:g}x usual and at least {min_count} per {hours:g} h; working hours "
+        "{start:%H:%M}-{end:%H:%M} {timezone}"
+    ).format(
+        factor=rules.factor,
+        min_count=rules.min_count,
+        hours=hours,
+        start=start,
+        end=end,
+        timezone=rules.timezone,
     )
-    thresholds = (
-        f"volume above {rules.factor:g}x usual and at least {rules.min_count} per {hours:g} h; "
-        f"working hours {start:%H:%M}-{end:%H:%M} {rules.timezone}"
-    )
+    covered = _("{origin}, size {size}").format(origin=cp.origin, size=cp.size) if cp else None
     summary = [
-        ("Source", source),
-        ("Verification", intact),
-        ("Checkpoint covered", f"{cp.origin}, size {cp.size}" if cp else "none"),
-        ("Root hash", report.root.hex()),
-        ("Period", f"{first} to {last}"),
-        ("Entries by action", ", ".join(f"{a} {n}" for a, n in sorted(actions.items()))),
-        ("Rules", thresholds),
-        ("Generated", generated.isoformat(timespec="seconds")),
+        (_("Source"), source),
+        (_("Verification"), intact),
+        (_("Checkpoint covered"), covered or _("none")),
+        (_("Root hash"), report.root.hex()),
+        (_("Period"), _("{first} to {last}").format(first=first, last=last)),
+        (_("Entries by action"), ", ".join(f"{a} {n}" for a, n in sorted(actions.items()))),
+        (_("Rules"), thresholds),
+        (_("Generated"), generated.isoformat(timespec="seconds")),
     ]
     rows = "".join(
-        f"<tr><th>{escape(k)}</th><td{' class=ok' if k == 'Verification' else ''}>"
+        f"<tr><th>{escape(k)}</th><td{' class=ok' if v is intact else ''}>"
         f"<code>{escape(v)}</code></td></tr>"
         for k, v in summary
     )
+    title = escape(_("Sinergi audit report"))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{current().language}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>Sinergi audit report</title><style>{_STYLE}</style></head><body>
-<h1>Sinergi audit report</h1>
+<title>{title}</title><style>{_STYLE}</style></head><body>
+<h1>{title}</h1>
 <table id="summary">{rows}</table>
-<h2>Activity per agency per day</h2>
+<h2>{escape(_("Activity per agency per day"))}</h2>
 <div id="activity">{_chart(entries, rules, principals)}</div>
-<h2>Anomalies ({len(found)})</h2>
+<h2>{escape(_("Anomalies ({n})").format(n=len(found)))}</h2>
 <div id="anomalies">{
         _table(
-            ("Principal", "Rule", "Entries", "Detail"),
-            [(a.principal, a.rule, len(a.seqs), a.detail) for a in found],
-            "No anomalies.",
+            (_("Principal"), _("Rule"), _("Entries"), _("Detail")),
+            [(a.principal, rule(a.rule), len(a.seqs), a.detail) for a in found],
+            _("No anomalies."),
         )
     }</div>
-<h2>Refused attempts ({sum(g.count for g in groups)})</h2>
+<h2>{escape(_("Refused attempts ({n})").format(n=sum(g.count for g in groups)))}</h2>
 <div id="denied">{
         _table(
-            ("Principal", "Status", "Count", "Methods", "First", "Last", "Reason"),
+            (
+                _("Principal"),
+                _("Status"),
+                _("Count"),
+                _("Methods"),
+                _("First"),
+                _("Last"),
+                _("Reason"),
+            ),
             [
                 (
                     g.principal,
@@ -179,7 +198,7 @@ def render_report(
                 )
                 for g in groups
             ],
-            "No refused attempts.",
+            _("No refused attempts."),
         )
     }</div>
 </body></html>

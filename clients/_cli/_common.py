@@ -20,10 +20,12 @@ import click
 from click.decorators import FC
 
 from certs import CertsError, SpiffeId
+from clients._cli._language import Group
 from clients._client import DEFAULT_SERVER, LEDGER_KEY_FILE, WITNESS_POLICY_FILE
 from clients._config import SETTINGS, file_setting
 from clients._errors import ClientError
-from ledger import LedgerError
+from clients._i18n import L_, N_, Text, _, ngettext, translated
+from ledger import LedgerError, Witnessing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,16 +59,22 @@ def from_file(name: str, default: str | None = None) -> Callable[[], str | None]
 def setting_option(
     flag: str,
     name: str,
-    text: str = "",
+    text: str | Text = "",
     *,
     default: str | None = None,
     **attrs: Any,  # noqa: ANN401 - click.option's keywords
 ) -> Callable[[FC], FC]:
     """``flag`` for the client setting ``name`` (:data:`clients._config.SETTINGS`): when the flag
     is not given, the setting's environment variable, then the configuration file, then
-    ``default``. Its help is ``text`` followed by where else the value may come from."""
+    ``default``. Its help is ``text`` (marked with N_, or an L_) followed by where else the
+    value may come from."""
     env = SETTINGS[name][0]
-    shown = f"{text} [env {env}; config file: {name}]." if text else None
+    described = text if isinstance(text, Text) else Text(text)
+    shown = (
+        L_("{text} [env {env}; config file: {name}].", text=described, env=env, name=name)
+        if text
+        else None
+    )
     return click.option(flag, envvar=env, default=from_file(name, default), help=shown, **attrs)
 
 
@@ -90,6 +98,7 @@ BY_NAME = {
     "db": "exchange._cli:db",
     "ledger": "clients._cli._ledger:ledger",
     "audit": "clients._cli._audit:audit",
+    "monitor": "clients._cli._monitor:monitor",
     "stored_message": "exchange:stored_message",
     "witness": "clients._cli._witness:witness",
     "witness_init": "witness._cli:init",
@@ -105,7 +114,7 @@ def by_name(name: str) -> Any:  # noqa: ANN401 - a command or a function, checke
     return getattr(importlib.import_module(module), attr)
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     """A group whose commands ``lazy`` are imported when used (click docs, "Lazily Loading
     Subcommands"): names in :data:`BY_NAME`, or a mapping of command names to such names."""
 
@@ -129,8 +138,43 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-# Words that say a check passed, shown in green on a terminal.
-_VERIFIED = re.compile(r"\((?:receipt|proof|[0-9]+ hash(?:es)?) verified\)|^ledger intact")
+def receipt_verified() -> str:
+    """The words that say a receipt verified (in green on a terminal)."""
+    return _("(receipt verified)")
+
+
+def proof_verified() -> str:
+    """The words that say a proof verified (in green on a terminal)."""
+    return _("(proof verified)")
+
+
+def hashes_verified(count: int) -> str:
+    """The words that say ``count`` hashes of a proof verified (in green on a terminal)."""
+    return ngettext("({n} hash verified)", "({n} hashes verified)", count).format(n=count)
+
+
+def ledger_intact() -> str:
+    """The verdict on a ledger that verified, which starts its line (in green on a terminal)."""
+    return _("ledger intact")
+
+
+def witnessing_line(witnessing: Witnessing) -> str:
+    """What a witness policy made of a receipt or checkpoint, in one line for a person:
+    ``Witnessing.describe()`` in the language in force."""
+    if witnessing.cosigned is None:
+        return _("not yet witnessed: no checkpoint has its quorum yet")
+    return _("witnessed: checkpoint of size {size} cosigned by {who} (quorum: {quorum})").format(
+        size=witnessing.cosigned.size,
+        who=", ".join(witnessing.cosigners),
+        quorum=witnessing.quorum,
+    )
+
+
+def _verified() -> re.Pattern[str]:
+    """What emit() paints green, in the language in force: the words above."""
+    hashes = (re.escape(hashes_verified(n)).replace("12345", "[0-9]+") for n in (1, 12345))
+    words = [re.escape(receipt_verified()), re.escape(proof_verified()), *hashes]
+    return re.compile(f"(?:{'|'.join(words)})|^{re.escape(ledger_intact())}")
 
 
 def colour() -> bool | None:
@@ -144,16 +188,19 @@ def emit(as_json: bool, obj: dict[str, Any], human: str) -> None:
     if as_json:
         click.echo(json.dumps(obj, sort_keys=True))
     else:
-        painted = _VERIFIED.sub(lambda m: click.style(m.group(0), fg="green"), human)
+        painted = _verified().sub(lambda m: click.style(m.group(0), fg="green"), human)
         click.echo(painted, color=colour())
     sys.stdout.flush()
 
 
 def fail(as_json: bool, message: str, code: int, details: dict[str, Any] | None = None) -> None:
-    """Report a failure on stderr (and as the last JSON line with --json), then exit ``code``."""
-    click.echo(click.style(f"sinergi: {message}", fg="red", bold=True), err=True, color=colour())
+    """Report a failure on stderr (and as the last JSON line with --json), then exit ``code``.
+    A :class:`Text` message is translated on stderr and stays English in the JSON."""
+    shown = translated(message)
+    click.echo(click.style(f"sinergi: {shown}", fg="red", bold=True), err=True, color=colour())
     if as_json:
-        click.echo(json.dumps({"ok": False, "error": message, **(details or {})}, sort_keys=True))
+        error = str(message)
+        click.echo(json.dumps({"ok": False, "error": error, **(details or {})}, sort_keys=True))
     sys.exit(code)
 
 
@@ -189,23 +236,33 @@ json_option = click.option(
 identity_option = setting_option(
     "--identity",
     "identity",
-    "Identity directory with tls.crt, tls.key and ca.crt",
+    N_("Identity directory with tls.crt, tls.key and ca.crt"),
     required=True,
     type=click.Path(file_okay=False, path_type=str),
 )
 server_option = setting_option(
-    "--server", "server", "Exchange address", default=DEFAULT_SERVER, show_default=DEFAULT_SERVER
+    "--server",
+    "server",
+    N_("Exchange address"),
+    default=DEFAULT_SERVER,
+    show_default=DEFAULT_SERVER,
 )
 ledger_key_option = setting_option(
     "--ledger-key",
     "ledger_key",
-    f"The ledger's verifier key ({LEDGER_KEY_FILE}); default: beside the identity or its parent",
+    L_(
+        "The ledger's verifier key ({file}); default: beside the identity or its parent",
+        file=LEDGER_KEY_FILE,
+    ),
     type=click.Path(dir_okay=False, path_type=str),
 )
 witness_policy_option = setting_option(
     "--witness-policy",
     "witness_policy",
-    "The witness policy (C2SP tlog-policy) whose quorum checkpoints need; default: "
-    f"{WITNESS_POLICY_FILE} beside the identity or its parent, if there is one",
+    L_(
+        "The witness policy (C2SP tlog-policy) whose quorum checkpoints need; default: "
+        "{file} beside the identity or its parent, if there is one",
+        file=WITNESS_POLICY_FILE,
+    ),
     type=click.Path(dir_okay=False, path_type=str),
 )

@@ -25,12 +25,18 @@ from clients._cli._common import (
     emit,
     fail,
     handle_errors,
+    hashes_verified,
     identity_option,
     json_option,
+    ledger_intact,
     ledger_key_option,
+    proof_verified,
     server_option,
     witness_policy_option,
+    witnessing_line,
 )
+from clients._cli._language import Group
+from clients._cli._proof import verify_proof
 from clients._cli._source import Source, db_option, source_options, witnessed_checkpoint
 from clients._cli._witnessed import (
     Asked,
@@ -42,6 +48,7 @@ from clients._cli._witnessed import (
 )
 from clients._client import ExchangeClient
 from clients._errors import UsageError, VerificationFailed
+from clients._i18n import L_, N_, Text, _, joined, ngettext, translated
 from clients._witness import QuorumFailed
 from ledger import (
     Checkpoint,
@@ -72,20 +79,20 @@ def _open(note: bytes, verifier: Verifier, what: str) -> Checkpoint:
     try:
         return open_checkpoint(note, [verifier])
     except LedgerError as exc:
-        raise VerificationFailed(f"{what} does not verify: {exc}") from None
+        raise VerificationFailed(L_("{what} does not verify: {why}", what=what, why=exc)) from None
 
 
 def _checkpoint_json(cp: Checkpoint, note: bytes) -> dict[str, Any]:
     return {"origin": cp.origin, "size": cp.size, "root": cp.root.hex(), "note": note.decode()}
 
 
-@click.group()
+@click.group(cls=Group)
 def ledger() -> None:
     """Verify, export and prove the audit ledger."""
 
 
 @ledger.command()
-@source_options(file_help="Verify an export file instead of the database.")
+@source_options(file_help=N_("Verify an export file instead of the database."))
 @click.option(
     "--checkpoint",
     "trusted",
@@ -167,7 +174,7 @@ def verify(source: Source, trusted: tuple[Path, ...], grace: float, as_json: boo
         triggers = ", ".join(missing)
         fail(
             as_json,
-            f"ledger BROKEN: append-only triggers missing: {triggers}",
+            L_("ledger BROKEN: append-only triggers missing: {triggers}", triggers=triggers),
             1,
             {"missing_triggers": missing},
         )
@@ -186,7 +193,7 @@ def _awaiting_quorum(
     verifier: Verifier,
     asked: list[Asked],
     grace: float,
-) -> str | None:
+) -> Text | None:
     """Why the newest stored checkpoint may lack its quorum yet, or None when it may not: the
     witnesses asked cosigned trees that cover it (so they saw it), or every checkpoint after the
     newest one with its quorum was committed within ``grace`` seconds (witnesses cosign off the
@@ -200,7 +207,9 @@ def _awaiting_quorum(
         if a.checkpoint is not None and a.problem is None and a.checkpoint.size >= latest.size
     }
     if policy.satisfied(covering):
-        return f"the witnesses asked cosigned past it: {', '.join(sorted(covering))}"
+        return L_(
+            "the witnesses asked cosigned past it: {names}", names=", ".join(sorted(covering))
+        )
     with source.database() as connection:
         witnessed = 0
         for size, found in [(latest.size, note), *cosigned_checkpoints(connection)]:
@@ -213,9 +222,13 @@ def _awaiting_quorum(
     age = (datetime.now(UTC) - first[1]).total_seconds()
     if age > grace:
         return None
-    return (
-        f"entries {witnessed + 1}..{latest.size} await their quorum, the oldest committed "
-        f"{age:.1f} s ago (--witness-grace {grace:g} s)"
+    return L_(
+        "entries {first}..{last} await their quorum, the oldest committed {age:.1f} s ago "
+        "(--witness-grace {grace:g} s)",
+        first=witnessed + 1,
+        last=latest.size,
+        age=age,
+        grace=grace,
     )
 
 
@@ -272,10 +285,14 @@ def _ask(
 def _broken(error: VerificationError, asked: list[Asked], as_json: bool) -> None:
     """Fail with the verification's reason, naming the witnesses whose checkpoint it failed."""
     culprits = blamed(error, asked)
-    message = f"ledger BROKEN: {error}"
+    message = L_("ledger BROKEN: {error}", error=error)
     if culprits:
         named = ", ".join(f"{a.name} (size {a.checkpoint.size})" for a in culprits if a.checkpoint)
-        message += f"; that checkpoint was cosigned by witness {named}"
+        message = L_(
+            "ledger BROKEN: {error}; that checkpoint was cosigned by witness {named}",
+            error=error,
+            named=named,
+        )
     witnesses = [{**a.json(), "consistent": False if a in culprits else None} for a in asked]
     fail(as_json, message, 1, {"seq": error.seq, "witnesses": witnesses})
 
@@ -287,7 +304,7 @@ def _verified(
     verifier: Verifier,
     asked: list[Asked],
     as_json: bool,
-    pending: str | None = None,
+    pending: Text | None = None,
 ) -> None:
     """Report a ledger that verified, and who cosigned its newest checkpoint; fail when a
     policy's quorum is not met (unless ``pending`` says why it may not be yet) or a witness
@@ -305,9 +322,20 @@ def _verified(
         "checkpoints": report.checkpoints,
         "checkpoint_size": report.latest.size if report.latest else 0,
     }
+    checkpoints = ngettext(
+        "{n} signed checkpoint", "{n} signed checkpoints", report.checkpoints
+    ).format(n=report.checkpoints)
     lines = [
-        f"ledger intact: {report.entries} entries, {report.checkpoints} signed "
-        f"checkpoint{'' if report.checkpoints == 1 else 's'}, root {report.root.hex()}"
+        ngettext(
+            "{verdict}: {n} entry, {checkpoints}, root {root}",
+            "{verdict}: {n} entries, {checkpoints}, root {root}",
+            report.entries,
+        ).format(
+            verdict=ledger_intact(),
+            n=report.entries,
+            checkpoints=checkpoints,
+            root=report.root.hex(),
+        )
     ]
     problems = []
     if newest is not None:
@@ -315,7 +343,9 @@ def _verified(
         result.update(cosigners.json())
         lines.append(f"  {cosigners.line()}")
         if cosigners.met is False and pending is not None:
-            lines.append(f"  not yet witnessed, within reason: {pending}")
+            lines.append(
+                _("  not yet witnessed, within reason: {why}").format(why=translated(pending))
+            )
             result["awaiting_quorum"] = pending
         elif cosigners.met is False:
             problems.append(cosigners.lacking())
@@ -326,7 +356,12 @@ def _verified(
     if problems:
         if not as_json:
             click.echo("\n".join(lines), err=True)
-        fail(as_json, "ledger NOT witnessed: " + "; ".join(problems), 1, {**result, "ok": False})
+        fail(
+            as_json,
+            L_("ledger NOT witnessed: {problems}", problems=joined(problems)),
+            1,
+            {**result, "ok": False},
+        )
     emit(as_json, result, "\n".join(lines))
 
 
@@ -334,7 +369,7 @@ def _verified(
 def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     """A progress bar on a terminal, nothing in a pipe (--json output stays one object)."""
     stream = sys.stderr if show else io.StringIO()
-    with click.progressbar(length=total, label="verifying", file=stream) as bar:
+    with click.progressbar(length=total, label=_("verifying"), file=stream) as bar:
 
         def update(done: int) -> None:
             if done - bar.pos >= 1000 or done == total:
@@ -363,7 +398,8 @@ def export(db: str, out: Path, as_json: bool) -> None:
     with Source(db).database() as connection, open(out, "xb") as target:
         entries, checkpoints = write_export(connection, target)
     result = {"ok": True, "file": str(out), "entries": entries, "checkpoints": checkpoints}
-    emit(as_json, result, f"exported {entries} entries and {checkpoints} checkpoints to {out}")
+    human = _("exported {entries} entries and {checkpoints} checkpoints to {out}")
+    emit(as_json, result, human.format(entries=entries, checkpoints=checkpoints, out=out))
 
 
 @ledger.command()
@@ -397,9 +433,9 @@ def checkpoint(source: Source, out: Path | None, as_json: bool) -> None:
             if found is not None and policy is not None:
                 found = _with_quorum(connection, found, verifier, policy)
         if found is None:
-            raise UsageError("the ledger has no checkpoint yet")
+            raise UsageError(L_("the ledger has no checkpoint yet"))
         note = found[1]
-        cp = _open(note, verifier, "the stored checkpoint")
+        cp = _open(note, verifier, L_("the stored checkpoint"))
     cosigners = cosigners_of(note, verifier, policy)
     if out is not None:
         out.write_bytes(note)
@@ -419,9 +455,11 @@ def _with_quorum(
             if policy.satisfied(policy.cosigners(found[1])):
                 return found
         except LedgerError as exc:
-            raise VerificationFailed(f"stored checkpoint {found[0]}: {exc}") from None
+            raise VerificationFailed(
+                L_("stored checkpoint {size}: {why}", size=found[0], why=exc)
+            ) from None
     lacking = cosigners_of(newest[1], verifier, policy).lacking()
-    raise QuorumFailed(f"no stored checkpoint has its quorum: {lacking}")
+    raise QuorumFailed(L_("no stored checkpoint has its quorum: {lacking}", lacking=lacking))
 
 
 @ledger.command(name="prove")
@@ -463,8 +501,9 @@ def prove_command(seq: int, source: Source, as_json: bool) -> None:
     }
     if proof is not None:
         result["proof"] = [h.hex() for h in proof]
-    included = f"entry {seq} is included in the signed checkpoint of size {cp.size}"
-    emit(as_json, result, f"{included} (proof verified)\n  {entry.decode()}")
+    included = _("entry {seq} is included in the signed checkpoint of size {size} {verified}")
+    human = included.format(seq=seq, size=cp.size, verified=proof_verified())
+    emit(as_json, result, f"{human}\n  {entry.decode()}")
 
 
 @ledger.command()
@@ -487,11 +526,13 @@ def consistency(old: int, new: int, source: Source, old_note: Path | None, as_js
       sinergi ledger consistency 10 250 --db sqlite:///var/sinergi.db
     """
     if old > new:
-        raise UsageError("OLD must not be larger than NEW")
+        raise UsageError(L_("OLD must not be larger than NEW"))
     verifier = source.verifier()
     if source.server is not None:
         if old_note is None:
-            raise UsageError("with --server, pass your kept checkpoint of size OLD (--checkpoint)")
+            raise UsageError(
+                L_("with --server, pass your kept checkpoint of size OLD (--checkpoint)")
+            )
         with source.client() as client:
             old_cp = _open(old_note.read_bytes(), verifier, str(old_note))
             new_cp, proof = client.consistency(old, new)
@@ -500,17 +541,25 @@ def consistency(old: int, new: int, source: Source, old_note: Path | None, as_js
             notes = [checkpoint_at(connection, size) for size in (old, new)]
             if None in notes:
                 missing = [s for s, n in zip((old, new), notes, strict=True) if n is None]
-                raise UsageError(f"no stored checkpoint of size {missing[0]}")
+                raise UsageError(L_("no stored checkpoint of size {size}", size=missing[0]))
             proof = prove_consistency(connection, old, new) if old < new else []
-        old_cp, new_cp = (_open(n[1], verifier, f"checkpoint {n[0]}") for n in notes if n)
+        old_cp, new_cp = (
+            _open(n[1], verifier, L_("checkpoint {size}", size=n[0])) for n in notes if n
+        )
     if old_cp.size != old or new_cp.size != new:
         raise VerificationFailed(
-            f"checkpoints of sizes {old_cp.size}, {new_cp.size}, not {old}, {new}"
+            L_(
+                "checkpoints of sizes {found_old}, {found_new}, not {old}, {new}",
+                found_old=old_cp.size,
+                found_new=new_cp.size,
+                old=old,
+                new=new,
+            )
         )
     try:
         verify_consistency(old, new, old_cp.root, new_cp.root, proof)
     except LedgerError as exc:
-        fail(as_json, f"NOT consistent: {exc}", 1)
+        fail(as_json, L_("NOT consistent: {why}", why=exc), 1)
     result = {
         "ok": True,
         "old": old,
@@ -519,8 +568,9 @@ def consistency(old: int, new: int, source: Source, old_note: Path | None, as_js
         "old_root": old_cp.root.hex(),
         "new_root": new_cp.root.hex(),
     }
-    hashes = "1 hash" if len(proof) == 1 else f"{len(proof)} hashes"
-    human = f"checkpoint {old} is a prefix of checkpoint {new} ({hashes} verified)"
+    human = _("checkpoint {old} is a prefix of checkpoint {new} {verified}").format(
+        old=old, new=new, verified=hashes_verified(len(proof))
+    )
     emit(as_json, result, human)
 
 
@@ -558,16 +608,26 @@ def trust(
         trusted = client.trust(origin)
     cp, replaced = trusted.newest.checkpoint, trusted.replaced
     result: dict[str, Any] = {"ok": True, **_checkpoint_json(cp, trusted.newest.note)}
-    lines = [f"trusted ledger {cp.origin}: size {cp.size}, root {cp.root.hex()}"]
+    lines = [
+        _("trusted ledger {origin}: size {size}, root {root}").format(
+            origin=cp.origin, size=cp.size, root=cp.root.hex()
+        )
+    ]
     witnessing = trusted.newest.witnessing
     if witnessing is not None:
         result["cosigners"] = list(witnessing.cosigners)
-        lines.append(f"  {witnessing.describe()}")
+        lines.append(f"  {witnessing_line(witnessing)}")
     if replaced is not None:
         old = replaced.checkpoint
         result["replaced"] = {"origin": old.origin, "size": old.size, "root": old.root.hex()}
         lines.append(
-            f"  replaces ledger {old.origin} (size {old.size}, root {old.root.hex()}), kept in "
-            f"{client.witness.path} as evidence"
+            _(
+                "  replaces ledger {origin} (size {size}, root {root}), kept in {path} as evidence"
+            ).format(
+                origin=old.origin, size=old.size, root=old.root.hex(), path=client.witness.path
+            )
         )
     emit(as_json, result, "\n".join(lines))
+
+
+ledger.add_command(verify_proof)

@@ -13,7 +13,6 @@ from certs import (
     KINDS,
     REVOCATION_REASONS,
     CertificateInfo,
-    IdentityError,
     Pki,
     SpiffeId,
     create_dev_pki,
@@ -21,8 +20,10 @@ from certs import (
     read_certificates,
 )
 from clients._cli._common import DEV_PKI, by_name, emit, handle_errors, json_option
+from clients._cli._language import Group
 from clients._client import LEDGER_KEY_FILE
 from clients._errors import UsageError
+from clients._i18n import L_, _
 from ledger import write_signing_key
 
 _PKI_DIR_ENV = "SINERGI_PKI_DIR"
@@ -33,7 +34,7 @@ _dir_option = click.option(
     default="certs/pki",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help=f"The deployment PKI directory [env {_PKI_DIR_ENV}].",
+    help=L_("The deployment PKI directory [env {env}].", env=_PKI_DIR_ENV),
 )
 _passphrase_option = click.option(
     "--passphrase-file",
@@ -50,7 +51,7 @@ def _passphrase(path: Path | None) -> bytes | None:
         return None
     lines = path.read_bytes().splitlines()
     if not lines or not lines[0]:
-        raise IdentityError(f"{path}: the passphrase file is empty")
+        raise UsageError(L_("{path}: the passphrase file is empty", path=path))
     return lines[0]
 
 
@@ -58,7 +59,7 @@ def _summary(info: CertificateInfo) -> dict[str, object]:
     return info.to_json()
 
 
-@click.group()
+@click.group(cls=Group)
 def pki() -> None:
     """Certificates and keys: a root CA per deployment, one issuing CA per agency, identities,
     revocation lists; and the development PKI."""
@@ -90,11 +91,14 @@ def dev(directory: Path, trust_domain: str, as_json: bool) -> None:
     created = result.created or key_created
     listed = {
         **identities,
-        "ledger key": str(directory / LEDGER_KEY_FILE),
-        "witness policy": str(witnesses.policy),
+        _("ledger key"): str(directory / LEDGER_KEY_FILE),
+        _("witness policy"): str(witnesses.policy),
     }
     width = max(map(len, listed)) + 2  # the names line up however long the longest
-    lines = [f"development PKI {'created' if created else 'already present'} in {directory}"]
+    done = _("development PKI created in {directory}")
+    if not created:
+        done = _("development PKI already present in {directory}")
+    lines = [done.format(directory=directory)]
     lines += [f"  {name:<{width}}{path}" for name, path in listed.items()]
     emit(
         as_json,
@@ -146,9 +150,17 @@ def init(
     emit(
         as_json,
         {"ok": True, "directory": str(directory), "root": _summary(info)},
-        f"root CA {info.identity} created in {directory / 'root'}\n"
-        f"  serial {info.serial}, expires {info.not_after:%Y-%m-%d}\n"
-        f"  trust bundle {directory / 'ca.crt'}",
+        _(
+            "root CA {identity} created in {directory}\n"
+            "  serial {serial}, expires {expires:%Y-%m-%d}\n"
+            "  trust bundle {bundle}"
+        ).format(
+            identity=info.identity,
+            directory=directory / "root",
+            serial=info.serial,
+            expires=info.not_after,
+            bundle=directory / "ca.crt",
+        ),
     )
 
 
@@ -194,9 +206,17 @@ def agency_ca(
     emit(
         as_json,
         {"ok": True, "agency": agency, "ca": _summary(info), "bundle": str(directory / "ca.crt")},
-        f"agency CA {info.identity} created in {deployment.agency_dir(agency)}\n"
-        f"  serial {info.serial}, expires {info.not_after:%Y-%m-%d}\n"
-        f"  trust bundle updated: {directory / 'ca.crt'}",
+        _(
+            "agency CA {identity} created in {directory}\n"
+            "  serial {serial}, expires {expires:%Y-%m-%d}\n"
+            "  trust bundle updated: {bundle}"
+        ).format(
+            identity=info.identity,
+            directory=deployment.agency_dir(agency),
+            serial=info.serial,
+            expires=info.not_after,
+            bundle=directory / "ca.crt",
+        ),
     )
 
 
@@ -246,7 +266,7 @@ def issue(
     passphrase = _passphrase(passphrase_file)
     if kind == "server":
         if not dns and not ip:
-            raise click.UsageError("a server certificate needs --dns or --ip")
+            raise click.UsageError(_("a server certificate needs --dns or --ip"))
         issued = deployment.issue_server(
             out,
             common_name=name or "sinergi-exchange",
@@ -258,9 +278,9 @@ def issue(
         )
     else:
         if agency is None or name is None:
-            raise click.UsageError(f"a {kind} identity needs NAME and --agency")
+            raise click.UsageError(_("a {kind} identity needs NAME and --agency").format(kind=kind))
         if ip:
-            raise click.UsageError("--ip is for server certificates")
+            raise click.UsageError(_("--ip is for server certificates"))
         identity = SpiffeId(deployment.trust_domain, agency, kind, name)
         issued = deployment.issue_identity(
             out,
@@ -274,8 +294,16 @@ def issue(
     emit(
         as_json,
         {"ok": True, "certificate": _summary(info), "identity_dir": str(out)},
-        f"issued {info.identity} into {out}\n"
-        f"  serial {info.serial}, issuer {info.issuer}, expires {info.not_after:%Y-%m-%d}",
+        _(
+            "issued {identity} into {out}\n"
+            "  serial {serial}, issuer {issuer}, expires {expires:%Y-%m-%d}"
+        ).format(
+            identity=info.identity,
+            out=out,
+            serial=info.serial,
+            issuer=info.issuer,
+            expires=info.not_after,
+        ),
     )
 
 
@@ -305,8 +333,14 @@ def revoke(target: str, directory: Path, reason: str, as_json: bool) -> None:
     emit(
         as_json,
         {"ok": True, "newly_revoked": new, "certificate": _summary(info), "reason": reason},
-        f"{'revoked' if new else 'already revoked'}: {info.identity} serial {info.serial} "
-        f"({reason}); run `sinergi pki crl` to publish",
+        (
+            _("revoked: {identity} serial {serial} ({reason}); run `sinergi pki crl` to publish")
+            if new
+            else _(
+                "already revoked: {identity} serial {serial} ({reason}); run `sinergi pki crl` "
+                "to publish"
+            )
+        ).format(identity=info.identity, serial=info.serial, reason=reason),
     )
 
 
@@ -342,19 +376,26 @@ def crl(
     emit(
         as_json,
         {"ok": True, "files": [str(p) for p in written], "crl": str(written[-1])},
-        "\n".join(f"wrote {path}" for path in written),
+        "\n".join(_("wrote {path}").format(path=path) for path in written),
     )
 
 
 def _table(infos: Sequence[CertificateInfo]) -> str:
-    headers = ("SUBJECT", "SAN IDENTITY", "SERIAL", "ISSUER", "NOT AFTER", "REVOKED")
+    headers = (
+        _("SUBJECT"),
+        _("SAN IDENTITY"),
+        _("SERIAL"),
+        _("ISSUER"),
+        _("NOT AFTER"),
+        _("REVOKED"),
+    )
     rows = [
         (
             i.subject,
             i.identity,
             i.serial,
             i.issuer,
-            f"{i.not_after:%Y-%m-%d %H:%M}" + (" (expired)" if i.expired else ""),
+            f"{i.not_after:%Y-%m-%d %H:%M}" + (_(" (expired)") if i.expired else ""),
             i.revoked or "-",
         )
         for i in infos
@@ -369,8 +410,9 @@ def _table(infos: Sequence[CertificateInfo]) -> str:
 def _show(infos: Sequence[CertificateInfo], as_json: bool) -> None:
     soon = [i for i in infos if i.expires_soon and not i.revoked]
     for info in soon:
-        state = "has expired" if info.expired else f"expires {info.not_after:%Y-%m-%d}"
-        click.echo(f"sinergi: warning: {info.identity or info.subject} {state}", err=True)
+        state = _("{name} has expired") if info.expired else _("{name} expires {date:%Y-%m-%d}")
+        named = state.format(name=info.identity or info.subject, date=info.not_after)
+        click.echo(_("sinergi: warning: {warning}").format(warning=named), err=True)
     emit(
         as_json,
         {
@@ -405,7 +447,7 @@ def list_(directory: Path, as_json: bool) -> None:
     envvar=_PKI_DIR_ENV,
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help=f"Deployment PKI to look revocations up in [env {_PKI_DIR_ENV}].",
+    help=L_("Deployment PKI to look revocations up in [env {env}].", env=_PKI_DIR_ENV),
 )
 @json_option
 @handle_errors
@@ -451,6 +493,12 @@ def renew(
     emit(
         as_json,
         {"ok": True, "certificate": _summary(info), "identity_dir": str(identity_dir)},
-        f"renewed {info.identity} in {identity_dir}\n"
-        f"  serial {info.serial}, expires {info.not_after:%Y-%m-%d}",
+        _(
+            "renewed {identity} in {directory}\n  serial {serial}, expires {expires:%Y-%m-%d}"
+        ).format(
+            identity=info.identity,
+            directory=identity_dir,
+            serial=info.serial,
+            expires=info.not_after,
+        ),
     )

@@ -27,6 +27,7 @@ from clients._client import (
     load_verifier,
 )
 from clients._errors import UsageError
+from clients._i18n import L_, N_
 from ledger import (
     DEFAULT_DATABASE,
     Checkpoint,
@@ -48,7 +49,7 @@ Row = tuple[int, bytes, bytes]
 db_option = setting_option(
     "--db",
     "db",
-    "SQLAlchemy database URL",
+    N_("SQLAlchemy database URL"),
     default=DEFAULT_DATABASE,
     show_default=DEFAULT_DATABASE,
 )
@@ -60,13 +61,13 @@ _server_option = click.option(
 _identity_option = setting_option(
     "--identity",
     "identity",
-    "With --server: your identity directory",
+    N_("With --server: your identity directory"),
     type=click.Path(file_okay=False, path_type=str),
 )
 _ledger_key_option = setting_option(
     "--ledger-key",
     "ledger_key",
-    f"The ledger's verifier key ({LEDGER_KEY_FILE})",
+    L_("The ledger's verifier key ({file})", file=LEDGER_KEY_FILE),
     default=DEV_LEDGER_KEY,
     show_default=DEV_LEDGER_KEY,
     type=click.Path(dir_okay=False, path_type=Path),
@@ -133,7 +134,7 @@ class Source:
         """A client of ``--server`` as ``--identity``; :class:`UsageError` without an identity."""
         assert self.server is not None
         if not self.identity:
-            raise UsageError("--server needs --identity (or SINERGI_IDENTITY)")
+            raise UsageError(L_("--server needs --identity (or SINERGI_IDENTITY)"))
         with ExchangeClient(
             self.identity,
             self.server,

@@ -39,6 +39,7 @@ from clients._client import (
     load_verifier,
 )
 from clients._errors import Refused, UsageError
+from clients._i18n import L_, LN_, Text, _, joined, ngettext
 from clients._witness_api import (
     WitnessLied,
     WitnessUnreachable,
@@ -87,39 +88,65 @@ class Standing:
     unreachable: str | None = None
 
     @property
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Text]:
+        """Why this witness makes the command fail (English as a str: --json)."""
         found = []
         if self.unreachable is not None:
-            found.append(f"witness {self.name} unreachable: {self.unreachable}")
+            found.append(
+                L_("witness {name} unreachable: {why}", name=self.name, why=self.unreachable)
+            )
         if self.consistent is False:
-            found.append(f"witness {self.name} holds a tree the ledger does not: {self.why}")
+            found.append(
+                L_(
+                    "witness {name} holds a tree the ledger does not: {why}",
+                    name=self.name,
+                    why=self.why,
+                )
+            )
         if self.refusals:
             last = self.last_refusal or {}
             found.append(
-                f"witness {self.name} recorded {self.refusals} refusal"
-                f"{'' if self.refusals == 1 else 's'}, the last {last.get('status')} for "
-                f"{last.get('origin')}: {last.get('reason')} (400 and 422 are a rollback or a "
-                "fork it was shown; a 409 alone may be a race: docs/witness.md, section 3)"
+                L_(
+                    "witness {name} recorded {refusals}, the last {status} for {origin}: "
+                    "{reason} (400 and 422 are a rollback or a fork it was shown; a 409 alone "
+                    "may be a race: docs/witness.md, section 3)",
+                    name=self.name,
+                    refusals=LN_("{n} refusal", "{n} refusals", self.refusals, n=self.refusals),
+                    status=last.get("status"),
+                    origin=last.get("origin"),
+                    reason=last.get("reason"),
+                )
             )
         return found
 
     def line(self, now: float) -> str:
-        head = f"witness {self.name} ({self.url}): "
         if self.unreachable is not None:
-            return head + f"UNREACHABLE: {self.unreachable}"
+            return _("witness {name} ({url}): UNREACHABLE: {why}").format(
+                name=self.name, url=self.url, why=self.unreachable
+            )
         if self.size is None:
-            state = "has cosigned no checkpoint of this ledger"
+            state = _("has cosigned no checkpoint of this ledger")
+        elif self.cosigned_at:
+            ago = max(0, int(now) - self.cosigned_at)
+            state = _("cosigned size {size}, {ago} s ago, {lag}").format(
+                size=self.size, ago=ago, lag=_lag(self.lag)
+            )
         else:
-            ago = f", {max(0, int(now) - self.cosigned_at)} s ago" if self.cosigned_at else ""
-            state = f"cosigned size {self.size}{ago}, {_lag(self.lag)}"
+            state = _("cosigned size {size}, {lag}").format(size=self.size, lag=_lag(self.lag))
         if self.consistent is True:
-            state += ", consistent with the ledger"
+            state = _("{state}, consistent with the ledger").format(state=state)
         elif self.consistent is False:
-            state += f", NOT consistent with the ledger: {self.why}"
-        refused = "no refusals"
+            state = _("{state}, NOT consistent with the ledger: {why}").format(
+                state=state, why=self.why
+            )
+        refused = _("no refusals")
         if self.refusals:
-            refused = f"{self.refusals} REFUSAL{'' if self.refusals == 1 else 'S'} recorded"
-        return f"{head}{state}; {refused}"
+            refused = ngettext(
+                "{n} REFUSAL recorded", "{n} REFUSALS recorded", self.refusals
+            ).format(n=self.refusals)
+        return _("witness {name} ({url}): {state}; {refused}").format(
+            name=self.name, url=self.url, state=state, refused=refused
+        )
 
     def json(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -139,14 +166,14 @@ class Standing:
 
 def _lag(lag: int | None) -> str:
     if lag is None or lag == 0:
-        return "up to date"
+        return _("up to date")
     if lag < 0:
-        return f"ahead of the ledger's newest by {_entries(-lag)}"
-    return f"{_entries(lag)} behind"
-
-
-def _entries(count: int) -> str:
-    return f"{count} entr{'y' if count == 1 else 'ies'}"
+        return ngettext(
+            "ahead of the ledger's newest by {n} entry",
+            "ahead of the ledger's newest by {n} entries",
+            -lag,
+        ).format(n=-lag)
+    return ngettext("{n} entry behind", "{n} entries behind", lag).format(n=lag)
 
 
 @witness.command()
@@ -189,11 +216,11 @@ def status(
     policy = _policy(me, witness_policy)
     if db is not None:
         if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE:
-            raise UsageError("give --server or --db, not both")
+            raise UsageError(L_("give --server or --db, not both"))
         with Source(db).database() as connection:
             found = checkpoint_at(connection, None)
             if found is None:
-                raise UsageError("the ledger has no checkpoint yet")
+                raise UsageError(L_("the ledger has no checkpoint yet"))
             newest = open_checkpoint(found[1], [verifier])
 
             def stored(old: Checkpoint, new: Checkpoint) -> None:
@@ -231,12 +258,14 @@ def _policy(me: Identity, explicit: str | None) -> WitnessPolicy:
     found = find_witness_policy(me.directory, explicit)
     if found is None:
         raise UsageError(
-            "no witness policy: pass --witness-policy FILE (or put witness-policy beside the "
-            "identity or in its parent)"
+            L_(
+                "no witness policy: pass --witness-policy FILE (or put witness-policy beside the "
+                "identity or in its parent)"
+            )
         )
     policy = load_policy(found)
     if not any(w.url for w in policy.witnesses.values()):
-        raise UsageError(f"{found}: the policy names no witness with a URL to ask")
+        raise UsageError(L_("{path}: the policy names no witness with a URL to ask", path=found))
     return policy
 
 
@@ -313,8 +342,8 @@ def _report(
 ) -> None:
     cosigners = cosigners_of(note, verifier, policy)
     now = time.time()
-    whose = "the exchange's" if served else "the ledger's"
-    lines = [f"{whose} {cosigners.line()}", *(s.line(now) for s in standings)]
+    whose = _("the exchange's {line}") if served else _("the ledger's {line}")
+    lines = [whose.format(line=cosigners.line()), *(s.line(now) for s in standings)]
     result: dict[str, Any] = {
         "ok": True,
         "origin": newest.origin,
@@ -326,5 +355,5 @@ def _report(
     if problems:
         if not as_json:
             click.echo("\n".join(lines), err=True)
-        fail(as_json, "; ".join(problems), 1, {**result, "ok": False})
+        fail(as_json, joined(problems), 1, {**result, "ok": False})
     emit(as_json, result, "\n".join(lines))

@@ -12,6 +12,7 @@ from typing import Any
 
 from certs import load_identity
 from clients._errors import UsageError
+from clients._i18n import L_, Text, _, ngettext, translated
 from clients._witness_api import (
     WitnessLied,
     WitnessUnreachable,
@@ -41,20 +42,36 @@ class Cosigners:
 
     def line(self) -> str:
         cp = self.checkpoint
-        head = f"newest checkpoint: size {cp.size} of {cp.origin}"
         if self.quorum is None:
-            many = "1 cosignature line" if self.lines == 1 else f"{self.lines} cosignature lines"
-            return f"{head}, {many} (not checked: no witness policy)"
-        who = ", ".join(self.names) or "no witness of the policy"
-        verdict = "met" if self.met else "NOT met"
-        return f"{head}, cosigned by {who} (quorum {self.quorum}: {verdict})"
+            return ngettext(
+                "newest checkpoint: size {size} of {origin}, {n} cosignature line (not checked: "
+                "no witness policy)",
+                "newest checkpoint: size {size} of {origin}, {n} cosignature lines (not checked: "
+                "no witness policy)",
+                self.lines,
+            ).format(size=cp.size, origin=cp.origin, n=self.lines)
+        who = ", ".join(self.names) or _("no witness of the policy")
+        verdict = (
+            _(
+                "newest checkpoint: size {size} of {origin}, cosigned by {who} (quorum {quorum}: "
+                "met)"
+            )
+            if self.met
+            else _(
+                "newest checkpoint: size {size} of {origin}, cosigned by {who} (quorum {quorum}: "
+                "NOT met)"
+            )
+        )
+        return verdict.format(size=cp.size, origin=cp.origin, who=who, quorum=self.quorum)
 
-    def lacking(self) -> str:
+    def lacking(self) -> Text:
         """Why a checkpoint without its quorum is refused: who cosigned, what was needed."""
-        who = ", ".join(self.names) or "no witness of the policy"
-        return (
-            f"the newest checkpoint (size {self.checkpoint.size}) lacks its quorum: cosigned "
-            f"by {who}; the policy needs {self.quorum}"
+        return L_(
+            "the newest checkpoint (size {size}) lacks its quorum: cosigned by {who}; the policy "
+            "needs {quorum}",
+            size=self.checkpoint.size,
+            who=", ".join(self.names) or L_("no witness of the policy"),
+            quorum=self.quorum,
         )
 
     def json(self) -> dict[str, Any]:
@@ -95,29 +112,40 @@ class Asked:
     ahead: int | None = None  # the size of the export it is ahead of, and so not checked
 
     @property
-    def problem(self) -> str | None:
-        """Why this witness makes the command fail, or None."""
+    def problem(self) -> Text | None:
+        """Why this witness makes the command fail, or None (English as a str: --json)."""
         if self.unreachable is not None:
-            return f"witness {self.name} unreachable: {self.unreachable}"
+            return L_("witness {name} unreachable: {why}", name=self.name, why=self.unreachable)
         if self.lied is not None:
-            return f"witness {self.name}: {self.lied}"
+            return L_("witness {name}: {why}", name=self.name, why=self.lied)
         if self.consistent is False:
             size = self.checkpoint.size if self.checkpoint else "?"
-            return f"witness {self.name} cosigned a tree of {size} entries the ledger does not hold"
+            return L_(
+                "witness {name} cosigned a tree of {size} entries the ledger does not hold",
+                name=self.name,
+                size=size,
+            )
         return None
 
     def line(self) -> str:
         if self.problem is not None:
-            return self.problem
+            return str(translated(self.problem))
         if self.checkpoint is None:
-            return f"witness {self.name}: has cosigned no checkpoint of this ledger"
-        if self.ahead is not None:
-            return (
-                f"witness {self.name}: cosigned size {self.checkpoint.size}, after this export "
-                f"(size {self.ahead}): not checked"
+            return _("witness {name}: has cosigned no checkpoint of this ledger").format(
+                name=self.name
             )
-        agrees = {True: ", consistent with the ledger", None: ""}[self.consistent]
-        return f"witness {self.name}: cosigned size {self.checkpoint.size}{agrees}"
+        if self.ahead is not None:
+            return _(
+                "witness {name}: cosigned size {size}, after this export (size {ahead}): not "
+                "checked"
+            ).format(name=self.name, size=self.checkpoint.size, ahead=self.ahead)
+        if self.consistent:
+            return _("witness {name}: cosigned size {size}, consistent with the ledger").format(
+                name=self.name, size=self.checkpoint.size
+            )
+        return _("witness {name}: cosigned size {size}").format(
+            name=self.name, size=self.checkpoint.size
+        )
 
     def json(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -141,7 +169,7 @@ def ask_witnesses(
     if not witnesses:
         return []
     if not identity:
-        raise UsageError("asking the witnesses needs --identity (or SINERGI_IDENTITY)")
+        raise UsageError(L_("asking the witnesses needs --identity (or SINERGI_IDENTITY)"))
     context = tls_context(load_identity(Path(identity)))
     answers = []
     for witness in witnesses:

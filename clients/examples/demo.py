@@ -40,6 +40,9 @@ class Demo:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SINERGI_")}
         self.env["XDG_CONFIG_HOME"] = str(root)
         self.env["SINERGI_LEDGER_KEY"] = str(self.pki / "ledger.vkey")
+        # The story is told, and the CLI's output read (`published <id>`), in English, whatever
+        # the operator's locale (docs/i18n.md).
+        self.env["SINERGI_LANG"] = "en"
         self.colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         self._processes: list[subprocess.Popen[str]] = []
 
@@ -175,7 +178,7 @@ def played(demo: Demo, address: str) -> None:
         severity="SEVERE",
         subject=[
             f"passport={PASSPORT},nationality=ID",
-            "organisation=CV Mitra Karya Abadi (unlicensed)",
+            "organisation=CV Mitra Karya Abadi",
         ],
         place="Kantor Imigrasi Kelas I Khusus TPI Batam",
         region="ID-RI",
@@ -203,6 +206,11 @@ def played(demo: Demo, address: str) -> None:
     )
     demo.sinergi("alert", "watch", "--identity", demo.identity("police"), "--count", "1")
     demo.sinergi("alert", "show", hold, "--identity", demo.identity("police"))
+    demo.say(
+        "Immigration sees labour's reply beside its hold: both name the recruiter (correlation). "
+        "Police was shown none of it above: labour's alert is TLP:AMBER+STRICT, for immigration."
+    )
+    demo.sinergi("alert", "related", hold, "--identity", demo.identity("immigration"))
     acted = flags(
         identity=demo.identity("police"),
         response="ACTION_TAKEN",
@@ -238,10 +246,54 @@ def played(demo: Demo, address: str) -> None:
     demo.sinergi("audit", "who-accessed", hold, *auditor)
     demo.sinergi("audit", "denied", *auditor)
     demo.sinergi("witness", "status", "--identity", demo.identity("internal-affairs"))
+    withheld(demo)
     tail_deleted(demo, officer)
     demo.say(
         "Done: every act above is a signed, witnessed ledger entry, and its removal was caught."
     )
+
+
+def withheld(demo: Demo) -> None:
+    """An insider deletes police's recipient row of a new alert, so that police never sees it:
+    police's suppression monitor finds the ledger entry addressed to it and raises the alarm.
+    Before that, immigration keeps the alert's proof of record, which police checks offline."""
+    demo.say(
+        "Immigration cancels the passport of a suspected trafficker and tells police (TLP:RED). "
+        "It keeps the alert's proof of record; anyone can check it offline, without the exchange."
+    )
+    cancelled = flags(
+        identity=demo.identity("immigration"),
+        category="PASSPORT_HOLD",
+        to="police",
+        tlp="RED",
+        subject=f"passport={PASSPORT},nationality=ID",
+        summary="Passport cancelled: holder suspected of recruiting for a trafficking ring",
+    )
+    alert_id = _first_word_after(demo.sinergi("alert", "publish", *cancelled), "published")
+    bundle = str(demo.root / "cancelled.proof.json")
+    demo.sinergi(
+        "alert", "proof", alert_id, "--identity", demo.identity("immigration"), "-o", bundle
+    )
+    demo.sinergi("ledger", "verify-proof", bundle, "--identity", demo.identity("police"))
+    demo.say(
+        "A database administrator helping the syndicate deletes police's recipient row of that "
+        "alert: police's watch and reads will never show it, and the exchange says nothing."
+    )
+    database = demo.db.removeprefix("sqlite:///")
+    statement = (  # shown as an administrator would type it; the id is the exchange's UUID
+        "DELETE FROM alert_recipients WHERE agency = 'police' AND alert_position = "  # noqa: S608
+        f"(SELECT position FROM alerts WHERE id = '{alert_id}')"
+    )
+    click.echo(f"$ sqlite3 {database.replace(str(demo.root), '$DEMO')}")
+    click.echo(f"  sqlite> {statement};")
+    with closing(sqlite3.connect(database)) as connection:
+        connection.execute(statement)
+        connection.commit()
+    demo.say(
+        "Police's suppression monitor walks the witnessed ledger: an entry addressed to police "
+        "never reached it. The alarm (exit 1) names the alert; it holds no personal data."
+    )
+    demo.sinergi("monitor", "--identity", demo.identity("police"), "--grace", "0", expect=1)
 
 
 def tail_deleted(demo: Demo, officer: str) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from ledger._entry import GENESIS_PREV
+from ledger._envelopes import NumberCheck
 from ledger._errors import VerificationError
 from ledger._merkle import EMPTY_ROOT, node_hash
 from ledger._note import Checkpoint, Verifier
@@ -135,6 +136,7 @@ class _Run:
     #: at each checkpoint size within the run, the fold of the run's compact range there
     at: dict[int, bytes] = field(default_factory=dict)
     hashes: list[bytes] = field(default_factory=list)
+    messages: list[tuple[int, tuple[str, ...], dict[str, int] | None]] = field(default_factory=list)
     error: tuple[str, int | None] | None = None
 
 
@@ -173,6 +175,7 @@ def _verify_run(job: _Job) -> _Run:
     finally:
         engine.dispose()
     run.hashes = walked.hashes
+    run.messages = walked.messages
     if walked.entries != job.last - job.first + 1:
         missing = job.first + walked.entries
         run.error = (f"entry {missing} is missing", missing)
@@ -252,12 +255,14 @@ def _combine(
     due, stored_count, latest = collect(in_order())
     check_checkpoints(due.pop(0, []), EMPTY_ROOT)
     prefix: list[bytes] = []  # the compact range of the runs so far: subtrees of >= size leaves
+    numbers = NumberCheck()
     for index, run in enumerate(runs):
         for at, local in sorted(run.at.items()):
             # fold(prefix + the run's range) = fold(prefix + [fold(the run's range)])
             check_checkpoints(due.pop(at), fold([*prefix, local]))
         if run.error is not None:
             raise VerificationError(*run.error)
+        numbers.feed(run.messages)
         if run.last - run.first + 1 < size:  # the last run, partial
             prefix = prefix + run.hashes
             break

@@ -95,6 +95,21 @@ def test_usage_errors_exit_2(week: dict[str, str]) -> None:
         assert result.stderr.startswith("sinergi: "), args
 
 
+def _chromium() -> str:
+    return require_tool("chromium", "chromium-browser", install="apt-get install chromium")
+
+
+def _rendered(report: Path) -> str:
+    """The report's DOM as headless Chromium renders it."""
+    return subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
 def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> None:
     out = Path(week["dir"]) / "report.html"
     answer = audit(week, "report", "--out", str(out))
@@ -102,14 +117,8 @@ def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> N
     html = out.read_text()
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "<script" not in html
-    browser = require_tool("chromium", "chromium-browser", install="apt-get install chromium")
-    rendered = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    rendered = _rendered(out)
+    browser = _chromium()
     text = re.sub(r"<[^>]+>", " ", rendered)
     assert "INTACT: 121 entries" in text
     assert f"{ORIGIN}, size 121" in text
@@ -135,6 +144,37 @@ def test_the_report_renders_with_the_expected_figures(week: dict[str, str]) -> N
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+def test_the_report_in_indonesian(week: dict[str, str]) -> None:
+    """For internal-affairs teams (docs/i18n.md): the same figures under Indonesian headings,
+    rule names and verdict; the ledger's own words (actions, statuses, reasons) as recorded."""
+    out = Path(week["dir"]) / "laporan.html"
+    result = run(
+        "--lang", "id", "audit", "report", "--out", str(out),
+        "--db", week["db"], "--ledger-key", week["key"], "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert last_json(result)["anomalies"] == 3  # --json stays as it is
+    assert '<html lang="id">' in out.read_text()
+    rendered = _rendered(out)
+    text = " ".join(re.sub(r"<[^>]+>", " ", rendered).split())
+    for heading in (
+        "Laporan audit Sinergi",
+        "Aktivitas per instansi per hari",
+        "Anomali (3)",
+        "Upaya yang ditolak (3)",
+    ):
+        assert re.search(rf"<h[12]>{re.escape(heading)}</h[12]>", rendered), heading
+    assert "UTUH: 121 entri, " in text
+    assert f"Checkpoint yang dicakup {ORIGIN}, ukuran 121" in text
+    for rule in ("volume tinggi", "di luar jam kerja", "pencarian di luar peruntukan"):
+        assert f"{SNOOP.id} {rule} " in text, rule
+    assert "Prinsipal Status Jumlah Metode Pertama Terakhir Alasan" in text
+    assert "PERMISSION_DENIED" in text  # the refusals' statuses, as the ledger recorded them
+    assert "labour (11)" in text
+    assert "Sinergi audit report" not in text
+    assert rendered.count("<rect") >= 5
 
 
 def test_match_and_server_source_against_a_running_exchange(

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from tests.clients.conftest import last_json, run
 
-CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("SINERGI_", "XDG_CONFIG"))}
+CLEAN = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("SINERGI_", "XDG_CONFIG"))
+    and k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")  # the language's default
+}
 
 
 def _settings(result: object) -> dict[str, tuple[object, object]]:
@@ -38,6 +43,7 @@ def test_config_show_names_the_source_of_each_setting(tmp_path: Path) -> None:
         "identity": (str(tmp_path / "ids" / "police"), "file"),  # relative to the file
         "ledger_key": (None, "default"),
         "witness_policy": (None, "default"),
+        "lang": ("en", "default"),
     }
     assert last_json(result)["config_file"] == {"path": str(config), "exists": True}
 
@@ -59,6 +65,7 @@ def test_without_a_file_the_defaults_apply(tmp_path: Path) -> None:
         "identity": (None, "default"),
         "ledger_key": (None, "default"),
         "witness_policy": (None, "default"),
+        "lang": ("en", "default"),
     }
     assert last_json(result)["config_file"] == {
         "path": str(tmp_path / "sinergi" / "config.toml"),
@@ -92,7 +99,7 @@ def test_a_broken_config_file_is_a_one_line_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"sinergi: config file {config}: unknown key 'colour' "
-        "(keys: server, identity, db, ledger_key, witness_policy)"
+        "(keys: server, identity, db, ledger_key, witness_policy, lang)"
     )
     config.write_text("server = [", encoding="utf-8")
     invalid = run("config", "show", env=env)

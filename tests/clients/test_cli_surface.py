@@ -18,12 +18,17 @@ from tests.clients.test_cli import _leaf_commands
 
 ALERT = "00000000-0000-4000-8000-000000000000"
 # What each command that takes --identity needs besides it to get as far as loading it.
+#: Commands that take an identity but never call the exchange: no --server.
+OFFLINE = {("ledger", "verify-proof")}
 NEEDS: dict[tuple[str, ...], list[str]] = {
     ("alert", "ack"): [ALERT, "--response", "RECEIVED"],
     ("alert", "acks"): [ALERT],
     ("alert", "cancel"): [ALERT, "--reason", "x"],
+    ("alert", "export"): [ALERT],
     ("alert", "list"): [],
+    ("alert", "proof"): [ALERT],
     ("alert", "publish"): ["--category", "OTHER", "--to", "police", "--summary", "x"],
+    ("alert", "related"): [ALERT],
     ("alert", "search"): ["--passport", "C1234567"],
     ("alert", "show"): [ALERT],
     ("alert", "update"): [ALERT, "--summary", "x"],
@@ -33,12 +38,15 @@ NEEDS: dict[tuple[str, ...], list[str]] = {
     ("audit", "denied"): [],
     ("audit", "match"): ["--passport", "C1234567"],
     ("audit", "report"): ["--out", "report.html"],
+    ("audit", "shown-related"): [ALERT],
     ("audit", "who-accessed"): [ALERT],
     ("ledger", "checkpoint"): [],
     ("ledger", "consistency"): ["1", "2", "--checkpoint", "kept.note"],
     ("ledger", "prove"): ["1"],
     ("ledger", "trust"): ["sinergi.dev/ledger/20261207-3f9a01c2"],
     ("ledger", "verify"): [],
+    ("ledger", "verify-proof"): ["kept.note"],
+    ("monitor",): [],
     ("witness", "status"): [],
 }
 SHOWS_ONLY = {("config", "show")}  # prints the setting, never loads it
@@ -73,7 +81,7 @@ def test_every_command_names_a_missing_identity_file_in_one_line(
     (broken.parent / "kept.note").write_text("not read: the identity is loaded first\n")
     runner = CliRunner()
     for path, args in NEEDS.items():
-        source = [] if path[0] == "alert" else ["--server", "127.0.0.1:1"]
+        source = [] if path[0] == "alert" or path in OFFLINE else ["--server", "127.0.0.1:1"]
         result = runner.invoke(
             cli,
             [*path, *args, *source, "--identity", str(broken), "--ledger-key", str(vkey)],

@@ -4,49 +4,10 @@ auditor commands see the same from the outside."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-
 from clients import ExchangeClient, NewestCheckpoint, QuorumFailed, new_alert
 from ledger import WitnessPolicy
-from tests.clients.conftest import last_json, run
-from tests.conftest import RunningServer, wait_for
-from tests.witness.conftest import Clock, WitnessThread
-from witness import DEV_WITNESS_PORTS, create_dev_witnesses
-
-QUORUM = "2 of (internal-affairs, police)"
-
-
-@dataclass
-class Exchange:
-    server: RunningServer
-    pki: Path
-    policy: Path
-
-    def client(self, who: str = "immigration") -> ExchangeClient:
-        return ExchangeClient(self.pki / who, self.server.address, witness_policy=self.policy)
-
-
-@pytest.fixture
-def exchange(
-    start_server: Callable[..., RunningServer], sqlite_url: str, pki: Path, tmp_path: Path
-) -> Iterator[Exchange]:
-    made = create_dev_witnesses(pki)
-    threads = [WitnessThread(directory, Clock()) for directory in made.directories.values()]
-    text = made.policy.read_text()
-    for name, thread in zip(made.directories, threads, strict=True):
-        port = thread.start()
-        text = text.replace(f"127.0.0.1:{DEV_WITNESS_PORTS[name]}", f"127.0.0.1:{port}")
-    policy = tmp_path / "witness-policy"
-    policy.write_text(text)
-    try:
-        yield Exchange(start_server(sqlite_url, witness_policy=policy), pki, policy)
-    finally:
-        for thread in threads:
-            thread.stop()
+from tests.clients.conftest import QUORUM, Exchange, last_json, run
+from tests.conftest import wait_for
 
 
 def _newest(client: ExchangeClient) -> NewestCheckpoint | None:

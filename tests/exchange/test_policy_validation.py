@@ -91,12 +91,20 @@ def test_a_policy_without_grants_gives_officers_reading_and_systems_their_roles(
     policy = Policy.parse({"version": 1, "agencies": agencies}, "0" * 64)
     td = "spiffe://sinergi.dev/agency"
     audit = {"GetEntries", "GetEntryPages", "GetInclusionProof"}
-    reading = {"GetAlert", "ListAlerts", "ListAcknowledgements", "SearchAlerts", "Acknowledge"}
+    ledger_reads = {"GetAlertProof", "GetEnvelopes"}  # read (a proof), monitor (a recipient's)
+    reading = {
+        "GetAlertProof",
+        "GetAlert",
+        "ListAlerts",
+        "ListAcknowledgements",
+        "GetRelatedAlerts",
+        "SearchAlerts",
+        "Acknowledge",
+    }
     assert _calls(policy, f"{td}/police/officer/budi") == reading | audit | WITNESSING
-    assert (
-        _calls(policy, f"{td}/police/system/gateway") == EVERY_EXCHANGE_METHOD | audit | WITNESSING
-    )
-    assert _calls(policy, f"{td}/ia/officer/auditor") == EVERY_EXCHANGE_METHOD | audit | WITNESSING
+    every = EVERY_EXCHANGE_METHOD | audit | ledger_reads | WITNESSING
+    assert _calls(policy, f"{td}/police/system/gateway") == every
+    assert _calls(policy, f"{td}/ia/officer/auditor") == every
     with pytest.raises(PermissionDenied, match="'nobody' is not a member"):
         policy.authorize_call(SpiffeId.parse(f"{td}/nobody/system/gateway"), "/x/GetAlert")
 

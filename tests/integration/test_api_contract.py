@@ -202,24 +202,29 @@ def test_every_action_writes_the_meta_keys_docs_ledger_format_lists(
         category="PASSPORT_HOLD", recipients=["police"], summary="held", subjects=subjects
     )
     with ExchangeClient(server.pki / "immigration", server.address) as immigration:
+        earlier = new_alert(category="PASSPORT_HOLD", recipients=["police"],
+                            summary="held before", subjects=subjects)  # fmt: skip
+        immigration.publish(earlier)  # related to the next: they share the passport
         alert_id = immigration.publish(alert).alert_id
         immigration.update(alert_id, content_alert(summary="still held"))
     with ExchangeClient(server.pki / "police", server.address) as police:
-        next(police.subscribe())
+        next(police.subscribe(related=True))
         police.acknowledge(alert_id, alert_pb2.RESPONSE_RECEIVED)
         police.get_alert(alert_id)
         list(police.list_alerts())
         police.acknowledgements(alert_id)
         list(police.search_alerts(passport="C1234567"))
         police.consistency(1, 0)
+        police.envelopes(1, 0)  # LEDGER_READ with results
+        police.alert_proof(alert_id)  # READ by GetAlertProof
         with pytest.raises(Refused):
             police.get_alert("00000000-0000-4000-8000-000000000000")  # DENIED: NOT_FOUND
     both = [Collector(server, name) for name in ("police", "police-officer")]
     try:  # both idle at the same cursor: one publish wakes them together
-        wait_for(lambda: all(len(c.ids()) == 2 for c in both), what="both subscriptions")
+        wait_for(lambda: all(len(c.ids()) == 3 for c in both), what="both subscriptions")
         with ExchangeClient(server.pki / "immigration", server.address) as immigration:
             immigration.cancel(alert_id, "issued in error")
-        wait_for(lambda: all(len(c.ids()) == 3 for c in both), what="the cancellation")
+        wait_for(lambda: all(len(c.ids()) == 4 for c in both), what="the cancellation")
     finally:
         for collector in both:
             collector.stop()

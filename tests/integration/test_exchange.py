@@ -92,6 +92,7 @@ def test_publish_reaches_only_recipients_and_ledger_records_every_act(
     # The sender's signature, which the police client verified on delivery, is in the ledger.
     signature = hashlib.sha256(delivered.signature.signature).hexdigest()
     assert publish.meta == {"category": "PASSPORT_HOLD", "to": ["labour", "police"],
+                            "to_index": ["labour:1", "police:1"],  # each agency's first
                             "handling": "AMBER", "signature": signature}  # fmt: skip
     # No personal data in the ledger: the passport number appears nowhere in it.
     assert all(b"C1234567" not in e.encode() for e in entries)

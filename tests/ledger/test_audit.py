@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from certs import CertsError, SpiffeId
 from ledger import Action, Actor, Entry, Outcome, meta
@@ -16,6 +17,8 @@ from ledger._audit import (
     activity,
     anomalies,
     denied,
+    related_shown,
+    shown_related,
     who_accessed,
 )
 from tests.ledger.history import (
@@ -161,3 +164,59 @@ def test_a_delivery_to_several_subscribers_names_each_of_them() -> None:
     assert activity([publish, deliver], principals=spiffe, agency="police") == [deliver]
     assert activity([publish, deliver], principals=spiffe, agency="labour") == [publish]
     assert activity([publish, deliver], principals=spiffe, principal=exchange.id) == []
+
+
+def test_an_alert_shown_through_correlation_names_who_saw_it_beside_what() -> None:
+    """A READ or DELIVER entry names each related alert it showed (``meta.related``):
+    shown-related finds it for the thread, with every principal a shared delivery names, the
+    alert read beside it and the kinds shared; who-accessed counts it; a SEARCH shows none."""
+    exchange = Actor("spiffe://sinergi.dev/exchange", "e" * 64)
+    police = "spiffe://sinergi.dev/agency/police/system/gateway"
+    officer = "spiffe://sinergi.dev/agency/police/officer/budi"
+    other, update = alert_id(2, 1), alert_id(2, 2)
+    shown = [f"alert:{TARGET} passport,imei"]
+
+    def entry(
+        seq: int, action: Action, actor: Actor, objects: tuple[str, ...], fields: dict[str, Any]
+    ) -> Entry:
+        return Entry(seq=seq, time=f"2026-12-07T03:00:0{seq}.000000Z", action=action,
+                     actor=actor, objects=objects, digest="d" * 64, outcome=Outcome(),
+                     meta=fields, prev="0" * 64)  # fmt: skip
+
+    entries = [
+        entry(1, Action.PUBLISH, Actor(police, "a" * 64), (f"alert:{TARGET}",), {}),
+        entry(
+            2, Action.UPDATE, Actor(police, "a" * 64), (f"alert:{update}", f"alert:{TARGET}"), {}
+        ),
+        entry(
+            3,
+            Action.READ,
+            Actor(officer, "b" * 64),
+            (f"alert:{other}",),
+            {meta.METHOD: "GetAlert", meta.RELATED: shown},
+        ),
+        entry(
+            4,
+            Action.DELIVER,
+            exchange,
+            (f"alert:{other}",),
+            {
+                meta.CURSOR: 9,
+                meta.RECEIVED_BY: [f"{officer} {'b' * 64}", f"{police} {'c' * 64}"],
+                meta.RELATED: [f"alert:{TARGET} passport"],
+            },
+        ),
+        entry(
+            5, Action.READ, Actor(officer, "b" * 64), (f"alert:{other}",), {meta.METHOD: "GetAlert"}
+        ),
+        entry(6, Action.SEARCH, Actor(officer, "b" * 64), (), {meta.RELATED: shown}),
+    ]
+    assert related_shown(entries[2]) == [(TARGET, ("passport", "imei"))]
+    assert related_shown(entries[5]) == []  # only READ and DELIVER show related alerts
+    found = shown_related(entries, update)  # any message of the thread names it
+    assert [(s.entry.seq, s.principals, s.beside, s.shared) for s in found] == [
+        (3, (officer,), (other,), ("passport", "imei")),
+        (4, (officer, police), (other,), ("passport",)),
+    ]
+    assert shown_related(entries, other) == []
+    assert [e.seq for e in who_accessed(entries, TARGET)] == [1, 2, 3, 4]

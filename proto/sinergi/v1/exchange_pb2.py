@@ -27,13 +27,15 @@ from sinergi.v1 import alert_pb2 as sinergi_dot_v1_dot_alert__pb2
 from sinergi.v1 import ledger_pb2 as sinergi_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sinergi/v1/exchange.proto\x12\nsinergi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16sinergi/v1/alert.proto\x1a\x17sinergi/v1/ledger.proto\"\xde\x01\n\tStatement\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12-\n\tsigned_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07publish\x18\x03 \x01(\x0b\x32\x1a.sinergi.v1.PublishRequestH\x00\x12+\n\x06update\x18\x04 \x01(\x0b\x32\x19.sinergi.v1.UpdateRequestH\x00\x12+\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x19.sinergi.v1.CancelRequestH\x00\x42\t\n\x07request\"{\n\x0ePublishRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12 \n\x05\x61lert\x18\x02 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12.\n\tsignature\x18\x03 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"I\n\x0fPublishResponse\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12$\n\x07receipt\x18\x02 \x01(\x0b\x32\x13.sinergi.v1.Receipt\"\x8c\x01\n\rUpdateRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12 \n\x05\x61lert\x18\x03 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12.\n\tsignature\x18\x04 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"z\n\rCancelRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\tsignature\x18\x04 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"K\n\x10SubscribeRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x03\x12(\n\ncategories\x18\x02 \x03(\x0e\x32\x14.sinergi.v1.Category\"<\n\x08\x44\x65livery\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12 \n\x05\x61lert\x18\x02 \x01(\x0b\x32\x11.sinergi.v1.Alert\"\x8d\x01\n\x12\x41\x63knowledgeRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12&\n\x08response\x18\x02 \x01(\x0e\x32\x14.sinergi.v1.Response\x12\x16\n\x0e\x63\x61se_reference\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"q\n\x13\x41\x63knowledgeResponse\x12\x34\n\x0f\x61\x63knowledgement\x18\x01 \x01(\x0b\x32\x1b.sinergi.v1.Acknowledgement\x12$\n\x07receipt\x18\x02 \x01(\x0b\x32\x13.sinergi.v1.Receipt\"\x96\x01\n\tAlertView\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.sinergi.v1.AlertState\x12\"\n\x07\x63urrent\x18\x03 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12\"\n\x07history\x18\x04 \x03(\x0b\x32\x11.sinergi.v1.Alert\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\x03\"#\n\x0fGetAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\"\x84\x02\n\x11ListAlertsRequest\x12(\n\ncategories\x18\x01 \x03(\x0e\x32\x14.sinergi.v1.Category\x12\x15\n\rsender_agency\x18\x02 \x01(\t\x12.\n\nsent_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bsent_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06states\x18\x05 \x03(\x0e\x32\x16.sinergi.v1.AlertState\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"T\n\x12ListAlertsResponse\x12%\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x15.sinergi.v1.AlertView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x13SearchAlertsRequest\x12\x17\n\x0fpassport_number\x18\x01 \x01(\t\x12\x0b\n\x03nik\x18\x02 \x01(\t\x12\x0c\n\x04imei\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"/\n\x1bListAcknowledgementsRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\"U\n\x1cListAcknowledgementsResponse\x12\x35\n\x10\x61\x63knowledgements\x18\x01 \x03(\x0b\x32\x1b.sinergi.v1.Acknowledgement2\xae\x05\n\x08\x45xchange\x12\x42\n\x07Publish\x12\x1a.sinergi.v1.PublishRequest\x1a\x1b.sinergi.v1.PublishResponse\x12@\n\x06Update\x12\x19.sinergi.v1.UpdateRequest\x1a\x1b.sinergi.v1.PublishResponse\x12@\n\x06\x43\x61ncel\x12\x19.sinergi.v1.CancelRequest\x1a\x1b.sinergi.v1.PublishResponse\x12\x41\n\tSubscribe\x12\x1c.sinergi.v1.SubscribeRequest\x1a\x14.sinergi.v1.Delivery0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.sinergi.v1.AcknowledgeRequest\x1a\x1f.sinergi.v1.AcknowledgeResponse\x12>\n\x08GetAlert\x12\x1b.sinergi.v1.GetAlertRequest\x1a\x15.sinergi.v1.AlertView\x12K\n\nListAlerts\x12\x1d.sinergi.v1.ListAlertsRequest\x1a\x1e.sinergi.v1.ListAlertsResponse\x12O\n\x0cSearchAlerts\x12\x1f.sinergi.v1.SearchAlertsRequest\x1a\x1e.sinergi.v1.ListAlertsResponse\x12i\n\x14ListAcknowledgements\x12\'.sinergi.v1.ListAcknowledgementsRequest\x1a(.sinergi.v1.ListAcknowledgementsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sinergi/v1/exchange.proto\x12\nsinergi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16sinergi/v1/alert.proto\x1a\x17sinergi/v1/ledger.proto\"\xde\x01\n\tStatement\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12-\n\tsigned_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07publish\x18\x03 \x01(\x0b\x32\x1a.sinergi.v1.PublishRequestH\x00\x12+\n\x06update\x18\x04 \x01(\x0b\x32\x19.sinergi.v1.UpdateRequestH\x00\x12+\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x19.sinergi.v1.CancelRequestH\x00\x42\t\n\x07request\"{\n\x0ePublishRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12 \n\x05\x61lert\x18\x02 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12.\n\tsignature\x18\x03 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"I\n\x0fPublishResponse\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12$\n\x07receipt\x18\x02 \x01(\x0b\x32\x13.sinergi.v1.Receipt\"\x8c\x01\n\rUpdateRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12 \n\x05\x61lert\x18\x03 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12.\n\tsignature\x18\x04 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"z\n\rCancelRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\tsignature\x18\x04 \x01(\x0b\x32\x1b.sinergi.v1.SenderSignature\"\\\n\x10SubscribeRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x03\x12(\n\ncategories\x18\x02 \x03(\x0e\x32\x14.sinergi.v1.Category\x12\x0f\n\x07related\x18\x03 \x01(\x08\"\x88\x01\n\x08\x44\x65livery\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12 \n\x05\x61lert\x18\x02 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12)\n\x07related\x18\x03 \x03(\x0b\x32\x18.sinergi.v1.RelatedAlert\x12\x1f\n\x17related_next_page_token\x18\x04 \x01(\t\"\x8d\x01\n\x12\x41\x63knowledgeRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12&\n\x08response\x18\x02 \x01(\x0e\x32\x14.sinergi.v1.Response\x12\x16\n\x0e\x63\x61se_reference\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"q\n\x13\x41\x63knowledgeResponse\x12\x34\n\x0f\x61\x63knowledgement\x18\x01 \x01(\x0b\x32\x1b.sinergi.v1.Acknowledgement\x12$\n\x07receipt\x18\x02 \x01(\x0b\x32\x13.sinergi.v1.Receipt\"\xe2\x01\n\tAlertView\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.sinergi.v1.AlertState\x12\"\n\x07\x63urrent\x18\x03 \x01(\x0b\x32\x11.sinergi.v1.Alert\x12\"\n\x07history\x18\x04 \x03(\x0b\x32\x11.sinergi.v1.Alert\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\x03\x12)\n\x07related\x18\x06 \x03(\x0b\x32\x18.sinergi.v1.RelatedAlert\x12\x1f\n\x17related_next_page_token\x18\x07 \x01(\t\"\xd6\x01\n\x0cRelatedAlert\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x14.sinergi.v1.Category\x12\x15\n\rsender_agency\x18\x03 \x01(\t\x12(\n\x04sent\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.sinergi.v1.AlertState\x12*\n\x06shared\x18\x06 \x03(\x0e\x32\x1a.sinergi.v1.IdentifierKind\"#\n\x0fGetAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\"\x84\x02\n\x11ListAlertsRequest\x12(\n\ncategories\x18\x01 \x03(\x0e\x32\x14.sinergi.v1.Category\x12\x15\n\rsender_agency\x18\x02 \x01(\t\x12.\n\nsent_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bsent_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06states\x18\x05 \x03(\x0e\x32\x16.sinergi.v1.AlertState\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"T\n\x12ListAlertsResponse\x12%\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x15.sinergi.v1.AlertView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x13SearchAlertsRequest\x12\x17\n\x0fpassport_number\x18\x01 \x01(\t\x12\x0b\n\x03nik\x18\x02 \x01(\t\x12\x0c\n\x04imei\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"/\n\x1bListAcknowledgementsRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\"U\n\x1cListAcknowledgementsResponse\x12\x35\n\x10\x61\x63knowledgements\x18\x01 \x03(\x0b\x32\x1b.sinergi.v1.Acknowledgement\"R\n\x17GetRelatedAlertsRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\rRelatedAlerts\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12)\n\x07related\x18\x02 \x03(\x0b\x32\x18.sinergi.v1.RelatedAlert\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t*\xe2\x01\n\x0eIdentifierKind\x12\x1f\n\x1bIDENTIFIER_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18IDENTIFIER_KIND_PASSPORT\x10\x01\x12\x17\n\x13IDENTIFIER_KIND_NIK\x10\x02\x12\x18\n\x14IDENTIFIER_KIND_IMEI\x10\x03\x12\x1a\n\x16IDENTIFIER_KIND_PERSON\x10\x04\x12 \n\x1cIDENTIFIER_KIND_ORGANISATION\x10\x05\x12 \n\x1cIDENTIFIER_KIND_REGISTRATION\x10\x06\x32\x82\x06\n\x08\x45xchange\x12\x42\n\x07Publish\x12\x1a.sinergi.v1.PublishRequest\x1a\x1b.sinergi.v1.PublishResponse\x12@\n\x06Update\x12\x19.sinergi.v1.UpdateRequest\x1a\x1b.sinergi.v1.PublishResponse\x12@\n\x06\x43\x61ncel\x12\x19.sinergi.v1.CancelRequest\x1a\x1b.sinergi.v1.PublishResponse\x12\x41\n\tSubscribe\x12\x1c.sinergi.v1.SubscribeRequest\x1a\x14.sinergi.v1.Delivery0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.sinergi.v1.AcknowledgeRequest\x1a\x1f.sinergi.v1.AcknowledgeResponse\x12>\n\x08GetAlert\x12\x1b.sinergi.v1.GetAlertRequest\x1a\x15.sinergi.v1.AlertView\x12K\n\nListAlerts\x12\x1d.sinergi.v1.ListAlertsRequest\x1a\x1e.sinergi.v1.ListAlertsResponse\x12O\n\x0cSearchAlerts\x12\x1f.sinergi.v1.SearchAlertsRequest\x1a\x1e.sinergi.v1.ListAlertsResponse\x12i\n\x14ListAcknowledgements\x12\'.sinergi.v1.ListAcknowledgementsRequest\x1a(.sinergi.v1.ListAcknowledgementsResponse\x12R\n\x10GetRelatedAlerts\x12#.sinergi.v1.GetRelatedAlertsRequest\x1a\x19.sinergi.v1.RelatedAlertsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sinergi.v1.exchange_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_IDENTIFIERKIND']._serialized_start=2612
+  _globals['_IDENTIFIERKIND']._serialized_end=2838
   _globals['_STATEMENT']._serialized_start=124
   _globals['_STATEMENT']._serialized_end=346
   _globals['_PUBLISHREQUEST']._serialized_start=348
@@ -45,27 +47,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELREQUEST']._serialized_start=691
   _globals['_CANCELREQUEST']._serialized_end=813
   _globals['_SUBSCRIBEREQUEST']._serialized_start=815
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=890
-  _globals['_DELIVERY']._serialized_start=892
-  _globals['_DELIVERY']._serialized_end=952
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=955
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1096
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1098
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1211
-  _globals['_ALERTVIEW']._serialized_start=1214
-  _globals['_ALERTVIEW']._serialized_end=1364
-  _globals['_GETALERTREQUEST']._serialized_start=1366
-  _globals['_GETALERTREQUEST']._serialized_end=1401
-  _globals['_LISTALERTSREQUEST']._serialized_start=1404
-  _globals['_LISTALERTSREQUEST']._serialized_end=1664
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1666
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1750
-  _globals['_SEARCHALERTSREQUEST']._serialized_start=1753
-  _globals['_SEARCHALERTSREQUEST']._serialized_end=1899
-  _globals['_LISTACKNOWLEDGEMENTSREQUEST']._serialized_start=1901
-  _globals['_LISTACKNOWLEDGEMENTSREQUEST']._serialized_end=1948
-  _globals['_LISTACKNOWLEDGEMENTSRESPONSE']._serialized_start=1950
-  _globals['_LISTACKNOWLEDGEMENTSRESPONSE']._serialized_end=2035
-  _globals['_EXCHANGE']._serialized_start=2038
-  _globals['_EXCHANGE']._serialized_end=2724
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=907
+  _globals['_DELIVERY']._serialized_start=910
+  _globals['_DELIVERY']._serialized_end=1046
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1049
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1190
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1192
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1305
+  _globals['_ALERTVIEW']._serialized_start=1308
+  _globals['_ALERTVIEW']._serialized_end=1534
+  _globals['_RELATEDALERT']._serialized_start=1537
+  _globals['_RELATEDALERT']._serialized_end=1751
+  _globals['_GETALERTREQUEST']._serialized_start=1753
+  _globals['_GETALERTREQUEST']._serialized_end=1788
+  _globals['_LISTALERTSREQUEST']._serialized_start=1791
+  _globals['_LISTALERTSREQUEST']._serialized_end=2051
+  _globals['_LISTALERTSRESPONSE']._serialized_start=2053
+  _globals['_LISTALERTSRESPONSE']._serialized_end=2137
+  _globals['_SEARCHALERTSREQUEST']._serialized_start=2140
+  _globals['_SEARCHALERTSREQUEST']._serialized_end=2286
+  _globals['_LISTACKNOWLEDGEMENTSREQUEST']._serialized_start=2288
+  _globals['_LISTACKNOWLEDGEMENTSREQUEST']._serialized_end=2335
+  _globals['_LISTACKNOWLEDGEMENTSRESPONSE']._serialized_start=2337
+  _globals['_LISTACKNOWLEDGEMENTSRESPONSE']._serialized_end=2422
+  _globals['_GETRELATEDALERTSREQUEST']._serialized_start=2424
+  _globals['_GETRELATEDALERTSREQUEST']._serialized_end=2506
+  _globals['_RELATEDALERTS']._serialized_start=2508
+  _globals['_RELATEDALERTS']._serialized_end=2609
+  _globals['_EXCHANGE']._serialized_start=2841
+  _globals['_EXCHANGE']._serialized_end=3611
 # @@protoc_insertion_point(module_scope)

@@ -14,6 +14,7 @@ import builtins
 import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
+import google.protobuf.internal.enum_type_wrapper
 import google.protobuf.message
 import google.protobuf.timestamp_pb2
 import sinergi.v1.alert_pb2
@@ -27,6 +28,44 @@ else:
     import typing_extensions
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
+
+class _IdentifierKind:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _IdentifierKindEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_IdentifierKind.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    IDENTIFIER_KIND_UNSPECIFIED: _IdentifierKind.ValueType  # 0
+    IDENTIFIER_KIND_PASSPORT: _IdentifierKind.ValueType  # 1
+    """Person.passport_number"""
+    IDENTIFIER_KIND_NIK: _IdentifierKind.ValueType  # 2
+    """Person.nik"""
+    IDENTIFIER_KIND_IMEI: _IdentifierKind.ValueType  # 3
+    """Device.imei"""
+    IDENTIFIER_KIND_PERSON: _IdentifierKind.ValueType  # 4
+    """Person.name with Person.birth_date"""
+    IDENTIFIER_KIND_ORGANISATION: _IdentifierKind.ValueType  # 5
+    """Organisation.name"""
+    IDENTIFIER_KIND_REGISTRATION: _IdentifierKind.ValueType  # 6
+    """Organisation.registration_number"""
+
+class IdentifierKind(_IdentifierKind, metaclass=_IdentifierKindEnumTypeWrapper):
+    """A kind of subject identifier, by which alerts are linked (never the identifier itself)."""
+
+IDENTIFIER_KIND_UNSPECIFIED: IdentifierKind.ValueType  # 0
+IDENTIFIER_KIND_PASSPORT: IdentifierKind.ValueType  # 1
+"""Person.passport_number"""
+IDENTIFIER_KIND_NIK: IdentifierKind.ValueType  # 2
+"""Person.nik"""
+IDENTIFIER_KIND_IMEI: IdentifierKind.ValueType  # 3
+"""Device.imei"""
+IDENTIFIER_KIND_PERSON: IdentifierKind.ValueType  # 4
+"""Person.name with Person.birth_date"""
+IDENTIFIER_KIND_ORGANISATION: IdentifierKind.ValueType  # 5
+"""Organisation.name"""
+IDENTIFIER_KIND_REGISTRATION: IdentifierKind.ValueType  # 6
+"""Organisation.registration_number"""
+Global___IdentifierKind: typing_extensions.TypeAlias = IdentifierKind
 
 @typing.final
 class Statement(google.protobuf.message.Message):
@@ -184,8 +223,13 @@ class SubscribeRequest(google.protobuf.message.Message):
 
     AFTER_FIELD_NUMBER: builtins.int
     CATEGORIES_FIELD_NUMBER: builtins.int
+    RELATED_FIELD_NUMBER: builtins.int
     after: builtins.int
     """cursor: deliver messages after this one; 0 for all"""
+    related: builtins.bool
+    """Also send, with each message, the related alerts of its thread that the caller may see
+    (Delivery.related). Needs the `read` action too; recorded in the DELIVER entries.
+    """
     @property
     def categories(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[sinergi.v1.alert_pb2.Category.ValueType]:
         """empty: every category"""
@@ -195,8 +239,9 @@ class SubscribeRequest(google.protobuf.message.Message):
         *,
         after: builtins.int = ...,
         categories: collections.abc.Iterable[sinergi.v1.alert_pb2.Category.ValueType] | None = ...,
+        related: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["after", b"after", "categories", b"categories"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["after", b"after", "categories", b"categories", "related", b"related"]) -> None: ...
 
 Global___SubscribeRequest: typing_extensions.TypeAlias = SubscribeRequest
 
@@ -206,17 +251,29 @@ class Delivery(google.protobuf.message.Message):
 
     CURSOR_FIELD_NUMBER: builtins.int
     ALERT_FIELD_NUMBER: builtins.int
+    RELATED_FIELD_NUMBER: builtins.int
+    RELATED_NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
     cursor: builtins.int
+    related_next_page_token: builtins.str
+    """empty: no more"""
     @property
     def alert(self) -> sinergi.v1.alert_pb2.Alert: ...
+    @property
+    def related(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___RelatedAlert]:
+        """With SubscribeRequest.related: the newest related alerts of the message's thread (at most
+        3); the rest from GetRelatedAlerts with related_next_page_token.
+        """
+
     def __init__(
         self,
         *,
         cursor: builtins.int = ...,
         alert: sinergi.v1.alert_pb2.Alert | None = ...,
+        related: collections.abc.Iterable[Global___RelatedAlert] | None = ...,
+        related_next_page_token: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["alert", b"alert"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["alert", b"alert", "cursor", b"cursor"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alert", b"alert", "cursor", b"cursor", "related", b"related", "related_next_page_token", b"related_next_page_token"]) -> None: ...
 
 Global___Delivery: typing_extensions.TypeAlias = Delivery
 
@@ -282,11 +339,15 @@ class AlertView(google.protobuf.message.Message):
     CURRENT_FIELD_NUMBER: builtins.int
     HISTORY_FIELD_NUMBER: builtins.int
     CURSOR_FIELD_NUMBER: builtins.int
+    RELATED_FIELD_NUMBER: builtins.int
+    RELATED_NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
     id: builtins.str
     """the original alert's id, which names the thread"""
     state: sinergi.v1.alert_pb2.AlertState.ValueType
     cursor: builtins.int
     """the newest message's position, comparable with Delivery.cursor"""
+    related_next_page_token: builtins.str
+    """empty: no more"""
     @property
     def current(self) -> sinergi.v1.alert_pb2.Alert:
         """the content in force: the newest ALERT or UPDATE message"""
@@ -294,6 +355,12 @@ class AlertView(google.protobuf.message.Message):
     @property
     def history(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[sinergi.v1.alert_pb2.Alert]:
         """every message, oldest first (GetAlert only)"""
+
+    @property
+    def related(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___RelatedAlert]:
+        """GetAlert only: the newest threads sharing a subject identifier with this one that the
+        caller may see (at most 10); the rest from GetRelatedAlerts with related_next_page_token.
+        """
 
     def __init__(
         self,
@@ -303,11 +370,56 @@ class AlertView(google.protobuf.message.Message):
         current: sinergi.v1.alert_pb2.Alert | None = ...,
         history: collections.abc.Iterable[sinergi.v1.alert_pb2.Alert] | None = ...,
         cursor: builtins.int = ...,
+        related: collections.abc.Iterable[Global___RelatedAlert] | None = ...,
+        related_next_page_token: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["current", b"current"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["current", b"current", "cursor", b"cursor", "history", b"history", "id", b"id", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["current", b"current", "cursor", b"cursor", "history", b"history", "id", b"id", "related", b"related", "related_next_page_token", b"related_next_page_token", "state", b"state"]) -> None: ...
 
 Global___AlertView: typing_extensions.TypeAlias = AlertView
+
+@typing.final
+class RelatedAlert(google.protobuf.message.Message):
+    """Another alert thread that shares at least one subject identifier with the one asked about:
+    what it is and whose, never its content or the identifier shared. Cancelled threads are not
+    related to anything.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ID_FIELD_NUMBER: builtins.int
+    CATEGORY_FIELD_NUMBER: builtins.int
+    SENDER_AGENCY_FIELD_NUMBER: builtins.int
+    SENT_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
+    SHARED_FIELD_NUMBER: builtins.int
+    id: builtins.str
+    """the thread's id (its original's)"""
+    category: sinergi.v1.alert_pb2.Category.ValueType
+    sender_agency: builtins.str
+    state: sinergi.v1.alert_pb2.AlertState.ValueType
+    @property
+    def sent(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """when its original was published"""
+
+    @property
+    def shared(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[Global___IdentifierKind.ValueType]:
+        """the kinds of identifier both have, sorted"""
+
+    def __init__(
+        self,
+        *,
+        id: builtins.str = ...,
+        category: sinergi.v1.alert_pb2.Category.ValueType = ...,
+        sender_agency: builtins.str = ...,
+        sent: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        state: sinergi.v1.alert_pb2.AlertState.ValueType = ...,
+        shared: collections.abc.Iterable[Global___IdentifierKind.ValueType] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["sent", b"sent"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["category", b"category", "id", b"id", "sender_agency", b"sender_agency", "sent", b"sent", "shared", b"shared", "state", b"state"]) -> None: ...
+
+Global___RelatedAlert: typing_extensions.TypeAlias = RelatedAlert
 
 @typing.final
 class GetAlertRequest(google.protobuf.message.Message):
@@ -459,3 +571,53 @@ class ListAcknowledgementsResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["acknowledgements", b"acknowledgements"]) -> None: ...
 
 Global___ListAcknowledgementsResponse: typing_extensions.TypeAlias = ListAcknowledgementsResponse
+
+@typing.final
+class GetRelatedAlertsRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: builtins.int
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    alert_id: builtins.str
+    """any message id of the thread"""
+    page_size: builtins.int
+    """1-200; 0 means 50"""
+    page_token: builtins.str
+    """from the previous response's next_page_token"""
+    def __init__(
+        self,
+        *,
+        alert_id: builtins.str = ...,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id", "page_size", b"page_size", "page_token", b"page_token"]) -> None: ...
+
+Global___GetRelatedAlertsRequest: typing_extensions.TypeAlias = GetRelatedAlertsRequest
+
+@typing.final
+class RelatedAlerts(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: builtins.int
+    RELATED_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    alert_id: builtins.str
+    """the thread asked about (its original's id)"""
+    next_page_token: builtins.str
+    """empty on the last page"""
+    @property
+    def related(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___RelatedAlert]:
+        """newest first"""
+
+    def __init__(
+        self,
+        *,
+        alert_id: builtins.str = ...,
+        related: collections.abc.Iterable[Global___RelatedAlert] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id", "next_page_token", b"next_page_token", "related", b"related"]) -> None: ...
+
+Global___RelatedAlerts: typing_extensions.TypeAlias = RelatedAlerts

@@ -79,6 +79,11 @@ class ExchangeStub:
                 request_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsRequest.SerializeToString,
                 response_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsResponse.FromString,
                 _registered_method=True)
+        self.GetRelatedAlerts = channel.unary_unary(
+                '/sinergi.v1.Exchange/GetRelatedAlerts',
+                request_serializer=sinergi_dot_v1_dot_exchange__pb2.GetRelatedAlertsRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_exchange__pb2.RelatedAlerts.FromString,
+                _registered_method=True)
 
 
 class ExchangeServicer:
@@ -152,6 +157,14 @@ class ExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRelatedAlerts(self, request, context):
+        """The alert threads that share a subject identifier with one alert (correlation), among those
+        the caller may see, newest first, paged. Recorded as READ naming each related alert shown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +212,11 @@ def add_ExchangeServicer_to_server(servicer, server):
                     servicer.ListAcknowledgements,
                     request_deserializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsRequest.FromString,
                     response_serializer=sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsResponse.SerializeToString,
+            ),
+            'GetRelatedAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRelatedAlerts,
+                    request_deserializer=sinergi_dot_v1_dot_exchange__pb2.GetRelatedAlertsRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_exchange__pb2.RelatedAlerts.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +462,33 @@ class Exchange:
             '/sinergi.v1.Exchange/ListAcknowledgements',
             sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsRequest.SerializeToString,
             sinergi_dot_v1_dot_exchange__pb2.ListAcknowledgementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRelatedAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.Exchange/GetRelatedAlerts',
+            sinergi_dot_v1_dot_exchange__pb2.GetRelatedAlertsRequest.SerializeToString,
+            sinergi_dot_v1_dot_exchange__pb2.RelatedAlerts.FromString,
             options,
             channel_credentials,
             insecure,

@@ -176,7 +176,23 @@ _ExchangeListAcknowledgementsType = typing_extensions.TypeVar(
     ],
 )
 
-class ExchangeStub(typing.Generic[_ExchangePublishType, _ExchangeUpdateType, _ExchangeCancelType, _ExchangeSubscribeType, _ExchangeAcknowledgeType, _ExchangeGetAlertType, _ExchangeListAlertsType, _ExchangeSearchAlertsType, _ExchangeListAcknowledgementsType]):
+_ExchangeGetRelatedAlertsType = typing_extensions.TypeVar(
+    '_ExchangeGetRelatedAlertsType',
+    grpc.UnaryUnaryMultiCallable[
+        sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+        sinergi.v1.exchange_pb2.RelatedAlerts,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+        sinergi.v1.exchange_pb2.RelatedAlerts,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+        sinergi.v1.exchange_pb2.RelatedAlerts,
+    ],
+)
+
+class ExchangeStub(typing.Generic[_ExchangePublishType, _ExchangeUpdateType, _ExchangeCancelType, _ExchangeSubscribeType, _ExchangeAcknowledgeType, _ExchangeGetAlertType, _ExchangeListAlertsType, _ExchangeSearchAlertsType, _ExchangeListAcknowledgementsType, _ExchangeGetRelatedAlertsType]):
     @typing.overload
     def __init__(self: ExchangeStub[
         grpc.UnaryUnaryMultiCallable[
@@ -214,6 +230,10 @@ class ExchangeStub(typing.Generic[_ExchangePublishType, _ExchangeUpdateType, _Ex
         grpc.UnaryUnaryMultiCallable[
             sinergi.v1.exchange_pb2.ListAcknowledgementsRequest,
             sinergi.v1.exchange_pb2.ListAcknowledgementsResponse,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+            sinergi.v1.exchange_pb2.RelatedAlerts,
         ],
     ], channel: grpc.Channel) -> None: ...
 
@@ -255,6 +275,10 @@ class ExchangeStub(typing.Generic[_ExchangePublishType, _ExchangeUpdateType, _Ex
             sinergi.v1.exchange_pb2.ListAcknowledgementsRequest,
             sinergi.v1.exchange_pb2.ListAcknowledgementsResponse,
         ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+            sinergi.v1.exchange_pb2.RelatedAlerts,
+        ],
     ], channel: grpc.aio.Channel) -> None: ...
 
     Publish: _ExchangePublishType
@@ -294,6 +318,11 @@ class ExchangeStub(typing.Generic[_ExchangePublishType, _ExchangeUpdateType, _Ex
     the caller's own agency's for a recipient. Recorded as READ.
     """
 
+    GetRelatedAlerts: _ExchangeGetRelatedAlertsType
+    """The alert threads that share a subject identifier with one alert (correlation), among those
+    the caller may see, newest first, paged. Recorded as READ naming each related alert shown.
+    """
+
 ExchangeAsyncStub: typing_extensions.TypeAlias = ExchangeStub[
     grpc.aio.UnaryUnaryMultiCallable[
         sinergi.v1.exchange_pb2.PublishRequest,
@@ -330,6 +359,10 @@ ExchangeAsyncStub: typing_extensions.TypeAlias = ExchangeStub[
     grpc.aio.UnaryUnaryMultiCallable[
         sinergi.v1.exchange_pb2.ListAcknowledgementsRequest,
         sinergi.v1.exchange_pb2.ListAcknowledgementsResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+        sinergi.v1.exchange_pb2.RelatedAlerts,
     ],
 ]
 
@@ -414,6 +447,16 @@ class ExchangeServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[sinergi.v1.exchange_pb2.ListAcknowledgementsResponse, collections.abc.Awaitable[sinergi.v1.exchange_pb2.ListAcknowledgementsResponse]]:
         """The acknowledgements of an alert: all of them for the originating agency (hit reporting),
         the caller's own agency's for a recipient. Recorded as READ.
+        """
+
+    @abc.abstractmethod
+    def GetRelatedAlerts(
+        self,
+        request: sinergi.v1.exchange_pb2.GetRelatedAlertsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[sinergi.v1.exchange_pb2.RelatedAlerts, collections.abc.Awaitable[sinergi.v1.exchange_pb2.RelatedAlerts]]:
+        """The alert threads that share a subject identifier with one alert (correlation), among those
+        the caller may see, newest first, paged. Recorded as READ naming each related alert shown.
         """
 
 def add_ExchangeServicer_to_server(servicer: ExchangeServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -259,3 +259,134 @@ class ConsistencyProof(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["checkpoint", b"checkpoint", "first", b"first", "proof", b"proof"]) -> None: ...
 
 Global___ConsistencyProof: typing_extensions.TypeAlias = ConsistencyProof
+
+@typing.final
+class GetEnvelopesRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    AGENCY_FIELD_NUMBER: builtins.int
+    START_FIELD_NUMBER: builtins.int
+    TREE_SIZE_FIELD_NUMBER: builtins.int
+    agency: builtins.str
+    """The agency whose entries are asked for: empty or the caller's own; any other is refused."""
+    start: builtins.int
+    """first seq to look at, >= 1"""
+    tree_size: builtins.int
+    """a stored checkpoint's size, >= start; 0 for the newest"""
+    def __init__(
+        self,
+        *,
+        agency: builtins.str = ...,
+        start: builtins.int = ...,
+        tree_size: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["agency", b"agency", "start", b"start", "tree_size", b"tree_size"]) -> None: ...
+
+Global___GetEnvelopesRequest: typing_extensions.TypeAlias = GetEnvelopesRequest
+
+@typing.final
+class Envelope(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: builtins.int
+    ENTRY_FIELD_NUMBER: builtins.int
+    PROOF_FIELD_NUMBER: builtins.int
+    seq: builtins.int
+    entry: builtins.bytes
+    """canonical entry bytes"""
+    @property
+    def proof(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]:
+        """RFC 6962 inclusion proof in the checkpoint of tree_size"""
+
+    def __init__(
+        self,
+        *,
+        seq: builtins.int = ...,
+        entry: builtins.bytes = ...,
+        proof: collections.abc.Iterable[builtins.bytes] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["entry", b"entry", "proof", b"proof", "seq", b"seq"]) -> None: ...
+
+Global___Envelope: typing_extensions.TypeAlias = Envelope
+
+@typing.final
+class Envelopes(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    END_FIELD_NUMBER: builtins.int
+    TREE_SIZE_FIELD_NUMBER: builtins.int
+    ENVELOPES_FIELD_NUMBER: builtins.int
+    end: builtins.int
+    """Entries start..end were looked at (at most 10,000 per call): ask again from end + 1 until
+    end is tree_size.
+    """
+    tree_size: builtins.int
+    @property
+    def envelopes(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Envelope]:
+        """in seq order"""
+
+    def __init__(
+        self,
+        *,
+        end: builtins.int = ...,
+        tree_size: builtins.int = ...,
+        envelopes: collections.abc.Iterable[Global___Envelope] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["end", b"end", "envelopes", b"envelopes", "tree_size", b"tree_size"]) -> None: ...
+
+Global___Envelopes: typing_extensions.TypeAlias = Envelopes
+
+@typing.final
+class GetAlertProofRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: builtins.int
+    alert_id: builtins.str
+    """the id of a PUBLISH, UPDATE or CANCEL message"""
+    def __init__(
+        self,
+        *,
+        alert_id: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alert_id", b"alert_id"]) -> None: ...
+
+Global___GetAlertProofRequest: typing_extensions.TypeAlias = GetAlertProofRequest
+
+@typing.final
+class AlertProof(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: builtins.int
+    SEQ_FIELD_NUMBER: builtins.int
+    ENTRY_FIELD_NUMBER: builtins.int
+    CHECKPOINT_FIELD_NUMBER: builtins.int
+    PROOF_FIELD_NUMBER: builtins.int
+    message: builtins.bytes
+    """The message exactly as stored and recorded (a serialized sinergi.v1.Alert, with the
+    sender's signature): the entry's digest is its SHA-256.
+    """
+    seq: builtins.int
+    entry: builtins.bytes
+    @property
+    def checkpoint(self) -> Global___Checkpoint:
+        """The newest checkpoint with the witness policy's quorum covering the entry, cosignatures
+        included (the newest checkpoint when the exchange has no witnesses).
+        """
+
+    @property
+    def proof(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]:
+        """inclusion proof of the entry in it"""
+
+    def __init__(
+        self,
+        *,
+        message: builtins.bytes = ...,
+        seq: builtins.int = ...,
+        entry: builtins.bytes = ...,
+        checkpoint: Global___Checkpoint | None = ...,
+        proof: collections.abc.Iterable[builtins.bytes] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["checkpoint", b"checkpoint"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["checkpoint", b"checkpoint", "entry", b"entry", "message", b"message", "proof", b"proof", "seq", b"seq"]) -> None: ...
+
+Global___AlertProof: typing_extensions.TypeAlias = AlertProof

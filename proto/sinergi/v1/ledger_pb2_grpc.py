@@ -27,8 +27,10 @@ if _version_not_supported:
 
 class AuditLedgerStub:
     """Read access to the ledger for auditors (policy role "auditor"); GetCheckpoint and
-    GetConsistencyProof are open to every member, so that every client can witness the log.
-    Every call is itself recorded in the ledger as LEDGER_READ.
+    GetConsistencyProof are open to every member, so that every client can witness the log;
+    GetEnvelopes to recipients (their own entries), GetAlertProof to whoever may read the alert.
+    Every call is itself recorded in the ledger: as LEDGER_READ, and GetAlertProof as a READ of
+    the message.
     """
 
     def __init__(self, channel):
@@ -62,12 +64,24 @@ class AuditLedgerStub:
                 request_serializer=sinergi_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.SerializeToString,
                 response_deserializer=sinergi_dot_v1_dot_ledger__pb2.ConsistencyProof.FromString,
                 _registered_method=True)
+        self.GetEnvelopes = channel.unary_unary(
+                '/sinergi.v1.AuditLedger/GetEnvelopes',
+                request_serializer=sinergi_dot_v1_dot_ledger__pb2.GetEnvelopesRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_ledger__pb2.Envelopes.FromString,
+                _registered_method=True)
+        self.GetAlertProof = channel.unary_unary(
+                '/sinergi.v1.AuditLedger/GetAlertProof',
+                request_serializer=sinergi_dot_v1_dot_ledger__pb2.GetAlertProofRequest.SerializeToString,
+                response_deserializer=sinergi_dot_v1_dot_ledger__pb2.AlertProof.FromString,
+                _registered_method=True)
 
 
 class AuditLedgerServicer:
     """Read access to the ledger for auditors (policy role "auditor"); GetCheckpoint and
-    GetConsistencyProof are open to every member, so that every client can witness the log.
-    Every call is itself recorded in the ledger as LEDGER_READ.
+    GetConsistencyProof are open to every member, so that every client can witness the log;
+    GetEnvelopes to recipients (their own entries), GetAlertProof to whoever may read the alert.
+    Every call is itself recorded in the ledger: as LEDGER_READ, and GetAlertProof as a READ of
+    the message.
     """
 
     def GetCheckpoint(self, request, context):
@@ -106,6 +120,23 @@ class AuditLedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEnvelopes(self, request, context):
+        """The PUBLISH, UPDATE and CANCEL entries addressed to the caller's agency among entries
+        start..tree_size, each with its inclusion proof in the checkpoint of tree_size: what a
+        recipient's monitor compares with what it received (docs/audit.md, "Suppression monitor").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlertProof(self, request, context):
+        """A self-contained proof that a message was recorded: its stored bytes (with the sender's
+        signature), its entry, and the inclusion proof in the newest cosigned checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLedgerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +165,16 @@ def add_AuditLedgerServicer_to_server(servicer, server):
                     request_deserializer=sinergi_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.FromString,
                     response_serializer=sinergi_dot_v1_dot_ledger__pb2.ConsistencyProof.SerializeToString,
             ),
+            'GetEnvelopes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEnvelopes,
+                    request_deserializer=sinergi_dot_v1_dot_ledger__pb2.GetEnvelopesRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_ledger__pb2.Envelopes.SerializeToString,
+            ),
+            'GetAlertProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlertProof,
+                    request_deserializer=sinergi_dot_v1_dot_ledger__pb2.GetAlertProofRequest.FromString,
+                    response_serializer=sinergi_dot_v1_dot_ledger__pb2.AlertProof.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sinergi.v1.AuditLedger', rpc_method_handlers)
@@ -144,8 +185,10 @@ def add_AuditLedgerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AuditLedger:
     """Read access to the ledger for auditors (policy role "auditor"); GetCheckpoint and
-    GetConsistencyProof are open to every member, so that every client can witness the log.
-    Every call is itself recorded in the ledger as LEDGER_READ.
+    GetConsistencyProof are open to every member, so that every client can witness the log;
+    GetEnvelopes to recipients (their own entries), GetAlertProof to whoever may read the alert.
+    Every call is itself recorded in the ledger: as LEDGER_READ, and GetAlertProof as a READ of
+    the message.
     """
 
     @staticmethod
@@ -273,6 +316,60 @@ class AuditLedger:
             '/sinergi.v1.AuditLedger/GetConsistencyProof',
             sinergi_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.SerializeToString,
             sinergi_dot_v1_dot_ledger__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEnvelopes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.AuditLedger/GetEnvelopes',
+            sinergi_dot_v1_dot_ledger__pb2.GetEnvelopesRequest.SerializeToString,
+            sinergi_dot_v1_dot_ledger__pb2.Envelopes.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlertProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinergi.v1.AuditLedger/GetAlertProof',
+            sinergi_dot_v1_dot_ledger__pb2.GetAlertProofRequest.SerializeToString,
+            sinergi_dot_v1_dot_ledger__pb2.AlertProof.FromString,
             options,
             channel_credentials,
             insecure,

@@ -107,10 +107,44 @@ _AuditLedgerGetConsistencyProofType = typing_extensions.TypeVar(
     ],
 )
 
-class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedgerGetEntriesType, _AuditLedgerGetEntryPagesType, _AuditLedgerGetInclusionProofType, _AuditLedgerGetConsistencyProofType]):
+_AuditLedgerGetEnvelopesType = typing_extensions.TypeVar(
+    '_AuditLedgerGetEnvelopesType',
+    grpc.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+        sinergi.v1.ledger_pb2.Envelopes,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+        sinergi.v1.ledger_pb2.Envelopes,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+        sinergi.v1.ledger_pb2.Envelopes,
+    ],
+)
+
+_AuditLedgerGetAlertProofType = typing_extensions.TypeVar(
+    '_AuditLedgerGetAlertProofType',
+    grpc.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetAlertProofRequest,
+        sinergi.v1.ledger_pb2.AlertProof,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetAlertProofRequest,
+        sinergi.v1.ledger_pb2.AlertProof,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetAlertProofRequest,
+        sinergi.v1.ledger_pb2.AlertProof,
+    ],
+)
+
+class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedgerGetEntriesType, _AuditLedgerGetEntryPagesType, _AuditLedgerGetInclusionProofType, _AuditLedgerGetConsistencyProofType, _AuditLedgerGetEnvelopesType, _AuditLedgerGetAlertProofType]):
     """Read access to the ledger for auditors (policy role "auditor"); GetCheckpoint and
-    GetConsistencyProof are open to every member, so that every client can witness the log.
-    Every call is itself recorded in the ledger as LEDGER_READ.
+    GetConsistencyProof are open to every member, so that every client can witness the log;
+    GetEnvelopes to recipients (their own entries), GetAlertProof to whoever may read the alert.
+    Every call is itself recorded in the ledger: as LEDGER_READ, and GetAlertProof as a READ of
+    the message.
     """
 
     @typing.overload
@@ -134,6 +168,14 @@ class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedger
         grpc.UnaryUnaryMultiCallable[
             sinergi.v1.ledger_pb2.ConsistencyProofRequest,
             sinergi.v1.ledger_pb2.ConsistencyProof,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+            sinergi.v1.ledger_pb2.Envelopes,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            sinergi.v1.ledger_pb2.GetAlertProofRequest,
+            sinergi.v1.ledger_pb2.AlertProof,
         ],
     ], channel: grpc.Channel) -> None: ...
 
@@ -159,6 +201,14 @@ class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedger
             sinergi.v1.ledger_pb2.ConsistencyProofRequest,
             sinergi.v1.ledger_pb2.ConsistencyProof,
         ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+            sinergi.v1.ledger_pb2.Envelopes,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            sinergi.v1.ledger_pb2.GetAlertProofRequest,
+            sinergi.v1.ledger_pb2.AlertProof,
+        ],
     ], channel: grpc.aio.Channel) -> None: ...
 
     GetCheckpoint: _AuditLedgerGetCheckpointType
@@ -177,6 +227,17 @@ class AuditLedgerStub(typing.Generic[_AuditLedgerGetCheckpointType, _AuditLedger
 
     GetConsistencyProof: _AuditLedgerGetConsistencyProofType
     """Consistency proof between two tree sizes, the second a stored checkpoint."""
+
+    GetEnvelopes: _AuditLedgerGetEnvelopesType
+    """The PUBLISH, UPDATE and CANCEL entries addressed to the caller's agency among entries
+    start..tree_size, each with its inclusion proof in the checkpoint of tree_size: what a
+    recipient's monitor compares with what it received (docs/audit.md, "Suppression monitor").
+    """
+
+    GetAlertProof: _AuditLedgerGetAlertProofType
+    """A self-contained proof that a message was recorded: its stored bytes (with the sender's
+    signature), its entry, and the inclusion proof in the newest cosigned checkpoint.
+    """
 
 AuditLedgerAsyncStub: typing_extensions.TypeAlias = AuditLedgerStub[
     grpc.aio.UnaryUnaryMultiCallable[
@@ -199,12 +260,22 @@ AuditLedgerAsyncStub: typing_extensions.TypeAlias = AuditLedgerStub[
         sinergi.v1.ledger_pb2.ConsistencyProofRequest,
         sinergi.v1.ledger_pb2.ConsistencyProof,
     ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+        sinergi.v1.ledger_pb2.Envelopes,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        sinergi.v1.ledger_pb2.GetAlertProofRequest,
+        sinergi.v1.ledger_pb2.AlertProof,
+    ],
 ]
 
 class AuditLedgerServicer(metaclass=abc.ABCMeta):
     """Read access to the ledger for auditors (policy role "auditor"); GetCheckpoint and
-    GetConsistencyProof are open to every member, so that every client can witness the log.
-    Every call is itself recorded in the ledger as LEDGER_READ.
+    GetConsistencyProof are open to every member, so that every client can witness the log;
+    GetEnvelopes to recipients (their own entries), GetAlertProof to whoever may read the alert.
+    Every call is itself recorded in the ledger: as LEDGER_READ, and GetAlertProof as a READ of
+    the message.
     """
 
     @abc.abstractmethod
@@ -248,5 +319,26 @@ class AuditLedgerServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[sinergi.v1.ledger_pb2.ConsistencyProof, collections.abc.Awaitable[sinergi.v1.ledger_pb2.ConsistencyProof]]:
         """Consistency proof between two tree sizes, the second a stored checkpoint."""
+
+    @abc.abstractmethod
+    def GetEnvelopes(
+        self,
+        request: sinergi.v1.ledger_pb2.GetEnvelopesRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[sinergi.v1.ledger_pb2.Envelopes, collections.abc.Awaitable[sinergi.v1.ledger_pb2.Envelopes]]:
+        """The PUBLISH, UPDATE and CANCEL entries addressed to the caller's agency among entries
+        start..tree_size, each with its inclusion proof in the checkpoint of tree_size: what a
+        recipient's monitor compares with what it received (docs/audit.md, "Suppression monitor").
+        """
+
+    @abc.abstractmethod
+    def GetAlertProof(
+        self,
+        request: sinergi.v1.ledger_pb2.GetAlertProofRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[sinergi.v1.ledger_pb2.AlertProof, collections.abc.Awaitable[sinergi.v1.ledger_pb2.AlertProof]]:
+        """A self-contained proof that a message was recorded: its stored bytes (with the sender's
+        signature), its entry, and the inclusion proof in the newest cosigned checkpoint.
+        """
 
 def add_AuditLedgerServicer_to_server(servicer: AuditLedgerServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
