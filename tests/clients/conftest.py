@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from clients import ExchangeClient
 from tests.conftest import RunningServer
@@ -105,3 +106,18 @@ def exchange(
     finally:
         for thread in threads:
             thread.stop()
+
+
+def withhold(database: str, alert_id: str, agency: str) -> None:
+    """What an insider with the database does to keep an alert from ``agency``: delete its
+    recipient row (docs/threat-model.md, "Database administrator")."""
+    engine = sqlalchemy.create_engine(database)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "DELETE FROM alert_recipients WHERE agency = :agency AND alert_position = "
+                "(SELECT position FROM alerts WHERE id = :id)"
+            ),
+            {"id": alert_id, "agency": agency},
+        )
+    engine.dispose()

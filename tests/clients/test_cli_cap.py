@@ -3,8 +3,6 @@ subprocesses against a real `sinergi serve`, and what its ledger recorded."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,30 +16,13 @@ from certs import TrustAnchors, load_identity
 from clients import alert_from_json, from_cap, to_cap, verify_alert
 from clients._cap import CAP_NAMESPACE
 from ledger import Action
-from tests.clients.conftest import last_json, run
+from tests.clients.conftest import last_json
+from tests.clients.test_cli_alerts import Cli, Served
 
-Served = tuple[str, Path, str]
 SCHEMA = xmlschema.XMLSchema(
     (Path(clients.__file__).parent / "data" / "CAP-v1.2.xsd").read_text("utf-8"), allow="none"
 )
 NS = {"cap": CAP_NAMESPACE}
-
-
-class Cli:
-    """`sinergi alert ...` as one agency, against the test's server."""
-
-    def __init__(self, served: Served, agency: str) -> None:
-        address, pki, _ = served
-        self.identity = str(pki / agency)
-        self.env = {**os.environ, "SINERGI_SERVER": address}
-
-    def __call__(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return run("alert", command, *args, "--identity", self.identity, env=self.env)
-
-    def ok(self, command: str, *args: str) -> dict[str, object]:
-        result = self(command, *args, "--json")
-        assert result.returncode == 0, result.stderr
-        return last_json(result)
 
 
 def _entries(db: str) -> list[ledger.Entry]:

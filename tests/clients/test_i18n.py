@@ -12,7 +12,6 @@ from pathlib import Path
 
 import click
 import pytest
-import sqlalchemy
 from babel.messages.catalog import Catalog, Message
 from babel.messages.extract import DEFAULT_KEYWORDS, check_and_call_extract_file
 from babel.messages.frontend import parse_mapping_cfg
@@ -26,7 +25,7 @@ from clients._cli._language import Command, Group
 from clients._cli._monitor import alarm_text
 from clients._i18n import Choice, choose, from_locale, pgettext, session, translate_help, use
 from clients._monitor import Alarm
-from tests.clients.conftest import last_json, run
+from tests.clients.conftest import last_json, run, withhold
 
 REPO = Path(__file__).resolve().parents[2]
 PO = REPO / "clients" / "locale" / "id" / "LC_MESSAGES" / "sinergi.po"
@@ -479,16 +478,7 @@ def test_the_monitor_proofs_and_related_alerts_speak_indonesian(
     assert re.search(rf"^  {withheld}\s+Cekal paspor\s+immigration\s.*\spassport$",
                      shown.stdout, re.MULTILINE)  # fmt: skip
     # An insider removes police's recipient row: police's monitor raises the alarm.
-    engine = sqlalchemy.create_engine(db)
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "DELETE FROM alert_recipients WHERE agency = 'police' AND alert_position = "
-                "(SELECT position FROM alerts WHERE id = :id)"
-            ),
-            {"id": withheld},
-        )
-    engine.dispose()
+    withhold(db, withheld, "police")
     monitored = run("--lang", "id", "monitor", *police, "--grace", "0", env=C_LOCALE)
     assert monitored.returncode == 1, monitored.stderr
     head, *alarms = monitored.stdout.splitlines()

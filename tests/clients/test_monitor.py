@@ -28,7 +28,7 @@ from clients import (
 from exchange._visibility import Checked
 from ledger import WITNESS_VERIFIER_FILE, Action, VerificationError, Verifier, write_cosigning_key
 from sinergi.v1 import ledger_pb2, ledger_pb2_grpc
-from tests.clients.conftest import SINERGI, Exchange, last_json, run
+from tests.clients.conftest import SINERGI, Exchange, last_json, run, withhold
 from tests.conftest import wait_for
 from tests.integration.support import channel
 
@@ -91,16 +91,7 @@ def test_a_removed_recipient_row_is_caught_by_the_monitor_and_the_cli(
     withheld = _publish(exchange, ["police", "labour"], "kept from police")
     # An insider with the database removes police's recipient row: police's reads and
     # subscription no longer find the alert, and nothing on the exchange says so.
-    engine = sqlalchemy.create_engine(exchange.server.database)
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "DELETE FROM alert_recipients WHERE agency = 'police' AND alert_position = "
-                "(SELECT position FROM alerts WHERE id = :id)"
-            ),
-            {"id": withheld},
-        )
-    engine.dispose()
+    withhold(exchange.server.database, withheld, "police")
     metrics = tmp_path / "sinergi.prom"
     result = run(
         "monitor",
