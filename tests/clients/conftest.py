@@ -50,6 +50,16 @@ def dev_pki_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def initialised_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database as `sinergi db init` leaves it, made once per worker and copied by
+    :func:`served` (the CLI run and its migrations cost each test two seconds)."""
+    path = tmp_path_factory.mktemp("db") / "sinergi.db"
+    made = run("db", "init", "--db", f"sqlite:///{path}")
+    assert made.returncode == 0, made.stderr
+    return path
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, dev_pki_made: Path) -> Path:
     """A fresh directory laid out as `make run` leaves the repository: certs/dev and var/."""
@@ -61,10 +71,10 @@ def workdir(tmp_path: Path, dev_pki_made: Path) -> Path:
 
 
 @pytest.fixture
-def served(workdir: Path) -> Iterator[tuple[str, Path, str]]:
-    db = f"sqlite:///{workdir / 'var' / 'sinergi.db'}"
+def served(workdir: Path, initialised_db: Path) -> Iterator[tuple[str, Path, str]]:
     (workdir / "var").mkdir()
-    assert run("db", "init", "--db", db).returncode == 0
+    shutil.copyfile(initialised_db, workdir / "var" / "sinergi.db")
+    db = f"sqlite:///{workdir / 'var' / 'sinergi.db'}"
     pki = str(workdir / "certs" / "dev")
     serve = [*SINERGI, "serve", "--db", db, "--pki", pki, "--listen", "127.0.0.1:0", "--json"]
     process = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
