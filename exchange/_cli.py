@@ -43,10 +43,11 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable o
 NEXT_STEPS = """\
 Sinergi exchange listening on {listen} (ledger origin {origin}). Stop with Ctrl-C.{witnesses}
 In another terminal, after `source .venv/bin/activate`:
-  sinergi alert watch --identity {pki}/police
+  sinergi alert watch --identity {pki}/police --monitor
   sinergi alert publish --identity {pki}/immigration --category PASSPORT_HOLD --to police,labour \\
       --subject passport=C1234567 --summary "Applicant recruited by an unlicensed agent"
   sinergi alert ack ALERT_ID --identity {pki}/police --response ACCEPTED
+  sinergi monitor --identity {pki}/police        # did every alert to police reach it?
   sinergi ledger verify --db {db}
 """
 
