@@ -147,9 +147,13 @@ class MonitorReport:
     received: int
     pending: tuple[Pending, ...]
     alarms: tuple[Alarm, ...]
+    #: the witnesses whose cosignatures met the policy's quorum; () without a witness policy,
+    #: when the checkpoint is only the exchange's word
+    cosigners: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "cosigners": list(self.cosigners),
             "origin": self.checkpoint.origin,
             "size": self.checkpoint.size,
             "root": self.checkpoint.root.hex(),
@@ -294,7 +298,10 @@ class Monitor:
             self._save(state)
             alarms = tuple(state.alarms)
         received = sum(1 for p in found if p.message_id in got)
-        return MonitorReport(cp, walked_from, len(found), received, tuple(waiting), alarms)
+        cosigners = newest.witnessing.cosigners if newest.witnessing is not None else ()
+        return MonitorReport(
+            cp, walked_from, len(found), received, tuple(waiting), alarms, cosigners
+        )
 
     @staticmethod
     def _kept(state: _State) -> Checkpoint | None:

@@ -120,6 +120,13 @@ def report_lines(report: MonitorReport) -> str:
         )
         for p in report.pending
     ]
+    if not report.cosigners:
+        lines.append(
+            _(
+                "warning: no witness policy: this checkpoint is the exchange's own word, not "
+                "cosigned by witnesses (give --witness-policy)"
+            )
+        )
     lines += [alarm_text(a).translated() for a in report.alarms]
     if not report.alarms:
         lines.append(_("no suppression found"))

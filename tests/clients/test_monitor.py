@@ -105,6 +105,7 @@ def test_a_removed_recipient_row_is_caught_by_the_monitor_and_the_cli(
     assert result.returncode == 1, result.stderr
     report = last_json(result)
     assert report["ok"] is False
+    assert report["cosigners"] == ["internal-affairs", "police"]
     assert [(a["kind"], a["message_id"]) for a in report["alarms"]] == [  # type: ignore[attr-defined]
         ("not-received", withheld)
     ]
@@ -128,6 +129,7 @@ def test_a_removed_recipient_row_is_caught_by_the_monitor_and_the_cli(
     )  # fmt: skip
     assert cleared.returncode == 0, cleared.stdout
     assert "no suppression found" in cleared.stdout
+    assert "no witness policy" not in cleared.stdout  # witnessed: no warning
 
 
 @pytest.fixture
