@@ -248,25 +248,14 @@ class AuditLedgerService(ledger_pb2_grpc.AuditLedgerServicer):
         self, request: ledger_pb2.GetAlertProofRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ledger_pb2.AlertProof:
         principal = current_principal()
-        policy = self._policy.authorize_read(principal.agency)
-        visibility = Visibility(
-            principal.agency, policy.receive, self._policy.amber_sharers(principal.agency)
-        )
+        visibility = Visibility.of(self._policy, principal.agency, self._policy.authorize_read)
         validate_alert_id(request)
         cosigned = self._cosigned() if self._cosigned is not None else None
         found = await self._read(
             lambda c: proof_of(c, request.alert_id, visibility, cosigned[0] if cosigned else None)
         )
         if isinstance(found, NotFound):  # committed before the answer, as GetAlert's is
-            denied = denied_recorder()
-            asked = (_entries.alert_object(request.alert_id),)
-            try:
-                await asyncio.wrap_future(
-                    self._ledger.submit(lambda _c, _s: denied.within(found, asked))
-                )
-            except LedgerError as exc:
-                raise ledger_unavailable(self._ledger.halted) from exc
-            raise found
+            raise await denied_recorder().commit(found, (_entries.alert_object(request.alert_id),))
         if found is None:
             raise FailedPrecondition(
                 "the message's entry is not yet covered by a checkpoint its witnesses cosigned: "

@@ -9,6 +9,7 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,7 +53,16 @@ In another terminal, after `source .venv/bin/activate`:
 """
 
 
-def _fail(message: str, as_json: bool) -> None:
+#: Why `db reseal` or `db reindex` stopped: a body opened by none of the keys given.
+_KEYS_IN_USE = "stored data cannot be decrypted with the keys given: list every key in use"
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an error: the driver's own message when SQLAlchemy wraps one."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+def _fail(message: str, as_json: bool) -> NoReturn:
     click.echo(f"sinergi: {message}", err=True)
     if as_json:
         click.echo(json.dumps({"ok": False, "error": message}))
@@ -415,7 +425,7 @@ def _upgrade(db: str, app_role: str | None, as_json: bool) -> None:
         if app_role:
             grant_app_role(db, app_role)
     except (LedgerError, ConfigError, SQLAlchemyError) as exc:
-        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
+        _fail(_reason(exc), as_json)
     message = {"ok": True, "database": db, "from": before, "to": after, "app_role": app_role}
     text = (
         f"database ready: {db} (schema {after})"
@@ -453,7 +463,6 @@ def kek(kek_file: Path, rotate: bool, as_json: bool) -> None:
         written, current = write_kek_file(kek_file, rotate=rotate)
     except (ConfigError, OSError) as exc:
         _fail(str(exc), as_json)
-        return
     verb = ("rotated" if rotate else "created") if written else "kept"
     text = f"{verb} {kek_file}: new bodies are sealed under key {current}"
     click.echo(json.dumps({"ok": True, "written": written, "key_id": current}) if as_json else text)
@@ -488,11 +497,9 @@ def reseal(db: str, kek_file: Path | None, as_json: bool) -> None:
         done = reseal_rows(with_keyring(database, keys))
         database.dispose()
     except Internal:  # a body that does not open under any listed key: the detail is in the log
-        _fail("stored data cannot be decrypted with the keys given: list every key in use", as_json)
-        return
+        _fail(_KEYS_IN_USE, as_json)
     except (ConfigError, SQLAlchemyError) as exc:
-        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
-        return
+        _fail(_reason(exc), as_json)
     retired = [k for k in keys.ids[1:] if k not in done.keys_in_use]
     record = {
         "ok": True,
@@ -536,11 +543,9 @@ def reindex(db: str, kek_file: Path | None, as_json: bool) -> None:
         count = reindex_rows(with_keyring(database, keys))
         database.dispose()
     except Internal:  # a body that does not open under any listed key: the detail is in the log
-        _fail("stored data cannot be decrypted with the keys given: list every key in use", as_json)
-        return
+        _fail(_KEYS_IN_USE, as_json)
     except (ConfigError, SQLAlchemyError) as exc:
-        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
-        return
+        _fail(_reason(exc), as_json)
     key_id = keys.current_id if keys is not None else None
     under = f"key {key_id}" if key_id else "plain SHA-256 (no key-encryption key)"
     record = {"ok": True, "alerts": count, "key_id": key_id}
@@ -623,7 +628,7 @@ def purge(
     except Internal:  # a sealed body that does not open: the detail is in the log
         _fail("stored alerts cannot be decrypted: give the server's --kek-file", as_json)
     except (ConfigError, CertsError, LedgerError, OSError, SQLAlchemyError) as exc:
-        _fail(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], as_json)
+        _fail(_reason(exc), as_json)
     listed = [
         {
             "alert": c.thread_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, or_, select, text, update
+from sqlalchemy import Connection, Engine, delete, or_, select, text, update
 
 from exchange._bodies import (
     ACK_COLUMNS,
@@ -23,7 +23,7 @@ from exchange._errors import ConfigError
 from exchange._sealing import Keyring
 from exchange._search import index_subjects
 from exchange._tables import acknowledgements, alert_subjects, alerts
-from exchange._threads import MESSAGE_COLUMNS, opened_messages
+from exchange._threads import MESSAGE_COLUMNS, StoredAlert, opened_messages
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,7 @@ def _reseal_alerts(engine: Engine, keys: Keyring, batch: int) -> int:
                 connection.execute(
                     update(alerts).where(alerts.c.position == stored.position).values(**sealed)
                 )
-                connection.execute(
-                    delete(alert_subjects).where(alert_subjects.c.alert_position == row.position)
-                )
-                index_subjects(connection, row.position, row.thread_id, stored.alert, keys)
+                _index_anew(connection, stored, row.thread_id, keys)
         count += len(rows)
         if len(rows) < batch:
             return count
@@ -97,10 +94,7 @@ def reindex(engine: Engine, batch: int = 500) -> int:
                 .limit(batch)
             ).all()
             for stored, row in zip(opened_messages(connection, rows), rows, strict=True):
-                connection.execute(
-                    delete(alert_subjects).where(alert_subjects.c.alert_position == row.position)
-                )
-                index_subjects(connection, row.position, row.thread_id, stored.alert, keys)
+                _index_anew(connection, stored, row.thread_id, keys)
         count += len(rows)
         if len(rows) < batch:
             return count
@@ -134,3 +128,13 @@ def reclaim(engine: Engine) -> None:
     else:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM alerts, alert_subjects, acknowledgements"))
+
+
+def _index_anew(
+    connection: Connection, stored: StoredAlert, thread_id: str, keys: Keyring | None
+) -> None:
+    """Replace the search keys of ``stored`` with those ``keys`` make now."""
+    connection.execute(
+        delete(alert_subjects).where(alert_subjects.c.alert_position == stored.position)
+    )
+    index_subjects(connection, stored.position, thread_id, stored.alert, keys)

@@ -33,12 +33,13 @@ from exchange._errors import (
     InvalidArgument,
     RateLimited,
     ResourceExhausted,
+    ledger_unavailable,
 )
 from exchange._identity import PeerRejected, Principal, Trust, authenticate, require
 from exchange._limits import RateLimiter
 from exchange._metrics import Metrics
 from exchange._policy import Policy
-from ledger import Actor, EntryDraft
+from ledger import Actor, EntryDraft, LedgerError
 from ledger.store import LedgerWriter
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
@@ -81,6 +82,18 @@ class DeniedRecorder:
         """``error`` and its DENIED entry naming ``objects``, for a ledger work to return."""
         self._written = error
         return error, [_entries.denied(self.actor, self.method, self.digest, error, objects)]
+
+    async def commit(self, error: ExchangeError, objects: tuple[str, ...]) -> ExchangeError:
+        """Commit ``error``'s DENIED entry naming ``objects`` and return it to raise: for a
+        refusal decided after a read (an alert not visible), committed before the answer as a
+        write's work commits its refusal, so that when the ledger cannot take it the caller is
+        answered UNAVAILABLE, never the refusal unrecorded."""
+        try:
+            work = self._ledger.submit(lambda _c, _s: self.within(error, objects))
+            await asyncio.wrap_future(work)
+        except LedgerError as exc:
+            raise ledger_unavailable(self._ledger.halted) from exc
+        return error
 
     async def write(self, error: ExchangeError) -> None:
         """Append ``error``'s DENIED entry and wait for its commit, unless it is written."""

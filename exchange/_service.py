@@ -173,11 +173,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
 
     async def _refused(self, error: ExchangeError, asked: str) -> ExchangeError:
         """Commit ``error``'s DENIED entry naming the alert ``asked`` for, and return it to
-        raise. Committed here, as a write's work commits its refusal, not by the guard: when the
-        ledger cannot take it, the caller is answered UNAVAILABLE, never NOT_FOUND unrecorded."""
-        denied = denied_recorder()
-        await self._commit(lambda _c, _s: denied.within(error, (asked,)))
-        return error
+        raise (:meth:`DeniedRecorder.commit`)."""
+        return await denied_recorder().commit(error, (asked,))
 
     async def _write(
         self,
@@ -485,8 +482,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
     # -- reading: get, list, search, acknowledgements ------------------------------------------
 
     def _visibility(self, agency: str, authorize: Callable[[str], AgencyPolicy]) -> Visibility:
-        policy = authorize(agency)
-        return Visibility(agency, policy.receive, self._policy.amber_sharers(agency))
+        return Visibility.of(self._policy, agency, authorize)
 
     def _alarm(self, method: str, agency: str, tampered: Sequence[Tampered]) -> None:
         """Raise the alarm for alerts refused because their rows (or message) disagree with what

@@ -9,13 +9,14 @@ until it is put right.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, Select, Table, and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from exchange._policy import AgencyPolicy, Policy
 from exchange._signatures import (
     Addressing,
     envelope_of,
@@ -42,6 +43,14 @@ class Visibility:
     agency: str
     receive: frozenset[str]
     sharers: frozenset[str]
+
+    @classmethod
+    def of(
+        cls, policy: Policy, agency: str, authorize: Callable[[str], AgencyPolicy]
+    ) -> Visibility:
+        """What ``agency`` may see under ``policy``, once ``authorize`` (the policy's check for
+        the call: read, receive, search) lets it call at all."""
+        return cls(agency, authorize(agency).receive, policy.amber_sharers(agency))
 
     def clause(self, table: Table = alerts) -> ColumnElement[bool]:
         recipients = alert_recipients.alias()

@@ -47,8 +47,8 @@ def _translated(command: click.Command, ctx: click.Context | None) -> Iterator[N
             holder.help = text
 
 
-class Command(click.Command):
-    """A client command whose help follows the language in force."""
+class _TranslatedHelp(click.Command):
+    """Help (the page, and the line a group lists) in the language in force."""
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _translated(self, ctx):
@@ -59,21 +59,17 @@ class Command(click.Command):
             return super().get_short_help_str(limit)
 
 
-class Group(click.Group):
+class Command(_TranslatedHelp):
+    """A client command whose help follows the language in force."""
+
+
+class Group(_TranslatedHelp, click.Group):
     """A group of client commands: its help, and that of the commands declared with
     ``@group.command()`` and ``@group.group()``, follows the language in force. The group that
     runs (the root, through :meth:`main`) chooses the language first."""
 
     command_class = Command
     group_class = type  # subgroups declared on a Group are Groups
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _translated(self, ctx):
-            super().format_help(ctx, formatter)
-
-    def get_short_help_str(self, limit: int = 45) -> str:
-        with _translated(self, None):
-            return super().get_short_help_str(limit)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - click's main
         """Run with the language of SINERGI_LANG, the configuration file or the locale in

@@ -22,6 +22,7 @@ from clients import (
     ForkDetected,
     Monitor,
     QuorumFailed,
+    Refused,
     VerificationFailed,
     new_alert,
 )
@@ -326,9 +327,9 @@ def test_the_proof_bundle_verifies_offline_and_fails_when_any_byte_changes(
 def test_an_alert_another_agency_may_not_see_has_no_proof_for_it(exchange: Exchange) -> None:
     alert_id = _publish(exchange, ["customs"], "customs only", "PEOPLE_SMUGGLING")
     with exchange.client("labour") as client:
-        with pytest.raises(Exception) as refused:
+        with pytest.raises(Refused) as refused:
             client.alert_proof(alert_id)
-    assert getattr(refused.value, "code", None) == grpc.StatusCode.NOT_FOUND
+    assert refused.value.code == grpc.StatusCode.NOT_FOUND
     denied = [e for e in exchange.server.entries() if e.action is Action.DENIED]
     assert [e.objects for e in denied] == [(f"alert:{alert_id}",)]
 
