@@ -11,13 +11,14 @@ a fixed set (never an alert id).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from certs import CRL_REFUSALS
@@ -29,6 +30,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: Per CA: its label, whether its CRL is current, its CRL's nextUpdate (None: no CRL in force).
 CrlStatus = tuple[str, bool, datetime | None]
 _APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400)
 
 
 class Metrics:
@@ -77,22 +79,16 @@ class Metrics:
             registry=r,
         )
         self._subscribers = Gauge("sinergi_subscribers", "Open Subscribe streams.", registry=r)
-        self._lag = Histogram(
-            "sinergi_delivery_lag_seconds",
-            "Time from publish to delivery: how far behind subscribers are (a resumed backlog "
-            "shows as a long tail).",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400),
+        self._idle = Gauge(
+            "sinergi_subscribers_idle",
+            "Open Subscribe streams waiting for the next publish to their agency; the others "
+            "are reading or sending (many for long: subscribers are lagging).",
             registry=r,
         )
-        self._page_reads = Counter(
-            "sinergi_subscription_page_reads",
-            "Pages of alerts subscriptions asked for, by whether the subscription joined a read "
-            "another one had started at the same cursor (shared=yes) or ran its own (no).",
-            ["shared"],
-            registry=r,
-        )
-        # Bound once: counted for every stream at every wake-up, where labels() looks it up.
-        self._page_reads_by = {shared: self._page_reads.labels(shared) for shared in ("yes", "no")}
+        # Counted for every delivery and every stream's wake-up: on the event loop's thread
+        # alone, without prometheus_client's locks (docs/performance.md, "Fan-out").
+        self._fanout = _FanOutCollector()
+        r.register(self._fanout)
         self._expiry = Gauge(
             "sinergi_certificate_expiry_seconds",
             "Seconds until the certificate expires.",
@@ -143,11 +139,17 @@ class Metrics:
     def subscribers(self, count: int) -> None:
         self._subscribers.set(count)
 
+    def idle_subscribers(self, count: Callable[[], int]) -> None:
+        """Read at every scrape."""
+        self._idle.set_function(count)
+
     def delivered(self, lag_seconds: float) -> None:
-        self._lag.observe(max(lag_seconds, 0.0))
+        """One message written to a stream: called on the event loop's thread only."""
+        self._fanout.delivered(lag_seconds)
 
     def page_read(self, shared: bool) -> None:
-        self._page_reads_by["yes" if shared else "no"].inc()
+        """A stream asked for a page: called on the event loop's thread only."""
+        self._fanout.page_reads[shared] += 1
 
     def certificate(self, identity: str, not_after: datetime) -> None:
         """Expiry counts down by itself at every scrape (a value set once would go stale)."""
@@ -228,5 +230,55 @@ class _CrlCollector:
                 "sinergi_crl_next_update_seconds",
                 "Seconds until the nextUpdate of the CA's CRL in force (negative once passed).",
                 labels=["ca"],
+            ),
+        )
+
+
+class _FanOutCollector:
+    """``sinergi_delivery_lag_seconds`` and ``sinergi_subscription_page_reads_total``, counted by
+    the event loop's thread alone and read at each scrape. They change once per delivery, where a
+    prometheus_client histogram's locks and bucket loop were 3% of the server's time under fan-out.
+    A scrape reads without a lock: it may count a delivery in its bucket and not yet in the sum."""
+
+    def __init__(self) -> None:
+        self._lags = [0] * (len(_LAG_BUCKETS) + 1)  # the last: above every bound (+Inf only)
+        self._lag_sum = 0.0
+        self.page_reads = {True: 0, False: 0}  # joined a read already running, ran its own
+
+    def delivered(self, lag_seconds: float) -> None:
+        lag = max(lag_seconds, 0.0)
+        self._lags[bisect.bisect_left(_LAG_BUCKETS, lag)] += 1  # le: a bound counts its equal
+        self._lag_sum += lag
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        lag, reads = self._families()
+        counts, total, cumulative = list(self._lags), self._lag_sum, 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip([*map(str, map(float, _LAG_BUCKETS)), "+Inf"], counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        lag.add_metric([], buckets, total)
+        shared = dict(self.page_reads)
+        reads.add_metric(["yes"], shared[True])
+        reads.add_metric(["no"], shared[False])
+        yield lag
+        yield reads
+
+    @staticmethod
+    def _families() -> tuple[HistogramMetricFamily, CounterMetricFamily]:
+        return (
+            HistogramMetricFamily(
+                "sinergi_delivery_lag_seconds",
+                "Time from publish to delivery: how far behind subscribers are (a resumed "
+                "backlog shows as a long tail).",
+            ),
+            CounterMetricFamily(
+                "sinergi_subscription_page_reads",
+                "Pages of alerts subscriptions asked for, by whether the subscription joined a "
+                "read another one had started at the same cursor (shared=yes) or ran its own (no).",
+                labels=["shared"],
             ),
         )

@@ -188,7 +188,7 @@ class Guard(_Interceptor):
                     call.log()
 
             return grpc.unary_stream_rpc_method_handler(
-                stream_behavior, response_serializer=handler.response_serializer
+                stream_behavior, response_serializer=_as_is(handler.response_serializer)
             )
         if handler.stream_stream is not None:  # server reflection
             bidi = handler.stream_stream
@@ -285,6 +285,18 @@ class _StallWatch:
 
     def stop(self) -> None:
         self._timer.cancel()
+
+
+def _as_is(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """``serialize``, except for bytes, sent as they are: a message serialized once for every
+    stream it goes to (a Subscribe page, docs/performance.md "Fan-out")."""
+    if serialize is None:
+        return None
+
+    def serializer(message: Any) -> bytes:  # noqa: ANN401
+        return message if type(message) is bytes else serialize(message)
+
+    return serializer
 
 
 async def _parsed(

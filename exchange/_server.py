@@ -352,6 +352,7 @@ class ExchangeServer:
             observers.append(self.witnessing.offer)
         self.metrics.ledger_halted(lambda: self.ledger.halted)
         self.hub = Hub(self.metrics.subscribers, self.metrics.delivered, self.metrics.page_read)
+        self.metrics.idle_subscribers(self.hub.idle)
         self.wakeups: PostgresWakeups | None = None
         self.health: DatabaseHealth | None = None
         self.actor = Actor("", "")  # the exchange's own identity, known once it starts

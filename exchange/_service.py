@@ -36,7 +36,7 @@ from exchange._receipts import Cosigned, Receipts
 from exchange._rpc import current_principal, denied_recorder
 from exchange._search import matching_threads, search_keys
 from exchange._signatures import check_signature, unsigned
-from exchange._subscriptions import Hub
+from exchange._subscriptions import SHUTTING_DOWN, Hub
 from exchange._threads import (
     StoredAlert,
     acknowledgements_of,
@@ -98,10 +98,12 @@ _RELATED_METHOD = "/sinergi.v1.Exchange/GetRelatedAlerts"
 
 
 class _Page(NamedTuple):
-    """A page of a subscription, shared by the streams at its cursor (read-only to them)."""
+    """A page of a subscription, shared by the streams at its cursor (read-only to them). It
+    keeps what the streams send, serialized, and not the decrypted alerts it was built from: a
+    stream that lags holds one page of bytes."""
 
-    messages: list[StoredAlert]
-    sends: list[exchange_pb2.Delivery]  # built once, sent by each stream
+    positions: list[int]  # each message's position (a stream's cursor once it is sent)
+    sends: list[bytes]  # each Delivery serialized once, sent as is by each stream
     sent: list[float]  # each message's sending time, POSIX seconds (the lag metric)
     last: int  # the position read up to
     full: bool  # as many rows as a page holds: there may be more to read at once
@@ -329,9 +331,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
 
     # -- delivering: subscribe, acknowledge ----------------------------------------------------
 
-    async def Subscribe(  # noqa: N802
+    async def Subscribe(  # type: ignore[override]  # noqa: N802
         self, request: exchange_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[exchange_pb2.Delivery]:
+    ) -> AsyncIterator[bytes]:  # Deliveries serialized once per page (the guard sends bytes as is)
         principal = current_principal()
         self._policy.authorize_receive(principal.agency)
         validate_subscribe(request)
@@ -383,45 +385,44 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         alert=s.alert,
                         related=r.alerts,
                         related_next_page_token=r.token,
-                    )
+                    ).SerializeToString()
                     for s, r in zip(page, beside, strict=True)
                 ]
                 sent = [s.alert.sent.ToDatetime(UTC).timestamp() for s in page]
-                return _Page(page, sends, sent, last, full)
+                return _Page([s.position for s in page], sends, sent, last, full)
 
             return run
 
         with self._hub.subscription():
+            after: asyncio.Event | None = None  # the wake-up the next read waits for (None: now)
+            expect = 1  # the streams the last page went to, which the next read gathers
             while True:
                 if self._hub.closing:
-                    raise Unavailable("server shutting down; resume from your last cursor")
-                wake = self._hub.waiter(principal.agency)
-                # Every idle subscription of the agency wakes at the same cursor: one read serves
-                # them all. A read is joined only by streams holding the wake-up event it was
-                # started under: anything committed after it began sets that event, so no stream
-                # waits on a page that missed a publish (one that took a newer event reads anew).
-                key = (principal.agency, cursor, tuple(categories), request.related, wake)
-                page = await self._hub.shared(key, principal.actor, page_after(cursor))
-                if not page.messages:
-                    if page.last == cursor:
-                        await wake.wait()
+                    raise Unavailable(SHUTTING_DOWN)
+                # Every idle subscription of the agency waits at the same cursor for the read
+                # the next publish to it starts: one read serves them all, and wakes each once.
+                key = (principal.agency, cursor, tuple(categories), request.related)
+                reading = page_after(cursor)
+                page, wake, expect = await self._hub.page(
+                    principal.agency, key, principal.actor, reading, after=after, expect=expect
+                )
+                if not page.positions:
+                    after = wake if page.last == cursor else None
                     cursor = page.last  # past what the checks refused: it is never sent
                     continue
                 # Recorded before it came back (with every stream that joined the read): the
                 # ledger may say "delivered" for an alert a dropped connection lost (it is sent
                 # again on resume), never the reverse.
-                for stored, delivery, sent in zip(
-                    page.messages, page.sends, page.sent, strict=True
+                for position, delivery, sent in zip(
+                    page.positions, page.sends, page.sent, strict=True
                 ):
                     yield delivery
-                    cursor = stored.position
+                    cursor = position
                     self._hub.delivered(time.time() - sent)
                 cursor = page.last
-                # A page that was not full held everything committed before its read; the
-                # event taken before it is set by anything committed since. Unset, there is
-                # nothing to read: wait, instead of reading an empty page first.
-                if not page.full and not wake.is_set():
-                    await wake.wait()
+                # A page that was not full held everything committed before its read, and its
+                # event is set by anything committed since: the next read waits for it.
+                after = None if page.full else wake
 
     async def Acknowledge(  # noqa: N802
         self, request: exchange_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
