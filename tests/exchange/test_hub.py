@@ -55,6 +55,15 @@ def _counting_read(calls: list[str], result: str) -> Callable[[Close], Awaitable
     return read
 
 
+def _waiting(
+    hub: Hub, calls: list[str], member: str = "s", cursor: int = 1, result: str = "p"
+) -> asyncio.Future[Any]:
+    """A police stream at ``cursor`` waiting for the next publish to police."""
+    read = _counting_read(calls, result)
+    after = hub.waiter("police")
+    return asyncio.ensure_future(hub.page("police", ("police", cursor), member, read, after=after))
+
+
 def test_idle_streams_wait_for_the_read_the_next_publish_starts() -> None:
     """Streams waiting after an event share one read that starts only when a publish sets it:
     nothing is read before, each is woken once, by the page, and the read names them all."""
@@ -124,10 +133,7 @@ def test_a_cancelled_stream_cancels_neither_the_read_nor_the_others() -> None:
     async def scenario() -> None:
         hub = Hub()
         calls: list[str] = []
-        event = hub.waiter("police")
-        read = _counting_read(calls, "p")
-        gone = asyncio.ensure_future(hub.page("police", ("police", 1), "a", read, after=event))
-        stays = asyncio.ensure_future(hub.page("police", ("police", 1), "b", read, after=event))
+        gone, stays = _waiting(hub, calls, "a"), _waiting(hub, calls, "b")
         await asyncio.sleep(0)
         gone.cancel()
         hub.notify(["police"])
@@ -137,8 +143,7 @@ def test_a_cancelled_stream_cancels_neither_the_read_nor_the_others() -> None:
         assert gone.cancelled()
 
         # When every waiting stream is gone, the publish starts no read.
-        again = hub.waiter("police")
-        lone = asyncio.ensure_future(hub.page("police", ("police", 2), "c", read, after=again))
+        lone = _waiting(hub, calls, "c", cursor=2)
         await asyncio.sleep(0)
         lone.cancel()
         await asyncio.sleep(0)
@@ -153,10 +158,7 @@ def test_shutdown_ends_waiting_streams_unavailable_without_reading() -> None:
     async def scenario() -> None:
         hub = Hub()
         calls: list[str] = []
-        event = hub.waiter("police")
-        waiting = asyncio.ensure_future(
-            hub.page("police", ("police", 1), "s", _counting_read(calls, "p"), after=event)
-        )
+        waiting = _waiting(hub, calls)
         await asyncio.sleep(0)
         hub.close()
         with pytest.raises(Unavailable) as ended:
@@ -196,10 +198,7 @@ def test_two_wake_ups_for_one_commit_cost_one_read() -> None:
     async def scenario() -> None:
         hub = Hub()
         calls: list[str] = []
-        event = hub.waiter("police")
-        waiting = asyncio.ensure_future(
-            hub.page("police", ("police", 1), "s", _counting_read(calls, "p"), after=event)
-        )
+        waiting = _waiting(hub, calls)
         await asyncio.sleep(0)
         hub.notify(["police"])
         hub.notify(["police"])
