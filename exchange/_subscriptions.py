@@ -78,11 +78,6 @@ class Hub:
 
     def _start_waiting(self, agency: str, waiting: dict[Hashable, _Read]) -> None:
         for key, read in waiting.items():
-            if all(waiter.done() for waiter in read.waiters):  # no one waits any more
-                continue
-            if self.closing:
-                read.end(Unavailable(SHUTTING_DOWN))
-                continue
             running = self._running.get((key, self.waiter(agency)))
             if running is not None:  # a stream that found the event set has started it: join
                 running.join(read)
@@ -90,9 +85,10 @@ class Hub:
             gathering = self._gathering.get(key)
             if gathering is None:
                 self._gather(agency, key, read)
+                gathering = read
             else:  # streams that found the event set are gathering for it: together
                 gathering.join(read)
-                self._go_if_all(agency, key, gathering)
+            self._go_if_all(agency, key, gathering)  # idle streams: all there, at once
 
     async def page(
         self,

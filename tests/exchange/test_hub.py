@@ -64,9 +64,13 @@ def _waiting(
     return asyncio.ensure_future(hub.page("police", ("police", cursor), member, read, after=after))
 
 
-def test_idle_streams_wait_for_the_read_the_next_publish_starts() -> None:
+def test_idle_streams_wait_for_the_read_the_next_publish_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Streams waiting after an event share one read that starts only when a publish sets it:
-    nothing is read before, each is woken once, by the page, and the read names them all."""
+    nothing is read before, each is woken once, by the page, and the read names them all. It
+    starts at once: every stream it expects is there, none to gather."""
+    monkeypatch.setattr(_subscriptions, "GATHER_SECONDS", 3600.0)
 
     async def scenario() -> None:
         reads: list[bool] = []
@@ -86,7 +90,7 @@ def test_idle_streams_wait_for_the_read_the_next_publish_starts() -> None:
         await asyncio.sleep(0)
         assert calls == []
         hub.notify(["police"])
-        results = await asyncio.gather(*streams)
+        results = await asyncio.wait_for(asyncio.gather(*streams), 5)
         assert calls == ["p"]  # one read for the three
         next_event = hub.waiter("police")
         assert next_event is not event
